@@ -1,0 +1,370 @@
+//! Typed gateways: the caller's handle to an endpoint, the same type whether the endpoint runs in
+//! this process or on another node. Flink: the `RpcGateway` proxy and its invocation handler.
+//!
+//! # The message path
+//!
+//! * **Local**, default: the typed message goes straight into the endpoint's mailbox
+//!   (`LocalInvocation`); nothing is serialized. Flink: `LocalRpcInvocation`.
+//! * **Local, forced serialization** (`RpcConfig::force_serialization`): the message is encoded
+//!   with rmp-serde, decoded by the endpoint's generated dispatch, and the reply comes back
+//!   encoded, exactly as over the wire but without a socket.
+//! * **Remote**: the message is encoded into a request frame (checked against the frame size
+//!   *before* anything is sent), queued on the pooled connection to the node, and the reply frame
+//!   completes the call.
+//!
+//! In every case a fenced gateway stamps its token, the endpoint admits the message in one place
+//! (`RpcActor::admit`), asks time out after the default or the given timeout, and a recipient that
+//! is gone is reported as `RecipientUnreachable` as soon as that is known.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use actix::{Addr, MailboxError};
+use tokio::sync::oneshot;
+
+use crate::address::RpcAddress;
+use crate::config::RpcConfig;
+use crate::endpoint::{EncodedInvocation, LocalInvocation, RpcActor, RpcEndpoint};
+use crate::error::RpcError;
+use crate::id::FencingToken;
+use crate::message::{Accepts, RpcMessage};
+use crate::service::ServiceInner;
+use crate::transport::connection::{Connection, ReplyResult, SendFailure};
+use crate::transport::frame::{self, RequestHeader};
+use crate::transport::{ReplySink, Transport};
+
+enum Target<E: RpcEndpoint> {
+    Local {
+        addr: Addr<RpcActor<E>>,
+        force: bool,
+    },
+    Remote {
+        transport: Arc<Transport>,
+    },
+}
+
+impl<E: RpcEndpoint> Clone for Target<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Target::Local { addr, force } => Target::Local {
+                addr: addr.clone(),
+                force: *force,
+            },
+            Target::Remote { transport } => Target::Remote {
+                transport: Arc::clone(transport),
+            },
+        }
+    }
+}
+
+/// A handle for calling endpoint `E`: `ask` (request/response with a timeout) and `tell`
+/// (fire-and-forget). Cheap to clone, `Send`, usable from any thread or task.
+pub struct RpcGateway<E: RpcEndpoint> {
+    target: Target<E>,
+    address: RpcAddress,
+    token: Option<E::Token>,
+    ask_timeout: Duration,
+    max_frame: usize,
+}
+
+impl<E: RpcEndpoint> Clone for RpcGateway<E> {
+    fn clone(&self) -> Self {
+        RpcGateway {
+            target: self.target.clone(),
+            address: self.address.clone(),
+            token: self.token,
+            ask_timeout: self.ask_timeout,
+            max_frame: self.max_frame,
+        }
+    }
+}
+
+impl<E: RpcEndpoint> std::fmt::Debug for RpcGateway<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcGateway")
+            .field("gateway", &E::GATEWAY)
+            .field("address", &self.address.to_string())
+            .field("local", &self.is_local())
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl<E: RpcEndpoint> RpcGateway<E> {
+    pub(crate) fn local(
+        addr: Addr<RpcActor<E>>,
+        address: RpcAddress,
+        token: Option<E::Token>,
+        service: Weak<ServiceInner>,
+    ) -> Self {
+        let config = service
+            .upgrade()
+            .map(|s| s.config.clone())
+            .unwrap_or_default();
+        RpcGateway {
+            target: Target::Local {
+                addr,
+                force: config.force_serialization,
+            },
+            address,
+            token,
+            ask_timeout: config.ask_timeout,
+            max_frame: config.max_frame_size,
+        }
+    }
+
+    pub(crate) fn remote(
+        transport: Arc<Transport>,
+        address: RpcAddress,
+        token: Option<E::Token>,
+        config: &RpcConfig,
+    ) -> Self {
+        RpcGateway {
+            target: Target::Remote { transport },
+            address,
+            token,
+            ask_timeout: config.ask_timeout,
+            max_frame: config.max_frame_size,
+        }
+    }
+
+    /// The endpoint's address.
+    pub fn address(&self) -> &RpcAddress {
+        &self.address
+    }
+
+    /// The token this gateway stamps, if it is fenced. Flink: `FencedRpcGateway.getFencingToken`.
+    pub fn fencing_token(&self) -> Option<E::Token> {
+        self.token
+    }
+
+    /// True when the endpoint runs in this process.
+    pub fn is_local(&self) -> bool {
+        matches!(self.target, Target::Local { .. })
+    }
+
+    /// The default timeout of [`ask`](Self::ask).
+    pub fn ask_timeout(&self) -> Duration {
+        self.ask_timeout
+    }
+
+    /// The same gateway with another default ask timeout.
+    pub fn with_ask_timeout(mut self, timeout: Duration) -> Self {
+        self.ask_timeout = timeout;
+        self
+    }
+
+    /// Sends `msg` and waits for the reply, at most the default ask timeout.
+    pub async fn ask<M>(&self, msg: M) -> Result<M::Reply, RpcError>
+    where
+        M: RpcMessage,
+        E: Accepts<M>,
+    {
+        self.ask_with_timeout(msg, self.ask_timeout).await
+    }
+
+    /// Sends `msg` and waits for the reply, at most `timeout` (Flink's `@RpcTimeout` argument).
+    pub async fn ask_with_timeout<M>(&self, msg: M, timeout: Duration) -> Result<M::Reply, RpcError>
+    where
+        M: RpcMessage,
+        E: Accepts<M>,
+    {
+        let name = <E as Accepts<M>>::NAME;
+        let token = self.token.and_then(|t| t.to_wire());
+        match &self.target {
+            Target::Local { addr, force: false } => {
+                match addr
+                    .send(LocalInvocation { msg, token })
+                    .timeout(timeout)
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(MailboxError::Closed) => {
+                        Err(self.gone(name, "the endpoint has terminated"))
+                    }
+                    Err(MailboxError::Timeout) => Err(self.timed_out(name, timeout)),
+                }
+            }
+            Target::Local { addr, force: true } => {
+                let payload = rmp_serde::to_vec(&msg)
+                    .map_err(|e| RpcError::serialize(format!("message {name}"), e))?;
+                let (tx, rx) = oneshot::channel();
+                addr.do_send(EncodedInvocation {
+                    message: name.to_string(),
+                    token,
+                    payload: payload.into(),
+                    sink: ReplySink::local(tx, self.max_frame),
+                });
+                self.await_reply::<M>(name, rx, timeout, None).await
+            }
+            Target::Remote { transport } => {
+                let header = RequestHeader {
+                    expects_reply: true,
+                    token,
+                    endpoint: self.address.endpoint(),
+                    message: name,
+                };
+                let frame =
+                    frame::encode_request(header, &msg, self.max_frame).inspect_err(|e| {
+                        if matches!(e, RpcError::FrameTooLarge { .. }) {
+                            transport.count_oversized();
+                        }
+                    })?;
+                let (conn, id, rx) = self.put_on_connection(transport, name, frame).await?;
+                self.await_reply::<M>(name, rx, timeout, Some((conn, id)))
+                    .await
+            }
+        }
+    }
+
+    async fn put_on_connection(
+        &self,
+        transport: &Arc<Transport>,
+        name: &str,
+        mut frame: Vec<u8>,
+    ) -> Result<(Arc<Connection>, u64, oneshot::Receiver<ReplyResult>), RpcError> {
+        let node = self.address.node();
+        // A connection can start draining between the pool lookup and the send; the next lookup
+        // then yields its replacement.
+        for _ in 0..3 {
+            let conn = transport
+                .connection(&node)
+                .await
+                .map_err(|err| self.specialize(err, name))?;
+            match conn.ask(frame) {
+                Ok((id, rx)) => return Ok((conn, id, rx)),
+                Err(SendFailure::Draining(back)) => frame = back,
+                Err(SendFailure::Closed(err)) => return Err(self.specialize(err, name)),
+            }
+        }
+        Err(self.gone(name, "every connection to the node was draining"))
+    }
+
+    async fn await_reply<M: RpcMessage>(
+        &self,
+        name: &str,
+        rx: oneshot::Receiver<ReplyResult>,
+        timeout: Duration,
+        pending: Option<(Arc<Connection>, u64)>,
+    ) -> Result<M::Reply, RpcError> {
+        match tokio::time::timeout(timeout, rx).await {
+            Err(_) => {
+                if let Some((conn, id)) = pending {
+                    conn.forget(id);
+                }
+                Err(self.timed_out(name, timeout))
+            }
+            Ok(Err(_)) => Err(self.gone(name, "the endpoint has terminated")),
+            Ok(Ok(Err(err))) => Err(self.specialize(err, name)),
+            Ok(Ok(Ok(bytes))) => rmp_serde::from_slice(&bytes)
+                .map_err(|e| RpcError::deserialize(format!("reply to {name}"), e)),
+        }
+    }
+
+    /// Sends `msg` without waiting for an answer. Errors known at once (encoding, frame size, a
+    /// terminated local endpoint, a closed connection) are returned; the endpoint's own refusal
+    /// (a stale token, say) is only logged there, as a tell has no one to answer to.
+    pub fn tell<M>(&self, msg: M) -> Result<(), RpcError>
+    where
+        M: RpcMessage<Reply = ()>,
+        E: Accepts<M>,
+    {
+        let name = <E as Accepts<M>>::NAME;
+        let token = self.token.and_then(|t| t.to_wire());
+        match &self.target {
+            Target::Local { addr, force } => {
+                if !addr.connected() {
+                    return Err(self.gone(name, "the endpoint has terminated"));
+                }
+                if *force {
+                    let payload = rmp_serde::to_vec(&msg)
+                        .map_err(|e| RpcError::serialize(format!("message {name}"), e))?;
+                    addr.do_send(EncodedInvocation {
+                        message: name.to_string(),
+                        token,
+                        payload: payload.into(),
+                        sink: ReplySink::discard(),
+                    });
+                } else {
+                    addr.do_send(LocalInvocation { msg, token });
+                }
+                Ok(())
+            }
+            Target::Remote { transport } => {
+                let header = RequestHeader {
+                    expects_reply: false,
+                    token,
+                    endpoint: self.address.endpoint(),
+                    message: name,
+                };
+                let frame =
+                    frame::encode_request(header, &msg, self.max_frame).inspect_err(|e| {
+                        if matches!(e, RpcError::FrameTooLarge { .. }) {
+                            transport.count_oversized();
+                        }
+                    })?;
+                let node = self.address.node();
+                let frame = match transport.pooled(&node) {
+                    Some(conn) => match conn.tell(frame) {
+                        Ok(()) => return Ok(()),
+                        Err(SendFailure::Closed(err)) => return Err(self.specialize(err, name)),
+                        Err(SendFailure::Draining(back)) => back,
+                    },
+                    None => frame,
+                };
+                // No usable connection right now: dial in the background and send then.
+                let transport = Arc::clone(transport);
+                let recipient = self.address.to_string();
+                tokio::spawn(async move {
+                    let result = match transport.connection(&node).await {
+                        Ok(conn) => match conn.tell(frame) {
+                            Ok(()) => Ok(()),
+                            Err(SendFailure::Closed(err)) => Err(err),
+                            Err(SendFailure::Draining(_)) => Err(RpcError::Connection {
+                                address: node,
+                                reason: "the new connection is already draining".into(),
+                            }),
+                        },
+                        Err(err) => Err(err),
+                    };
+                    if let Err(err) = result {
+                        tracing::warn!(recipient, message = name, error = %err, "tell could not be delivered");
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn gone(&self, message: &str, reason: &str) -> RpcError {
+        RpcError::RecipientUnreachable {
+            recipient: self.address.to_string(),
+            message: message.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn timed_out(&self, message: &str, timeout: Duration) -> RpcError {
+        RpcError::Timeout {
+            recipient: self.address.to_string(),
+            message: message.to_string(),
+            timeout,
+        }
+    }
+
+    /// Fills in which call failed, and turns "gone" conditions into `RecipientUnreachable`: a
+    /// gateway exists only for an endpoint that was there when it connected.
+    fn specialize(&self, err: RpcError, message: &str) -> RpcError {
+        match err {
+            RpcError::RecipientUnreachable { reason, .. } => self.gone(message, &reason),
+            RpcError::EndpointNotFound { .. } => {
+                self.gone(message, "the endpoint is no longer served on its node")
+            }
+            RpcError::Connection { reason, .. } => {
+                self.gone(message, &format!("the node is unreachable: {reason}"))
+            }
+            RpcError::ServiceShutdown => self.gone(message, "the local rpc service is shut down"),
+            other => other,
+        }
+    }
+}

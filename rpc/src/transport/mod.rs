@@ -1,0 +1,54 @@
+//! The remote transport: one TCP listener per [`RpcService`](crate::RpcService), one connection per
+//! peer node, frames as described in [`frame`].
+//!
+//! # Connections
+//!
+//! A connection is symmetric: either side sends requests on it and answers the other's. Each
+//! connection has a reader task (decodes frames, hands requests to endpoint mailboxes, completes
+//! pending asks) and a writer task (batches queued frames into few `write` calls). A connection is
+//! kept in the pool under the peer's advertised `host:port`, and reused by every gateway to that
+//! node; a closed one is dropped from the pool and the next call dials again.
+//!
+//! When two nodes dial each other at once, both end up with two connections. Each side keeps the
+//! one dialed by the service with the smaller instance id (both sides compute the same answer) and
+//! *drains* the other: no new requests go on it, and once neither side has requests in flight on
+//! it, both send `GoAway` and it closes. No request is lost in the swap.
+//!
+//! # Failure
+//!
+//! Any malformed frame ends that connection: the reader sends a `Fatal` frame naming the problem,
+//! logs a `warn`, and closes; every ask pending on the connection fails at once with the typed
+//! error (or `RecipientUnreachable` on a plain loss). Other connections are untouched.
+//!
+//! # Bounds
+//!
+//! Frames are bounded by `rpc.max-frame-size` at both ends. Requests a connection has handed to
+//! endpoints but not yet seen answered are bounded by `max_inbound_in_flight`: past it the reader
+//! stops reading and TCP pushes back on the sender. The writer queue is an unbounded channel: its
+//! producers are asks (each bounded by its caller's concurrency), replies (bounded by the inbound
+//! limit) and tells (notifications that must not block an actor); its byte size is the one
+//! unbounded quantity here, counted in [`TransportStats::queued_bytes`].
+
+pub(crate) mod connection;
+pub mod frame;
+
+pub(crate) use connection::{ReplySink, Transport};
+
+/// Counters of one service's transport, for tests and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Connections that completed a handshake, dialed or accepted.
+    pub connections_established: u64,
+    /// Handshakes refused, by either side (bad preamble, version, cluster id).
+    pub handshake_failures: u64,
+    /// Connections closed because the peer broke the frame format.
+    pub protocol_violations: u64,
+    /// Frames refused for size, on sending or receiving.
+    pub oversized_frames: u64,
+    /// Requests for endpoints this node does not serve.
+    pub unknown_endpoints: u64,
+    /// Live connections right now (including draining ones).
+    pub open_connections: u64,
+    /// Bytes queued for writing right now, over all connections.
+    pub queued_bytes: u64,
+}
