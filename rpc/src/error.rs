@@ -15,6 +15,9 @@ use crate::id::AbstractId;
 /// What went wrong with an RPC, on either side of the wire.
 ///
 /// Flink names are given where a variant mirrors a Flink exception.
+// The fields are named for what they hold (endpoint, message, expected, ...); each variant's doc
+// says when it happens.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum RpcError {
     /// The endpoint exists but is not running (before `start()`, or after `stop()`).
@@ -141,6 +144,7 @@ pub enum RpcError {
 }
 
 /// Why a handshake failed.
+#[allow(missing_docs)] // As for RpcError: self-describing fields.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum HandshakeFailure {
     /// The peer speaks another protocol version.
@@ -165,6 +169,28 @@ pub enum HandshakeFailure {
     /// The peer sent something other than a handshake frame first.
     #[error("unexpected first frame: {0}")]
     Unexpected(String),
+}
+
+impl HandshakeFailure {
+    /// The same failure as seen from the other end of the connection (`local` and `remote`
+    /// swapped), for a rejection received from the peer.
+    pub fn seen_from_peer(self) -> Self {
+        match self {
+            HandshakeFailure::VersionMismatch { local, remote } => {
+                HandshakeFailure::VersionMismatch {
+                    local: remote,
+                    remote: local,
+                }
+            }
+            HandshakeFailure::ClusterIdMismatch { local, remote } => {
+                HandshakeFailure::ClusterIdMismatch {
+                    local: remote,
+                    remote: local,
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 /// Which way a failed codec operation went.

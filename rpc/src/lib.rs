@@ -59,6 +59,8 @@
 //! });
 //! ```
 
+#![warn(missing_docs, clippy::unwrap_used)]
+
 // Lets `define_id!` name this crate as `rflink_rpc` inside it too.
 #[allow(unused_extern_crates)]
 extern crate self as rflink_rpc;

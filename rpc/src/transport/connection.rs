@@ -334,7 +334,7 @@ impl Transport {
         let ok = match reply {
             Frame::HelloOk(ok) => ok,
             Frame::HelloRejected(RpcError::Handshake { failure, .. }) => {
-                return Err(self.handshake_failed(node, failure));
+                return Err(self.handshake_failed(node, failure.seen_from_peer()));
             }
             Frame::HelloRejected(other) => return Err(other),
             other => {
@@ -966,6 +966,8 @@ async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader, transport: Ar
         }
     };
     conn.close(reason);
+    // A drained connection was marked closed before its reader ended; forget it either way.
+    transport.forget_connection(&conn);
 }
 
 /// Completes once the transport shuts down (or its sender is gone).
