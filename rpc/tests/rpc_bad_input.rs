@@ -445,3 +445,24 @@ async fn random_streams_never_panic_the_node() {
         "{stats:?}"
     );
 }
+
+/// A node that closes tells each connected peer why, so a clean shutdown is not mistaken for a
+/// crash.
+#[actix_rt::test]
+async fn a_closing_node_tells_its_peers_why() {
+    let host = service().await;
+    let (_server, _) = start_test_endpoint(&host);
+    let mut peer = RawPeer::handshaken(&host).await;
+    let address = host.address().to_string();
+    bounded("close", host.close()).await.expect("closes");
+    match peer.frame().await {
+        Some(Frame::Fatal(RpcError::RecipientUnreachable {
+            recipient, reason, ..
+        })) => {
+            assert_eq!(recipient, address);
+            assert_eq!(reason, "the node shut down");
+        }
+        other => panic!("expected a shutdown notice, got {other:?}"),
+    }
+    assert!(peer.frame().await.is_none(), "then the connection closes");
+}

@@ -175,10 +175,17 @@ async fn gone_recipients_fail_fast() {
         .await
         .expect("host closes");
     let pending = bounded("in-flight ask", in_flight).await.expect("task");
-    assert!(
-        matches!(pending, Err(RpcError::RecipientUnreachable { .. })),
-        "{pending:?}"
-    );
+    match pending {
+        // Closing a service terminates its endpoints before its transport, and an endpoint that
+        // terminates with a reply pending answers for it.
+        Err(RpcError::RecipientUnreachable {
+            reason, message, ..
+        }) => {
+            assert_eq!(reason, "the endpoint terminated before answering");
+            assert_eq!(message, "SlowEcho");
+        }
+        other => panic!("expected RecipientUnreachable, got {other:?}"),
+    }
     let after = bounded("ask to a dead node", gw.ask(Echo("x".into()))).await;
     assert!(
         matches!(after, Err(RpcError::RecipientUnreachable { .. })),

@@ -479,7 +479,19 @@ impl Transport {
             .values()
             .filter_map(Weak::upgrade)
             .collect();
+        // Tell each peer why, so its pending asks fail with "shut down" rather than a bare loss.
+        let notice = RpcError::RecipientUnreachable {
+            recipient: self.advertised.clone(),
+            message: String::new(),
+            reason: "the node shut down".into(),
+        };
+        let notice = frame::encode_fatal(&notice, self.max_frame).ok();
         for conn in conns {
+            if let Some(bytes) = &notice {
+                if lock(&conn.state).closed.is_none() {
+                    conn.enqueue(bytes.clone());
+                }
+            }
             conn.close(RpcError::ServiceShutdown);
         }
         lock(&self.pool).clear();
@@ -952,6 +964,10 @@ async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader, transport: Ar
                 gateway,
             } => transport.handle_resolve(&conn, id, endpoint, gateway),
             Frame::GoAway => conn.on_go_away(),
+            Frame::Fatal(err @ RpcError::RecipientUnreachable { .. }) => {
+                tracing::debug!(peer = %conn.peer, error = %err, "peer shut down");
+                break err;
+            }
             Frame::Fatal(err) => {
                 tracing::warn!(peer = %conn.peer, error = %err, "peer closed the connection on an error");
                 break err;
