@@ -364,6 +364,32 @@ impl<E: RpcEndpoint> RpcContext<'_, E> {
         task
     }
 
+    /// Runs `f` on the main thread every `period` (first after one period) while the endpoint is
+    /// running, until the returned task is cancelled.
+    pub fn run_interval(
+        &mut self,
+        period: Duration,
+        mut f: impl FnMut(&mut E, &mut RpcContext<'_, E>) + 'static,
+    ) -> ScheduledTask {
+        let task = ScheduledTask::new_detached();
+        let handle: std::rc::Rc<std::cell::Cell<Option<actix::SpawnHandle>>> = Default::default();
+        let (t, h) = (task.clone(), std::rc::Rc::clone(&handle));
+        let spawned = self.ctx.run_interval(period, move |actor, ctx| {
+            if t.is_cancelled() {
+                if let Some(own) = h.take() {
+                    ctx.cancel_future(own);
+                }
+                return;
+            }
+            if actor.state.is_running() {
+                t.fired.store(true, Ordering::Release);
+                actor.with_context(ctx, &mut f);
+            }
+        });
+        handle.set(Some(spawned));
+        task
+    }
+
     /// Awaits `fut` without blocking the mailbox, then runs `f` with its output on the main thread.
     pub fn spawn_then<O: 'static>(
         &mut self,

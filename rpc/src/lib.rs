@@ -87,7 +87,7 @@ pub use id::{AbstractId, FencingToken, ParseIdError, Unfenced};
 pub use message::{Accepts, Handler, Response, RpcMessage, RpcProtocol};
 pub use server::RpcServer;
 pub use service::RpcService;
-pub use transport::TransportStats;
+pub use transport::{PeerEvent, TransportStats};
 
 /// Items the macros expand to; not part of the API.
 #[doc(hidden)]

@@ -232,6 +232,12 @@ impl RpcService {
         self.inner.transport.stats()
     }
 
+    /// Events about peer connections from now on (a bounded channel: a receiver that falls more
+    /// than 256 events behind skips the oldest and learns how many it missed).
+    pub fn peer_events(&self) -> tokio::sync::broadcast::Receiver<crate::transport::PeerEvent> {
+        self.inner.transport.subscribe()
+    }
+
     fn next_name(&self, prefix: &'static str) -> String {
         let mut counters = self
             .inner

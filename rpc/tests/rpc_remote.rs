@@ -99,3 +99,58 @@ async fn gateway_reconnects_on_next_use() {
     );
     assert!(caller.stats().connections_established >= 2);
 }
+
+/// A peer that goes away is reported at once as a `PeerEvent`, so components can probe it instead
+/// of waiting for their next heartbeat; an orderly drain is not reported.
+#[actix_rt::test]
+async fn lost_connections_are_reported_as_peer_events() {
+    let (a, b) = (service().await, service().await);
+    let mut events = a.peer_events();
+    let (server, _) = start_test_endpoint(&b);
+    let gw = a
+        .connect::<TestEndpoint>(server.address())
+        .await
+        .expect("connects");
+    assert_eq!(gw.ask(Total).await, Ok(0));
+    let node = b.address().to_string();
+    bounded("b closes", b.close()).await.expect("closes");
+    match bounded("a peer event", events.recv()).await {
+        Ok(rflink_rpc::PeerEvent::ConnectionLost { node: lost, reason }) => {
+            assert_eq!(lost, node);
+            assert!(reason.contains("shut down"), "{reason}");
+        }
+        other => panic!("expected ConnectionLost, got {other:?}"),
+    }
+}
+
+/// `run_interval` ticks on the main thread until cancelled.
+#[actix_rt::test]
+async fn run_interval_ticks_until_cancelled() {
+    let host = service().await;
+    let (server, _) = start_test_endpoint(&host);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = server
+        .call_async(
+            move |_, ctx| {
+                ctx.run_interval(std::time::Duration::from_millis(2), move |e, ctx| {
+                    ctx.assert_main_thread();
+                    e.total += 1;
+                    let _ = tx.send(e.total);
+                })
+            },
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .expect("scheduled");
+    for expected in 1..=3 {
+        assert_eq!(bounded("tick", rx.recv()).await, Some(expected));
+    }
+    task.cancel();
+    // After cancelling, the closure (and with it the sender) is dropped: the channel closes.
+    let mut last = 3;
+    while let Some(n) = bounded("drain", rx.recv()).await {
+        last = n;
+    }
+    assert!(task.has_fired());
+    assert!(last >= 3);
+}

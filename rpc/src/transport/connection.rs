@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::frame::{self, Frame, FrameError, Hello, HelloOk};
-use super::TransportStats;
+use super::{PeerEvent, TransportStats};
 use crate::error::{HandshakeFailure, RpcError};
 use crate::id::AbstractId;
 use crate::service::Registry;
@@ -57,6 +57,7 @@ pub(crate) struct Transport {
     next_serial: AtomicU64,
     stats: Stats,
     shutdown: watch::Sender<bool>,
+    events: tokio::sync::broadcast::Sender<PeerEvent>,
 }
 
 impl Transport {
@@ -83,6 +84,7 @@ impl Transport {
             next_serial: AtomicU64::new(1),
             stats: Stats::default(),
             shutdown: watch::Sender::new(false),
+            events: tokio::sync::broadcast::channel(256).0,
         })
     }
 
@@ -100,6 +102,11 @@ impl Transport {
             open_connections: open as u64,
             queued_bytes: self.stats.queued_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// A receiver of peer events from now on.
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<PeerEvent> {
+        self.events.subscribe()
     }
 
     pub(crate) fn count_oversized(&self) {
@@ -732,6 +739,13 @@ impl Connection {
         let _ = self.outbox.send(Outgoing::Close);
         if let Some(t) = self.transport.upgrade() {
             t.forget_connection(self);
+            if !matches!(err, RpcError::ServiceShutdown) && !t.is_shut_down() {
+                // No receiver is fine: nobody watches this peer.
+                let _ = t.events.send(PeerEvent::ConnectionLost {
+                    node: self.peer.clone(),
+                    reason: err.to_string(),
+                });
+            }
         }
     }
 

@@ -34,6 +34,22 @@ pub mod frame;
 
 pub(crate) use connection::{ReplySink, Transport};
 
+/// Something that happened to a connection, for components that watch their peers
+/// ([`RpcService::peer_events`](crate::RpcService::peer_events)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// The connection to `node` (`host:port`) ended other than by an orderly drain: the peer
+    /// crashed, shut down, or the network failed. The next call will try to reconnect; a component
+    /// that needs to know whether the peer is gone should probe it now rather than at its next
+    /// heartbeat.
+    ConnectionLost {
+        /// The peer's advertised `host:port`.
+        node: String,
+        /// Why the connection ended.
+        reason: String,
+    },
+}
+
 /// Counters of one service's transport, for tests and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransportStats {
