@@ -323,6 +323,14 @@ impl<E: RpcEndpoint> RpcContext<'_, E> {
         )
     }
 
+    /// A `Send` handle to run closures on this endpoint's main thread from other threads (task
+    /// threads, blocking work).
+    pub fn main_thread_handle(&self) -> MainThreadHandle<E> {
+        MainThreadHandle {
+            addr: self.ctx.address(),
+        }
+    }
+
     /// The service this endpoint runs on, to connect to other endpoints; `None` once it is
     /// dropped.
     pub fn service(&self) -> Option<crate::RpcService> {
@@ -423,6 +431,40 @@ fn schedule<E: RpcEndpoint>(
             actor.with_context(ctx, f);
         }
     });
+}
+
+/// Runs closures on an endpoint's main thread from anywhere. Flink: `MainThreadExecutor`.
+pub struct MainThreadHandle<E: RpcEndpoint> {
+    addr: actix::Addr<RpcActor<E>>,
+}
+
+impl<E: RpcEndpoint> Clone for MainThreadHandle<E> {
+    fn clone(&self) -> Self {
+        MainThreadHandle {
+            addr: self.addr.clone(),
+        }
+    }
+}
+
+impl<E: RpcEndpoint> std::fmt::Debug for MainThreadHandle<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MainThreadHandle").finish_non_exhaustive()
+    }
+}
+
+impl<E: RpcEndpoint> MainThreadHandle<E> {
+    /// Runs `f` on the main thread. Returns false if the endpoint has terminated (then `f` is
+    /// dropped unrun); a closure reaching an endpoint that is not running is dropped too.
+    pub fn run_async(
+        &self,
+        f: impl FnOnce(&mut E, &mut RpcContext<'_, E>) + Send + 'static,
+    ) -> bool {
+        if !self.addr.connected() {
+            return false;
+        }
+        self.addr.do_send(RunAsync(Box::new(f)));
+        true
+    }
 }
 
 /// A handle to a closure scheduled with `schedule_run_async`.

@@ -79,7 +79,8 @@ pub mod transport;
 pub use address::{RpcAddress, SCHEME};
 pub use config::{RpcConfig, MAX_FRAME_SIZE, MIN_FRAME_SIZE};
 pub use endpoint::{
-    EndpointState, LifecycleError, RpcActor, RpcContext, RpcEndpoint, ScheduledTask, StopFuture,
+    EndpointState, LifecycleError, MainThreadHandle, RpcActor, RpcContext, RpcEndpoint,
+    ScheduledTask, StopFuture,
 };
 pub use error::{CodecDirection, HandshakeFailure, RpcError};
 pub use gateway::RpcGateway;

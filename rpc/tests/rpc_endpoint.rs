@@ -396,3 +396,33 @@ async fn endpoint_names_are_unique_and_reusable_after_termination() {
     again.start();
     assert_eq!(again.self_gateway().ask(Total).await, Ok(0));
 }
+
+/// A `MainThreadHandle` runs closures on the endpoint's main thread from another OS thread, and
+/// reports a terminated endpoint.
+#[actix_rt::test]
+async fn main_thread_handle_works_from_other_threads() {
+    let host = service().await;
+    let (server, _) = start_test_endpoint(&host);
+    let handle = server
+        .call_async(|_, ctx| ctx.main_thread_handle(), Duration::from_secs(10))
+        .await
+        .expect("handle");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let h = handle.clone();
+    std::thread::spawn(move || {
+        assert!(h.run_async(move |e, ctx| {
+            ctx.assert_main_thread();
+            e.total = 9;
+            let _ = tx.send(());
+        }));
+    })
+    .join()
+    .expect("thread");
+    bounded("closure ran", rx).await.expect("ran");
+    assert_eq!(server.self_gateway().ask(Total).await, Ok(9));
+    bounded("close", server.close()).await.expect("closes");
+    eventually("the handle sees the endpoint gone", || {
+        !handle.run_async(|_, _| {})
+    })
+    .await;
+}
