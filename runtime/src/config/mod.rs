@@ -1,0 +1,478 @@
+//! Configuration of an rflink process: a typed [`Configuration`] built in layers from Flink's
+//! key names.
+//!
+//! # Layers
+//!
+//! [`ConfigLoader`] builds a configuration from four layers, lowest priority first; each one
+//! overrides the ones before it, key by key:
+//!
+//! 1. **Built-in defaults**: [`Configuration::default`], listed in `conf/rflink.yaml`.
+//! 2. **The configuration file** (`--config rflink.yaml`): YAML, with keys either flat
+//!    (`taskmanager.numberOfTaskSlots: 4`, as Flink 1's `flink-conf.yaml`) or nested
+//!    (`taskmanager: {numberOfTaskSlots: 4}`, as Flink 2's `config.yaml`), or a mix.
+//! 3. **Environment variables** `RFLINK__SECTION__KEY`: the rest of the name split at `__` gives
+//!    the dotted key, matched case-insensitively, with `_` inside a segment read as `-`.
+//!    `RFLINK__HEARTBEAT__RPC_FAILURE_THRESHOLD` sets `heartbeat.rpc-failure-threshold` and
+//!    `RFLINK__TASKMANAGER__NUMBEROFTASKSLOTS` sets `taskmanager.numberOfTaskSlots`. Variables
+//!    not starting with `RFLINK__` are ignored. The environment is passed in explicitly
+//!    ([`ConfigLoader::env`]); [`ConfigLoader::process_env`] reads the process's own.
+//! 4. **Dynamic properties** `-D key=value`, in order (a later one wins).
+//!
+//! Keys are case-sensitive in the file and in `-D`, as in Flink. Within one layer a deprecated
+//! alias (`pekko.ask.timeout`) never overrides its current key (`rpc.ask-timeout`).
+//!
+//! # The key table
+//!
+//! Every key is one line of the table in `keys.rs` ([`keys`]): its name, the field it sets, the
+//! kind of value it takes ([`ValueKind`]), deprecated aliases and a one-line description. The
+//! table drives parsing, printing ([`Configuration::to_entries`], for the REST endpoint
+//! `/jobmanager/config`), the environment mapping, typo suggestions and the annotated template
+//! `conf/rflink.yaml` ([`template`]); a test fails when the checked-in template drifts. Adding a
+//! key is a field with its default in a section struct below plus one line in the table.
+//!
+//! Keys are Flink's where Flink has one (`jobmanager.rpc.port`, `rest.port`,
+//! `taskmanager.numberOfTaskSlots`, `heartbeat.interval`, `blob.server.port`, ...). Flink's
+//! `pekko.*` keys become `rpc.*` ones, since rflink's RPC layer is not Pekko; the Pekko (and
+//! older Akka) names are still accepted with a warning.
+//!
+//! # Values
+//!
+//! * durations as in Flink: `10 s`, `10s`, `500 ms`, `1 min`, `5min`, `2 h`, `1d`; a bare number
+//!   is milliseconds, except for keys Flink types as seconds
+//!   ([`ValueKind::Seconds`], `blob.service.cleanup.interval`);
+//! * sizes as Flink's `MemorySize`, 1024-based: `10485760b`, `64kb`, `10 mb`, `1gb`, `32 kib`;
+//!   a bare number is bytes;
+//! * ports `0..=65535`, 0 picking a free port (Flink's port ranges are not supported);
+//! * booleans `true`/`false`; whole numbers; strings; paths. An empty value unsets an optional
+//!   key (`taskmanager.host`, `blob.storage.directory`) and is an error for any other.
+//!
+//! # Errors
+//!
+//! Nothing stops at the first problem. Unreadable files, YAML syntax errors, unknown keys (with
+//! the closest known key when it looks like a typo), malformed `-D` entries and environment
+//! names, values that do not parse, and the cross-field rules of [`Configuration::validate`]
+//! are all collected into one [`ConfigError`], each [`ConfigProblem`] naming its
+//! [`ConfigSource`] and key; its `Display` lists them one per line. A bad value is reported even
+//! when a higher layer overrides it: a broken file stays broken.
+//!
+//! # Use
+//!
+//! There is no global configuration: a component takes the [`Configuration`] (or just its
+//! section) in its constructor, so a MiniCluster can run a JobManager and TaskManagers with
+//! different configurations in one process. Tests build one directly with struct update
+//! syntax. [`Configuration::rpc_config`] derives the RPC layer's
+//! [`RpcConfig`] for a JobManager or a TaskManager.
+
+mod error;
+mod keys;
+mod loader;
+mod validate;
+mod value;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rflink_rpc::RpcConfig;
+
+pub use error::{ConfigError, ConfigProblem, ConfigSource, ProblemKind};
+pub use keys::{env_var_name, find_key, keys, template, KeySpec, ValueKind, ENV_PREFIX};
+pub use loader::ConfigLoader;
+pub use value::{format_duration, format_size, parse_duration, parse_duration_with, parse_size};
+
+/// The whole configuration of an rflink process, one section per area.
+///
+/// Every field's doc names its key and default; `conf/rflink.yaml` lists them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Configuration {
+    /// `cluster.*`: identity of the cluster.
+    pub cluster: ClusterConfig,
+    /// `jobmanager.*`: where the JobManager listens and is reached.
+    pub jobmanager: JobManagerConfig,
+    /// `rest.*`: the REST endpoint.
+    pub rest: RestConfig,
+    /// `taskmanager.*`: a TaskManager's slots, addresses and timeouts.
+    pub taskmanager: TaskManagerConfig,
+    /// `heartbeat.*`: liveness between JobMaster, ResourceManager and TaskExecutors.
+    pub heartbeat: HeartbeatConfig,
+    /// `cluster.registration.*`: retrying registrations.
+    pub registration: RegistrationConfig,
+    /// `blob.*`: the BlobServer and its caches.
+    pub blob: BlobConfig,
+    /// `rpc.*`: the RPC layer.
+    pub rpc: RpcSettings,
+    /// `slot.*`: the JobMaster's slot pool.
+    pub slot: SlotConfig,
+    /// `parallelism.*`: job execution defaults.
+    pub execution: ExecutionConfig,
+    /// `minicluster.*`: the in-process cluster.
+    pub minicluster: MiniClusterConfig,
+}
+
+/// `cluster.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `cluster.id`, default `default`: RPC peers must present the same id in the connection
+    /// handshake, so two clusters on one network cannot talk to each other by mistake.
+    pub id: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            id: "default".into(),
+        }
+    }
+}
+
+/// `jobmanager.*`.
+///
+/// The bind host defaults to `localhost` like the `config.yaml` Flink ships, so a fresh node is
+/// not reachable from the network; containers set `jobmanager.bind-host: 0.0.0.0` together with
+/// the address others use in `jobmanager.rpc.address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobManagerConfig {
+    /// `jobmanager.rpc.address`, default `localhost`: the host TaskManagers and clients use to
+    /// reach the JobManager; advertised, so never a wildcard.
+    pub rpc_address: String,
+    /// `jobmanager.rpc.port`, default 6123: the JobManager's RPC port; 0 picks a free one.
+    pub rpc_port: u16,
+    /// `jobmanager.bind-host`, default `localhost`: the local address the RPC listener binds.
+    pub bind_host: String,
+}
+
+impl Default for JobManagerConfig {
+    fn default() -> Self {
+        JobManagerConfig {
+            rpc_address: "localhost".into(),
+            rpc_port: 6123,
+            bind_host: "localhost".into(),
+        }
+    }
+}
+
+/// `rest.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestConfig {
+    /// `rest.address`, default `localhost`: the host clients use to reach the REST endpoint.
+    pub address: String,
+    /// `rest.port`, default 8081: the port the REST server binds and clients connect to; 0 picks
+    /// a free one.
+    pub port: u16,
+    /// `rest.bind-address`, default `localhost`: the local address the REST server binds.
+    pub bind_address: String,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        RestConfig {
+            address: "localhost".into(),
+            port: 8081,
+            bind_address: "localhost".into(),
+        }
+    }
+}
+
+/// `taskmanager.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskManagerConfig {
+    /// `taskmanager.numberOfTaskSlots`, default 1: slots this TaskManager offers.
+    pub number_of_task_slots: u32,
+    /// `taskmanager.host`, default unset: the host other nodes use to reach this TaskManager;
+    /// unset means the bind host. Required when the bind host is a wildcard.
+    pub host: Option<String>,
+    /// `taskmanager.bind-host`, default `localhost`: the local address the RPC listener binds.
+    pub bind_host: String,
+    /// `taskmanager.rpc.port`, default 0 (a free port): the TaskManager's RPC port.
+    pub rpc_port: u16,
+    /// `taskmanager.data.port`, default 0 (a free port): the shuffle (data) server's port.
+    pub data_port: u16,
+    /// `taskmanager.registration.timeout`, default 5 min: a TaskManager that has not registered
+    /// at a ResourceManager within this time fails.
+    pub registration_timeout: Duration,
+    /// `taskmanager.slot.timeout`, default 10 s: a slot allocated but not activated, or left
+    /// inactive, this long is freed.
+    pub slot_timeout: Duration,
+}
+
+impl Default for TaskManagerConfig {
+    fn default() -> Self {
+        TaskManagerConfig {
+            number_of_task_slots: 1,
+            host: None,
+            bind_host: "localhost".into(),
+            rpc_port: 0,
+            data_port: 0,
+            registration_timeout: Duration::from_secs(5 * 60),
+            slot_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `heartbeat.*`.
+///
+/// rflink's defaults (1 s / 5 s) are far below Flink's (10 s / 50 s) on purpose. Flink's
+/// generous timeout rides out JVM garbage-collection pauses, which rflink does not have. And a
+/// peer whose connection closes (its process exited or crashed) is reported at once by the RPC
+/// layer, so the heartbeat timeout only has to catch *silent* failures: a frozen process or a
+/// cut network, where nothing arrives any more. Detecting those in seconds rather than a minute
+/// gets a job restarted that much sooner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatConfig {
+    /// `heartbeat.interval`, default 1 s (Flink: 10 s): how often heartbeat requests are sent.
+    pub interval: Duration,
+    /// `heartbeat.timeout`, default 5 s (Flink: 50 s): silence after which a peer is declared
+    /// dead. Must exceed the interval.
+    pub timeout: Duration,
+    /// `heartbeat.rpc-failure-threshold`, default 2: consecutive failed heartbeat RPCs that
+    /// declare a peer dead before the timeout; -1 disables.
+    pub rpc_failure_threshold: i32,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+            rpc_failure_threshold: 2,
+        }
+    }
+}
+
+/// `cluster.registration.*`: how TaskExecutors and JobMasters retry registering at the
+/// ResourceManager (Flink's `RetryingRegistration`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationConfig {
+    /// `cluster.registration.initial-timeout`, default 100 ms: timeout of the first attempt;
+    /// doubles per attempt up to the max timeout.
+    pub initial_timeout: Duration,
+    /// `cluster.registration.max-timeout`, default 30 s: upper bound of the attempt timeout.
+    pub max_timeout: Duration,
+    /// `cluster.registration.error-delay`, default 10 s: pause after an attempt failed with an
+    /// error.
+    pub error_delay: Duration,
+    /// `cluster.registration.refused-registration-delay`, default 30 s: pause after the other
+    /// side refused the registration.
+    pub refused_registration_delay: Duration,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            initial_timeout: Duration::from_millis(100),
+            max_timeout: Duration::from_secs(30),
+            error_delay: Duration::from_secs(10),
+            refused_registration_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `blob.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobConfig {
+    /// `blob.server.port`, default 0 (a free port): the BlobServer's port on the JobManager.
+    pub server_port: u16,
+    /// `blob.storage.directory`, default unset: where blob files are stored; unset means a
+    /// fresh temporary directory chosen when the BlobServer or cache starts.
+    pub storage_directory: Option<PathBuf>,
+    /// `blob.offload.minsize`, default 1 mb: payloads (task deployment data) of at least this
+    /// many bytes go through the BlobServer instead of inline in an RPC message. Must be below
+    /// `rpc.max-frame-size`.
+    pub offload_min_size: u64,
+    /// `blob.service.cleanup.interval`, default 3600 s: how often unused cached blobs are
+    /// deleted. A bare number is seconds, as in Flink.
+    pub cleanup_interval: Duration,
+    /// `blob.fetch.retries`, default 5: retries of a failed blob download.
+    pub fetch_retries: u32,
+}
+
+impl Default for BlobConfig {
+    fn default() -> Self {
+        BlobConfig {
+            server_port: 0,
+            storage_directory: None,
+            offload_min_size: 1 << 20,
+            cleanup_interval: Duration::from_secs(3600),
+            fetch_retries: 5,
+        }
+    }
+}
+
+/// `rpc.*`: the runtime's view of the RPC layer's settings; [`Configuration::rpc_config`] turns
+/// them, with a role's addresses, into an [`RpcConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcSettings {
+    /// `rpc.ask-timeout` (Flink `pekko.ask.timeout`), default 10 s: default timeout of every
+    /// ask.
+    pub ask_timeout: Duration,
+    /// `rpc.connect-timeout` (Flink `pekko.tcp.timeout`, 20 s), default 10 s: timeout to open a
+    /// connection and finish its handshake.
+    pub connect_timeout: Duration,
+    /// `rpc.max-frame-size` (Flink `pekko.framesize`), default 10 mb: largest message or
+    /// response sent or accepted, in bytes.
+    pub max_frame_size: u64,
+    /// `rpc.force-invocation-serialization` (Flink `pekko.rpc.force-invocation-serialization`),
+    /// default false: encode local calls too, so tests prove every message survives the wire.
+    pub force_invocation_serialization: bool,
+    /// `rpc.mailbox-capacity`, default 1024: capacity of each endpoint's mailbox for local asks.
+    pub mailbox_capacity: usize,
+    /// `rpc.max-inbound-in-flight`, default 4096: requests one connection may have queued at its
+    /// endpoints before it stops reading (TCP backpressure on the sender).
+    pub max_inbound_in_flight: usize,
+}
+
+impl Default for RpcSettings {
+    fn default() -> Self {
+        RpcSettings {
+            ask_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            max_frame_size: 10 << 20,
+            force_invocation_serialization: false,
+            mailbox_capacity: 1024,
+            max_inbound_in_flight: 4096,
+        }
+    }
+}
+
+/// `slot.*`: the JobMaster's slot pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotConfig {
+    /// `slot.request.timeout`, default 5 min: a pending slot request fails after this long.
+    pub request_timeout: Duration,
+    /// `slot.idle.timeout`, default 50 s: a slot idle this long is returned to its TaskManager.
+    pub idle_timeout: Duration,
+}
+
+impl Default for SlotConfig {
+    fn default() -> Self {
+        SlotConfig {
+            request_timeout: Duration::from_secs(5 * 60),
+            idle_timeout: Duration::from_secs(50),
+        }
+    }
+}
+
+/// Job execution defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionConfig {
+    /// `parallelism.default`, default 1: parallelism of operators that do not set their own.
+    pub default_parallelism: u32,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        ExecutionConfig {
+            default_parallelism: 1,
+        }
+    }
+}
+
+/// `minicluster.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MiniClusterConfig {
+    /// `minicluster.number-of-taskmanagers`, default 1: TaskManagers a MiniCluster starts; 0
+    /// starts none (tests then add their own).
+    pub number_of_taskmanagers: u32,
+}
+
+impl Default for MiniClusterConfig {
+    fn default() -> Self {
+        MiniClusterConfig {
+            number_of_taskmanagers: 1,
+        }
+    }
+}
+
+/// The kind of process an [`RpcConfig`] is derived for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessRole {
+    /// Binds `jobmanager.bind-host`:`jobmanager.rpc.port` and advertises
+    /// `jobmanager.rpc.address`.
+    JobManager,
+    /// Binds `taskmanager.bind-host`:`taskmanager.rpc.port` and advertises `taskmanager.host`
+    /// (or the bind host when that is unset).
+    TaskManager,
+}
+
+impl Configuration {
+    /// Checks the rules that single values cannot express (heartbeat timeout above the
+    /// interval, at least one slot, frame size within the RPC layer's bounds, ...), reporting
+    /// every problem at once. [`ConfigLoader::load`] runs this too, naming the source of each
+    /// offending value; called directly, problems name [`ConfigSource::Code`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ConfigError::check(
+            self.check()
+                .into_iter()
+                .map(|(key, message)| {
+                    ConfigProblem::new(
+                        ConfigSource::Code,
+                        Some(key),
+                        ProblemKind::Invalid { message },
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Every key with its value, printed so it parses back, in table order; unset optional keys
+    /// are left out. This is what `/jobmanager/config` shows (Flink's `[{"key", "value"}]`).
+    pub fn to_entries(&self) -> Vec<(String, String)> {
+        keys()
+            .iter()
+            .filter_map(|spec| spec.value(self).map(|value| (spec.key.to_string(), value)))
+            .collect()
+    }
+
+    /// The printed value of `key` (or of the key a deprecated alias stands for); `None` for an
+    /// unknown key or an unset optional one.
+    pub fn get(&self, key: &str) -> Option<String> {
+        keys::resolve(key).and_then(|resolved| resolved.spec.value(self))
+    }
+
+    /// Sets `key` (or the key a deprecated alias stands for) from its text form, as a `-D`
+    /// property would. Does not run [`validate`](Self::validate).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ProblemKind> {
+        let Some(resolved) = keys::resolve(key) else {
+            return Err(ProblemKind::UnknownKey {
+                suggestion: keys::suggest(key).map(str::to_string),
+            });
+        };
+        resolved
+            .spec
+            .apply(self, value)
+            .map_err(|reason| ProblemKind::BadValue {
+                value: value.to_string(),
+                expected: resolved.spec.kind,
+                reason,
+            })
+    }
+
+    /// The RPC layer's configuration for a process of the given role. The result passes
+    /// [`RpcConfig::validate`] whenever this configuration passes [`validate`](Self::validate).
+    pub fn rpc_config(&self, role: ProcessRole) -> RpcConfig {
+        let (bind_host, bind_port, advertised_host) = match role {
+            ProcessRole::JobManager => (
+                self.jobmanager.bind_host.clone(),
+                self.jobmanager.rpc_port,
+                Some(self.jobmanager.rpc_address.clone()),
+            ),
+            ProcessRole::TaskManager => (
+                self.taskmanager.bind_host.clone(),
+                self.taskmanager.rpc_port,
+                self.taskmanager.host.clone(),
+            ),
+        };
+        RpcConfig {
+            bind_host,
+            bind_port,
+            advertised_host,
+            advertised_port: None,
+            ask_timeout: self.rpc.ask_timeout,
+            connect_timeout: self.rpc.connect_timeout,
+            max_frame_size: usize::try_from(self.rpc.max_frame_size).unwrap_or(usize::MAX),
+            force_serialization: self.rpc.force_invocation_serialization,
+            cluster_id: self.cluster.id.clone(),
+            max_inbound_in_flight: self.rpc.max_inbound_in_flight,
+            mailbox_capacity: self.rpc.mailbox_capacity,
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Cross-field and range rules of [`Configuration`], beyond what parsing a single value checks.
+
+use std::time::Duration;
+
+use rflink_rpc::{MAX_FRAME_SIZE, MIN_FRAME_SIZE};
+
+use super::value::{format_duration, format_size};
+use super::Configuration;
+
+fn is_wildcard(host: &str) -> bool {
+    matches!(host, "0.0.0.0" | "::" | "[::]")
+}
+
+/// Collects `(key, message)` pairs; the key is the one whose value should change.
+#[derive(Default)]
+struct Problems(Vec<(&'static str, String)>);
+
+impl Problems {
+    fn require(&mut self, ok: bool, key: &'static str, message: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push((key, message()));
+        }
+    }
+
+    fn positive(&mut self, key: &'static str, value: Duration) {
+        self.require(!value.is_zero(), key, || "must be positive".into());
+    }
+
+    /// A host name or address: not empty, no spaces or slashes; an advertised one must not be
+    /// a wildcard, since others connect to it.
+    fn host(&mut self, key: &'static str, host: &str, advertised: bool) {
+        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+            self.0.push((
+                key,
+                format!("{host:?} is not a host: empty, or contains a space or '/'"),
+            ));
+        } else if advertised && is_wildcard(host) {
+            self.0.push((
+                key,
+                format!("{host} is a wildcard; give the address other nodes should connect to"),
+            ));
+        }
+    }
+
+    /// Non-zero ports of one process must differ.
+    fn distinct_ports(&mut self, ports: &[(&'static str, u16)]) {
+        for (i, (key, port)) in ports.iter().enumerate() {
+            if *port == 0 {
+                continue;
+            }
+            if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
+                self.0.push((
+                    key,
+                    format!("port {port} is already used by {other} in the same process"),
+                ));
+            }
+        }
+    }
+}
+
+impl Configuration {
+    /// Every broken rule as `(key, message)`, in key-table order.
+    pub(crate) fn check(&self) -> Vec<(&'static str, String)> {
+        let mut p = Problems::default();
+
+        let id_len = self.cluster.id.len();
+        p.require((1..=255).contains(&id_len), "cluster.id", || {
+            format!("must be 1 to 255 bytes, is {id_len}")
+        });
+
+        let jm = &self.jobmanager;
+        p.host("jobmanager.rpc.address", &jm.rpc_address, true);
+        p.host("jobmanager.bind-host", &jm.bind_host, false);
+
+        p.host("rest.address", &self.rest.address, true);
+        p.host("rest.bind-address", &self.rest.bind_address, false);
+        p.distinct_ports(&[
+            ("jobmanager.rpc.port", jm.rpc_port),
+            ("rest.port", self.rest.port),
+            ("blob.server.port", self.blob.server_port),
+        ]);
+
+        let tm = &self.taskmanager;
+        p.require(
+            tm.number_of_task_slots >= 1,
+            "taskmanager.numberOfTaskSlots",
+            || "must be at least 1".into(),
+        );
+        if let Some(host) = &tm.host {
+            p.host("taskmanager.host", host, true);
+        }
+        p.host("taskmanager.bind-host", &tm.bind_host, false);
+        p.require(
+            tm.host.is_some() || !is_wildcard(&tm.bind_host),
+            "taskmanager.bind-host",
+            || {
+                format!(
+                    "{} is a wildcard: set taskmanager.host to the address other nodes should use",
+                    tm.bind_host
+                )
+            },
+        );
+        p.distinct_ports(&[
+            ("taskmanager.rpc.port", tm.rpc_port),
+            ("taskmanager.data.port", tm.data_port),
+        ]);
+        p.positive("taskmanager.registration.timeout", tm.registration_timeout);
+        p.positive("taskmanager.slot.timeout", tm.slot_timeout);
+
+        let hb = &self.heartbeat;
+        p.positive("heartbeat.interval", hb.interval);
+        p.require(hb.timeout > hb.interval, "heartbeat.timeout", || {
+            format!(
+                "{} must be greater than heartbeat.interval ({})",
+                format_duration(hb.timeout),
+                format_duration(hb.interval)
+            )
+        });
+        p.require(
+            hb.rpc_failure_threshold == -1 || hb.rpc_failure_threshold >= 1,
+            "heartbeat.rpc-failure-threshold",
+            || "must be at least 1, or -1 to disable".into(),
+        );
+
+        let reg = &self.registration;
+        p.positive("cluster.registration.initial-timeout", reg.initial_timeout);
+        p.require(
+            reg.max_timeout >= reg.initial_timeout,
+            "cluster.registration.max-timeout",
+            || {
+                format!(
+                    "{} must not be below cluster.registration.initial-timeout ({})",
+                    format_duration(reg.max_timeout),
+                    format_duration(reg.initial_timeout)
+                )
+            },
+        );
+
+        let blob = &self.blob;
+        p.require(
+            blob.offload_min_size < self.rpc.max_frame_size,
+            "blob.offload.minsize",
+            || {
+                format!(
+                    "{} must be below rpc.max-frame-size ({}), or payloads just under it could \
+                     not be sent inline",
+                    format_size(blob.offload_min_size),
+                    format_size(self.rpc.max_frame_size)
+                )
+            },
+        );
+        p.positive("blob.service.cleanup.interval", blob.cleanup_interval);
+
+        let rpc = &self.rpc;
+        p.positive("rpc.ask-timeout", rpc.ask_timeout);
+        p.positive("rpc.connect-timeout", rpc.connect_timeout);
+        p.require(
+            (MIN_FRAME_SIZE as u64..=MAX_FRAME_SIZE as u64).contains(&rpc.max_frame_size),
+            "rpc.max-frame-size",
+            || {
+                format!(
+                    "{} is outside {}..={}",
+                    format_size(rpc.max_frame_size),
+                    format_size(MIN_FRAME_SIZE as u64),
+                    format_size(MAX_FRAME_SIZE as u64)
+                )
+            },
+        );
+        p.require(rpc.mailbox_capacity >= 1, "rpc.mailbox-capacity", || {
+            "must be at least 1".into()
+        });
+        p.require(
+            rpc.max_inbound_in_flight >= 1,
+            "rpc.max-inbound-in-flight",
+            || "must be at least 1".into(),
+        );
+
+        p.positive("slot.request.timeout", self.slot.request_timeout);
+        p.positive("slot.idle.timeout", self.slot.idle_timeout);
+
+        p.require(
+            self.execution.default_parallelism >= 1,
+            "parallelism.default",
+            || "must be at least 1".into(),
+        );
+        p.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{
+        keys, ConfigError, ConfigSource, HeartbeatConfig, ProblemKind, ProcessRole, RpcSettings,
+        TaskManagerConfig,
+    };
+    use super::*;
+
+    fn problem_keys(config: &Configuration) -> Vec<&'static str> {
+        config.check().into_iter().map(|(key, _)| key).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Configuration::default()
+            .validate()
+            .expect("defaults validate");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let config = Configuration {
+            heartbeat: HeartbeatConfig {
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(10),
+                rpc_failure_threshold: 0,
+            },
+            taskmanager: TaskManagerConfig {
+                number_of_task_slots: 0,
+                bind_host: "0.0.0.0".into(),
+                ..TaskManagerConfig::default()
+            },
+            rpc: RpcSettings {
+                max_frame_size: 10,
+                ..RpcSettings::default()
+            },
+            ..Configuration::default()
+        };
+        assert_eq!(
+            problem_keys(&config),
+            [
+                "taskmanager.numberOfTaskSlots",
+                "taskmanager.bind-host",
+                "heartbeat.timeout",
+                "heartbeat.rpc-failure-threshold",
+                "blob.offload.minsize",
+                "rpc.max-frame-size",
+            ]
+        );
+        let Err(ConfigError { problems }) = config.validate() else {
+            panic!("expected problems");
+        };
+        assert_eq!(problems.len(), 6);
+        assert!(problems.iter().all(
+            |p| p.source == ConfigSource::Code && matches!(p.kind, ProblemKind::Invalid { .. })
+        ));
+        assert_eq!(
+            problems[2].to_string(),
+            "configuration: heartbeat.timeout: 10 s must be greater than heartbeat.interval (10 s)"
+        );
+    }
+
+    #[test]
+    fn hosts_and_ports() {
+        let mut config = Configuration::default();
+        config.jobmanager.rpc_address = "0.0.0.0".into();
+        config.rest.bind_address = "a b".into();
+        config.rest.port = 6123;
+        config.blob.server_port = 6123;
+        config.taskmanager.rpc_port = 7000;
+        config.taskmanager.data_port = 7000;
+        config.taskmanager.host = Some(String::new());
+        assert_eq!(
+            problem_keys(&config),
+            [
+                "jobmanager.rpc.address",
+                "rest.bind-address",
+                "rest.port",
+                "blob.server.port",
+                "taskmanager.host",
+                "taskmanager.data.port",
+            ]
+        );
+    }
+
+    #[test]
+    fn zero_ports_never_clash() {
+        let mut config = Configuration::default();
+        config.jobmanager.rpc_port = 0;
+        config.rest.port = 0;
+        config.blob.server_port = 0;
+        assert!(config.check().is_empty());
+    }
+
+    #[test]
+    fn wildcard_bind_with_advertised_host_is_fine() {
+        let mut config = Configuration::default();
+        config.taskmanager.bind_host = "0.0.0.0".into();
+        config.taskmanager.host = Some("tm-1.example".into());
+        config.jobmanager.bind_host = "0.0.0.0".into();
+        config.jobmanager.rpc_address = "jm.example".into();
+        config.validate().unwrap();
+        for role in [ProcessRole::JobManager, ProcessRole::TaskManager] {
+            config.rpc_config(role).validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn registration_and_zero_durations() {
+        let mut config = Configuration::default();
+        config.registration.initial_timeout = Duration::from_secs(60);
+        config.rpc.ask_timeout = Duration::ZERO;
+        config.slot.idle_timeout = Duration::ZERO;
+        config.execution.default_parallelism = 0;
+        assert_eq!(
+            problem_keys(&config),
+            [
+                "cluster.registration.max-timeout",
+                "rpc.ask-timeout",
+                "slot.idle.timeout",
+                "parallelism.default",
+            ]
+        );
+    }
+
+    #[test]
+    fn problem_keys_are_table_keys() {
+        let mut config = Configuration::default();
+        config.cluster.id = String::new();
+        config.heartbeat.interval = Duration::ZERO;
+        config.heartbeat.timeout = Duration::ZERO;
+        config.rpc.mailbox_capacity = 0;
+        config.rpc.max_inbound_in_flight = 0;
+        config.rpc.connect_timeout = Duration::ZERO;
+        config.blob.cleanup_interval = Duration::ZERO;
+        config.taskmanager.slot_timeout = Duration::ZERO;
+        config.taskmanager.registration_timeout = Duration::ZERO;
+        config.slot.request_timeout = Duration::ZERO;
+        config.registration.initial_timeout = Duration::ZERO;
+        let found = problem_keys(&config);
+        assert_eq!(found.len(), 11, "{found:?}");
+        for key in found {
+            assert!(keys::find_key(key).is_some(), "{key} is not in the table");
+        }
+    }
+
+    #[test]
+    fn valid_configs_give_valid_rpc_configs() {
+        let config = Configuration::default();
+        for role in [ProcessRole::JobManager, ProcessRole::TaskManager] {
+            config.rpc_config(role).validate().unwrap();
+        }
+    }
+}

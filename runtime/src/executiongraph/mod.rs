@@ -1,0 +1,657 @@
+//! The execution graph: a job's subtasks and their attempts, and the job status they add up to.
+//! Flink: `ExecutionGraph`, `ExecutionJobVertex`, `ExecutionVertex`, `Execution`.
+//!
+//! Pure logic, no actors: the JobMaster owns one, feeds it events (a slot was assigned, a task
+//! reported a state, a TaskManager was lost, cancel was requested) and carries out the
+//! [`GraphAction`]s it returns (cancel these tasks; the job reached a terminal status).
+//!
+//! # Invariants
+//!
+//! - The job status only moves along [`JobStatus::can_transition_to`]; an attempt's state only
+//!   along [`ExecutionState::can_transition_to`]. A refused transition is an error, never ignored.
+//! - Reports about an attempt other than a subtask's current one are stale and refused.
+//! - Without a restart strategy (a later issue), the first task failure fails the job: the
+//!   graph goes FAILING, every other attempt is cancelled, and FAILED once all are terminal.
+
+pub mod state;
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use state::{ExecutionState, IllegalTransition, JobStatus};
+
+use crate::jobgraph::JobGraph;
+use crate::types::{
+    AllocationId, ExecutionAttemptId, ExecutionGraphId, ExecutionVertexId, JobId, JobVertexId,
+    ResourceId,
+};
+
+/// Milliseconds since the Unix epoch, as Flink's REST timestamps.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A failure as shown to users: what failed, where, when. Flink: `ErrorInfo` / `SerializedThrowable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// The error's kind, e.g. `TaskFailure` or `TaskManagerLost`.
+    pub kind: String,
+    /// The full message.
+    pub message: String,
+    /// The subtask it happened in, if any (`"name (2/4)"`).
+    pub task_name: Option<String>,
+    /// The TaskManager it happened on, if any.
+    pub location: Option<String>,
+    /// When it was recorded.
+    pub timestamp: i64,
+}
+
+/// Where an attempt runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotAssignment {
+    /// The TaskExecutor.
+    pub resource_id: ResourceId,
+    /// The slot's allocation.
+    pub allocation_id: AllocationId,
+    /// The TaskExecutor's RPC address, for REST and logs.
+    pub address: String,
+}
+
+/// One attempt of one subtask.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    /// The attempt's id.
+    pub attempt: ExecutionAttemptId,
+    /// Its state.
+    pub state: ExecutionState,
+    /// Its slot, once assigned.
+    pub slot: Option<SlotAssignment>,
+    /// When it entered each state (millis).
+    pub timestamps: HashMap<ExecutionState, i64>,
+    /// Why it failed.
+    pub failure: Option<ErrorInfo>,
+}
+
+/// One job vertex's subtasks.
+#[derive(Debug, Clone)]
+pub struct ExecutionJobVertex {
+    /// The job vertex.
+    pub id: JobVertexId,
+    /// Its name.
+    pub name: String,
+    /// Its parallelism.
+    pub parallelism: u32,
+    /// Its max parallelism.
+    pub max_parallelism: u32,
+    /// The current attempt of each subtask, by index.
+    pub executions: Vec<Execution>,
+}
+
+impl ExecutionJobVertex {
+    /// The vertex's aggregate state, as Flink computes it for REST.
+    pub fn aggregate_state(&self) -> ExecutionState {
+        use ExecutionState::*;
+        let count = |s| self.executions.iter().filter(|e| e.state == s).count();
+        let n = self.executions.len();
+        if count(Failed) > 0 {
+            Failed
+        } else if count(Canceling) > 0 {
+            Canceling
+        } else if count(Canceled) > 0 {
+            Canceled
+        } else if count(Running) > 0 {
+            Running
+        } else if count(Finished) == n {
+            Finished
+        } else if count(Initializing) > 0 {
+            Initializing
+        } else if count(Deploying) > 0 {
+            Deploying
+        } else if count(Scheduled) > 0 {
+            Scheduled
+        } else {
+            Created
+        }
+    }
+}
+
+/// What the JobMaster must do after an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraphAction {
+    /// Cancel this deployed attempt on its TaskExecutor.
+    CancelTask {
+        /// The attempt.
+        attempt: ExecutionAttemptId,
+        /// Where it runs.
+        slot: SlotAssignment,
+    },
+    /// The job reached a globally terminal status.
+    JobTerminated(JobStatus),
+}
+
+/// Why an event was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum GraphError {
+    /// The attempt is not (or no longer) a current attempt of this graph.
+    #[error("unknown or stale execution attempt {0}")]
+    UnknownAttempt(ExecutionAttemptId),
+    /// The attempt cannot move to that state.
+    #[error("attempt {attempt}: {source}")]
+    IllegalExecutionTransition {
+        /// The attempt.
+        attempt: ExecutionAttemptId,
+        /// The refused transition.
+        source: IllegalTransition<ExecutionState>,
+    },
+    /// The job cannot move to that status.
+    #[error(transparent)]
+    IllegalJobTransition(#[from] IllegalTransition<JobStatus>),
+}
+
+/// A job's execution graph.
+#[derive(Debug, Clone)]
+pub struct ExecutionGraph {
+    /// The job.
+    pub job_id: JobId,
+    /// Its name.
+    pub job_name: String,
+    /// This build of the graph.
+    pub id: ExecutionGraphId,
+    status: JobStatus,
+    /// When the job entered each status (millis).
+    pub status_timestamps: HashMap<JobStatus, i64>,
+    /// The vertices in topological order.
+    pub vertices: Vec<ExecutionJobVertex>,
+    /// The failure that failed the job, if any.
+    pub failure: Option<ErrorInfo>,
+    /// Every task failure seen, oldest first (REST `/exceptions` history).
+    pub exception_history: Vec<ErrorInfo>,
+}
+
+impl ExecutionGraph {
+    /// Builds the graph for `job` in status CREATED, one CREATED attempt per subtask.
+    pub fn new(job: &JobGraph) -> Self {
+        let id = ExecutionGraphId::generate();
+        let now = now_millis();
+        let vertices = job
+            .vertices
+            .iter()
+            .map(|v| ExecutionJobVertex {
+                id: v.id,
+                name: v.name.clone(),
+                parallelism: v.parallelism,
+                max_parallelism: v.max_parallelism,
+                executions: (0..v.parallelism)
+                    .map(|i| Execution {
+                        attempt: ExecutionAttemptId {
+                            execution_graph_id: id,
+                            vertex: ExecutionVertexId {
+                                job_vertex_id: v.id,
+                                subtask_index: i,
+                            },
+                            attempt_number: 0,
+                        },
+                        state: ExecutionState::Created,
+                        slot: None,
+                        timestamps: HashMap::from([(ExecutionState::Created, now)]),
+                        failure: None,
+                    })
+                    .collect(),
+            })
+            .collect();
+        ExecutionGraph {
+            job_id: job.job_id,
+            job_name: job.name.clone(),
+            id,
+            status: JobStatus::Created,
+            status_timestamps: HashMap::from([
+                (JobStatus::Initializing, now),
+                (JobStatus::Created, now),
+            ]),
+            vertices,
+            failure: None,
+            exception_history: Vec::new(),
+        }
+    }
+
+    /// The job status.
+    pub fn status(&self) -> JobStatus {
+        self.status
+    }
+
+    /// Moves the job to `to`.
+    pub fn transition(&mut self, to: JobStatus) -> Result<(), IllegalTransition<JobStatus>> {
+        self.status.transition(to)?;
+        self.status_timestamps.insert(to, now_millis());
+        tracing::info!(job_id = %self.job_id, status = %to, "job status changed");
+        Ok(())
+    }
+
+    /// Every current attempt.
+    pub fn executions(&self) -> impl Iterator<Item = &Execution> {
+        self.vertices.iter().flat_map(|v| v.executions.iter())
+    }
+
+    fn execution_mut(&mut self, attempt: ExecutionAttemptId) -> Option<&mut Execution> {
+        self.vertices
+            .iter_mut()
+            .find(|v| v.id == attempt.vertex.job_vertex_id)?
+            .executions
+            .get_mut(attempt.vertex.subtask_index as usize)
+            .filter(|e| e.attempt == attempt)
+    }
+
+    /// The current attempt with this id.
+    pub fn execution(&self, attempt: ExecutionAttemptId) -> Option<&Execution> {
+        self.vertices
+            .iter()
+            .find(|v| v.id == attempt.vertex.job_vertex_id)?
+            .executions
+            .get(attempt.vertex.subtask_index as usize)
+            .filter(|e| e.attempt == attempt)
+    }
+
+    /// `"name (i+1/n)"`, Flink's task name with subtask.
+    pub fn task_name(&self, attempt: ExecutionAttemptId) -> String {
+        match self
+            .vertices
+            .iter()
+            .find(|v| v.id == attempt.vertex.job_vertex_id)
+        {
+            Some(v) => format!(
+                "{} ({}/{})",
+                v.name,
+                attempt.vertex.subtask_index + 1,
+                v.parallelism
+            ),
+            None => attempt.to_string(),
+        }
+    }
+
+    fn set_state(
+        &mut self,
+        attempt: ExecutionAttemptId,
+        to: ExecutionState,
+    ) -> Result<(), GraphError> {
+        let exec = self
+            .execution_mut(attempt)
+            .ok_or(GraphError::UnknownAttempt(attempt))?;
+        exec.state
+            .transition(to)
+            .map_err(|source| GraphError::IllegalExecutionTransition { attempt, source })?;
+        exec.timestamps.insert(to, now_millis());
+        Ok(())
+    }
+
+    /// Starts scheduling: the job goes RUNNING and every attempt SCHEDULED (a slot is requested).
+    pub fn start_scheduling(&mut self) -> Result<(), GraphError> {
+        self.transition(JobStatus::Running)?;
+        let attempts: Vec<_> = self.executions().map(|e| e.attempt).collect();
+        for attempt in attempts {
+            self.set_state(attempt, ExecutionState::Scheduled)?;
+        }
+        Ok(())
+    }
+
+    /// Records the slot an attempt is deployed to; it goes DEPLOYING.
+    pub fn deploy(
+        &mut self,
+        attempt: ExecutionAttemptId,
+        slot: SlotAssignment,
+    ) -> Result<(), GraphError> {
+        self.set_state(attempt, ExecutionState::Deploying)?;
+        if let Some(exec) = self.execution_mut(attempt) {
+            exec.slot = Some(slot);
+        }
+        Ok(())
+    }
+
+    /// Applies a state reported for `attempt` (by its TaskExecutor, or a deployment failure).
+    pub fn update_execution(
+        &mut self,
+        attempt: ExecutionAttemptId,
+        to: ExecutionState,
+        error: Option<ErrorInfo>,
+    ) -> Result<Vec<GraphAction>, GraphError> {
+        let current = self
+            .execution(attempt)
+            .ok_or(GraphError::UnknownAttempt(attempt))?
+            .state;
+        if current == to {
+            return Ok(Vec::new());
+        }
+        // A task that was asked to cancel may still report RUNNING on its way; ignore that.
+        if current == ExecutionState::Canceling
+            && matches!(to, ExecutionState::Initializing | ExecutionState::Running)
+        {
+            return Ok(Vec::new());
+        }
+        // A cancelling task that finishes or fails first counts as cancelled.
+        let to = if current == ExecutionState::Canceling && matches!(to, ExecutionState::Finished) {
+            ExecutionState::Canceled
+        } else {
+            to
+        };
+        self.set_state(attempt, to)?;
+        let mut actions = Vec::new();
+        if to == ExecutionState::Failed {
+            let info = error.unwrap_or_else(|| ErrorInfo {
+                kind: "TaskFailure".into(),
+                message: "the task failed without a reason".into(),
+                task_name: None,
+                location: None,
+                timestamp: now_millis(),
+            });
+            let info = ErrorInfo {
+                task_name: info.task_name.or_else(|| Some(self.task_name(attempt))),
+                location: info.location.or_else(|| {
+                    self.execution(attempt)
+                        .and_then(|e| e.slot.as_ref().map(|s| s.address.clone()))
+                }),
+                ..info
+            };
+            if let Some(exec) = self.execution_mut(attempt) {
+                exec.failure = Some(info.clone());
+            }
+            self.exception_history.push(info.clone());
+            if !self.status.is_terminal()
+                && self.status != JobStatus::Failing
+                && self.status != JobStatus::Cancelling
+            {
+                actions.extend(self.fail_job(info)?);
+            }
+        }
+        actions.extend(self.check_termination()?);
+        Ok(actions)
+    }
+
+    /// Fails the job: FAILING, cancel every other attempt, FAILED once all are terminal.
+    pub fn fail_job(&mut self, cause: ErrorInfo) -> Result<Vec<GraphAction>, GraphError> {
+        if self.status.is_terminal() || self.status == JobStatus::Failing {
+            return Ok(Vec::new());
+        }
+        if self.failure.is_none() {
+            self.failure = Some(cause);
+        }
+        self.transition(JobStatus::Failing)?;
+        let mut actions = self.cancel_all();
+        actions.extend(self.check_termination()?);
+        Ok(actions)
+    }
+
+    /// Cancels the job: CANCELLING, cancel every attempt, CANCELED once all are terminal.
+    /// Cancelling a terminal job does nothing.
+    pub fn cancel(&mut self) -> Result<Vec<GraphAction>, GraphError> {
+        if self.status.is_terminal() || self.status == JobStatus::Cancelling {
+            return Ok(Vec::new());
+        }
+        self.transition(JobStatus::Cancelling)?;
+        let mut actions = self.cancel_all();
+        actions.extend(self.check_termination()?);
+        Ok(actions)
+    }
+
+    fn cancel_all(&mut self) -> Vec<GraphAction> {
+        let mut actions = Vec::new();
+        let now = now_millis();
+        for exec in self
+            .vertices
+            .iter_mut()
+            .flat_map(|v| v.executions.iter_mut())
+        {
+            match exec.state {
+                ExecutionState::Created | ExecutionState::Scheduled => {
+                    exec.state = ExecutionState::Canceled;
+                    exec.timestamps.insert(ExecutionState::Canceled, now);
+                }
+                ExecutionState::Deploying
+                | ExecutionState::Initializing
+                | ExecutionState::Running => {
+                    exec.state = ExecutionState::Canceling;
+                    exec.timestamps.insert(ExecutionState::Canceling, now);
+                    if let Some(slot) = &exec.slot {
+                        actions.push(GraphAction::CancelTask {
+                            attempt: exec.attempt,
+                            slot: slot.clone(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        actions
+    }
+
+    /// Every attempt running on a TaskExecutor that was lost fails.
+    pub fn task_manager_lost(
+        &mut self,
+        resource_id: ResourceId,
+        reason: &str,
+    ) -> Result<Vec<GraphAction>, GraphError> {
+        let lost: Vec<_> = self
+            .executions()
+            .filter(|e| {
+                !e.state.is_terminal()
+                    && e.slot
+                        .as_ref()
+                        .is_some_and(|s| s.resource_id == resource_id)
+            })
+            .map(|e| (e.attempt, e.slot.as_ref().map(|s| s.address.clone())))
+            .collect();
+        let mut actions = Vec::new();
+        for (attempt, location) in lost {
+            let info = ErrorInfo {
+                kind: "TaskManagerLost".into(),
+                message: format!("TaskManager {resource_id} was lost: {reason}"),
+                task_name: Some(self.task_name(attempt)),
+                location,
+                timestamp: now_millis(),
+            };
+            actions.extend(self.update_execution(attempt, ExecutionState::Failed, Some(info))?);
+        }
+        // The lost TaskExecutor cannot confirm cancellations: drop those actions for it.
+        actions.retain(|a| !matches!(a, GraphAction::CancelTask { slot, .. } if slot.resource_id == resource_id));
+        // Attempts that were cancelling there will never report; they count as cancelled.
+        let stuck: Vec<_> = self
+            .executions()
+            .filter(|e| {
+                e.state == ExecutionState::Canceling
+                    && e.slot
+                        .as_ref()
+                        .is_some_and(|s| s.resource_id == resource_id)
+            })
+            .map(|e| e.attempt)
+            .collect();
+        for attempt in stuck {
+            self.set_state(attempt, ExecutionState::Canceled)?;
+        }
+        actions.extend(self.check_termination()?);
+        Ok(actions)
+    }
+
+    fn check_termination(&mut self) -> Result<Vec<GraphAction>, GraphError> {
+        let all_terminal = self.executions().all(|e| e.state.is_terminal());
+        let all_finished = self
+            .executions()
+            .all(|e| e.state == ExecutionState::Finished);
+        let target = match self.status {
+            JobStatus::Running if all_finished => Some(JobStatus::Finished),
+            JobStatus::Failing if all_terminal => Some(JobStatus::Failed),
+            JobStatus::Cancelling if all_terminal => Some(JobStatus::Canceled),
+            _ => None,
+        };
+        match target {
+            Some(status) => {
+                self.transition(status)?;
+                Ok(vec![GraphAction::JobTerminated(status)])
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// How many attempts are in each state.
+    pub fn state_counts(&self) -> HashMap<ExecutionState, usize> {
+        let mut counts = HashMap::new();
+        for e in self.executions() {
+            *counts.entry(e.state).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobgraph::{DistributionPattern, JobVertex};
+
+    fn graph() -> ExecutionGraph {
+        let a = JobVertex::new("source", "NoOpInvokable", 2);
+        let b = JobVertex::new("sink", "NoOpInvokable", 2)
+            .connect_from(&a, DistributionPattern::AllToAll);
+        ExecutionGraph::new(&JobGraph::new("job", vec![a, b]))
+    }
+
+    fn slot(n: u128) -> SlotAssignment {
+        SlotAssignment {
+            resource_id: ResourceId::from_u128(n),
+            allocation_id: AllocationId::generate(),
+            address: format!("tm{n}"),
+        }
+    }
+
+    fn run_all(g: &mut ExecutionGraph) -> Vec<ExecutionAttemptId> {
+        g.start_scheduling().expect("schedules");
+        let attempts: Vec<_> = g.executions().map(|e| e.attempt).collect();
+        for (i, a) in attempts.iter().enumerate() {
+            g.deploy(*a, slot(i as u128 % 2)).expect("deploys");
+            g.update_execution(*a, ExecutionState::Initializing, None)
+                .expect("initializing");
+            g.update_execution(*a, ExecutionState::Running, None)
+                .expect("running");
+        }
+        attempts
+    }
+
+    #[test]
+    fn all_finished_finishes_the_job() {
+        let mut g = graph();
+        let attempts = run_all(&mut g);
+        let mut last = Vec::new();
+        for a in &attempts {
+            assert_eq!(g.status(), JobStatus::Running);
+            last = g
+                .update_execution(*a, ExecutionState::Finished, None)
+                .expect("finished");
+        }
+        assert_eq!(last, vec![GraphAction::JobTerminated(JobStatus::Finished)]);
+        assert_eq!(g.status(), JobStatus::Finished);
+        assert_eq!(g.vertices[0].aggregate_state(), ExecutionState::Finished);
+    }
+
+    #[test]
+    fn one_failure_cancels_the_rest_and_fails_the_job() {
+        let mut g = graph();
+        let attempts = run_all(&mut g);
+        let error = ErrorInfo {
+            kind: "TaskFailure".into(),
+            message: "boom".into(),
+            task_name: None,
+            location: None,
+            timestamp: 1,
+        };
+        let actions = g
+            .update_execution(attempts[0], ExecutionState::Failed, Some(error))
+            .expect("failed");
+        assert_eq!(g.status(), JobStatus::Failing);
+        let cancels = actions
+            .iter()
+            .filter(|a| matches!(a, GraphAction::CancelTask { .. }))
+            .count();
+        assert_eq!(cancels, 3);
+        for a in &attempts[1..3] {
+            assert!(g
+                .update_execution(*a, ExecutionState::Canceled, None)
+                .expect("canceled")
+                .is_empty());
+        }
+        let done = g
+            .update_execution(attempts[3], ExecutionState::Canceled, None)
+            .expect("canceled");
+        assert_eq!(done, vec![GraphAction::JobTerminated(JobStatus::Failed)]);
+        let failure = g.failure.as_ref().expect("failure recorded");
+        assert_eq!(failure.message, "boom");
+        assert_eq!(failure.task_name.as_deref(), Some("source (1/2)"));
+        assert_eq!(failure.location.as_deref(), Some("tm0"));
+        assert_eq!(g.exception_history.len(), 1);
+    }
+
+    #[test]
+    fn cancel_before_and_after_deployment() {
+        let mut g = graph();
+        g.start_scheduling().expect("schedules");
+        let actions = g.cancel().expect("cancels");
+        assert_eq!(
+            actions,
+            vec![GraphAction::JobTerminated(JobStatus::Canceled)]
+        );
+        assert!(
+            g.cancel().expect("no-op").is_empty(),
+            "a terminal job cannot be cancelled again"
+        );
+
+        let mut g = graph();
+        let attempts = run_all(&mut g);
+        let actions = g.cancel().expect("cancels");
+        assert_eq!(actions.len(), 4);
+        // A late RUNNING report from a cancelling task is ignored.
+        assert!(g
+            .update_execution(attempts[0], ExecutionState::Running, None)
+            .expect("ignored")
+            .is_empty());
+        for a in &attempts {
+            g.update_execution(*a, ExecutionState::Canceled, None)
+                .expect("canceled");
+        }
+        assert_eq!(g.status(), JobStatus::Canceled);
+    }
+
+    #[test]
+    fn stale_and_illegal_reports_are_refused() {
+        let mut g = graph();
+        let attempts = run_all(&mut g);
+        let mut stale = attempts[0];
+        stale.attempt_number = 7;
+        assert_eq!(
+            g.update_execution(stale, ExecutionState::Finished, None),
+            Err(GraphError::UnknownAttempt(stale))
+        );
+        g.update_execution(attempts[0], ExecutionState::Finished, None)
+            .expect("finished");
+        assert!(matches!(
+            g.update_execution(attempts[0], ExecutionState::Running, None),
+            Err(GraphError::IllegalExecutionTransition { .. })
+        ));
+    }
+
+    #[test]
+    fn losing_a_task_manager_fails_its_tasks_and_the_job() {
+        let mut g = graph();
+        let _ = run_all(&mut g);
+        let actions = g
+            .task_manager_lost(ResourceId::from_u128(0), "heartbeat timeout")
+            .expect("handled");
+        // The two attempts on tm1 must be cancelled; nothing is sent to the lost tm0.
+        assert!(actions.iter().all(|a| match a {
+            GraphAction::CancelTask { slot, .. } => slot.resource_id == ResourceId::from_u128(1),
+            _ => true,
+        }));
+        assert_eq!(g.status(), JobStatus::Failing);
+        let failure = g.failure.clone().expect("failure");
+        assert_eq!(failure.kind, "TaskManagerLost");
+        assert!(failure.message.contains("heartbeat timeout"));
+    }
+}

@@ -1,0 +1,220 @@
+//! What a client submits: the job graph. Flink: `JobGraph`, `JobVertex`, `JobEdge`.
+//!
+//! A vertex names its *invokable*, the code a task runs, by a registry name (Flink: the invokable
+//! class name), plus string parameters. The TaskExecutor looks the name up in its
+//! [`InvokableRegistry`](crate::taskexecutor::invokable::InvokableRegistry).
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{JobId, JobVertexId};
+
+/// How the subtasks of a producer connect to those of its consumer. Flink: `DistributionPattern`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DistributionPattern {
+    /// Subtask i feeds subtask i (equal parallelism) or a contiguous range.
+    Pointwise,
+    /// Every producer subtask feeds every consumer subtask.
+    AllToAll,
+}
+
+/// An input of a vertex: which vertex feeds it and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEdge {
+    /// The producing vertex.
+    pub source: JobVertexId,
+    /// How subtasks connect.
+    pub pattern: DistributionPattern,
+}
+
+/// One vertex (an operator chain, once the data plane exists). Flink: `JobVertex`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobVertex {
+    /// Vertex id.
+    pub id: JobVertexId,
+    /// Display name.
+    pub name: String,
+    /// Number of parallel subtasks.
+    pub parallelism: u32,
+    /// Upper bound for rescaling (Flink's max parallelism); at least `parallelism`.
+    pub max_parallelism: u32,
+    /// Registry name of the code each subtask runs, e.g. `NoOpInvokable`.
+    pub invokable: String,
+    /// Parameters for the invokable.
+    pub config: BTreeMap<String, String>,
+    /// Inputs, in order.
+    pub inputs: Vec<JobEdge>,
+}
+
+impl JobVertex {
+    /// A vertex with the given name, invokable and parallelism, a fresh id and no inputs.
+    pub fn new(name: impl Into<String>, invokable: impl Into<String>, parallelism: u32) -> Self {
+        JobVertex {
+            id: JobVertexId::generate(),
+            name: name.into(),
+            parallelism,
+            max_parallelism: parallelism.max(128),
+            invokable: invokable.into(),
+            config: BTreeMap::new(),
+            inputs: Vec::new(),
+        }
+    }
+
+    /// Adds an invokable parameter.
+    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.insert(key.into(), value.into());
+        self
+    }
+
+    /// Connects `source` as an input of this vertex.
+    pub fn connect_from(mut self, source: &JobVertex, pattern: DistributionPattern) -> Self {
+        self.inputs.push(JobEdge {
+            source: source.id,
+            pattern,
+        });
+        self
+    }
+}
+
+/// A job as submitted. Flink: `JobGraph`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobGraph {
+    /// Job id; the client picks it (a duplicate submission is refused).
+    pub job_id: JobId,
+    /// Display name.
+    pub name: String,
+    /// Vertices in topological order (sources first).
+    pub vertices: Vec<JobVertex>,
+}
+
+/// Why a job graph cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum JobGraphError {
+    /// The graph has no vertices.
+    #[error("job graph has no vertices")]
+    Empty,
+    /// A vertex's parallelism is zero or above its max parallelism.
+    #[error("vertex {vertex:?} has parallelism {parallelism}, outside 1..={max_parallelism}")]
+    BadParallelism {
+        /// The vertex's name.
+        vertex: String,
+        /// Its parallelism.
+        parallelism: u32,
+        /// Its max parallelism.
+        max_parallelism: u32,
+    },
+    /// Two vertices share an id.
+    #[error("vertex id {0} appears twice")]
+    DuplicateVertex(JobVertexId),
+    /// An edge names a vertex that is not earlier in the list.
+    #[error("vertex {vertex:?} reads from {source_id}, which is not an earlier vertex")]
+    UnknownInput {
+        /// The consuming vertex's name.
+        vertex: String,
+        /// The missing source.
+        source_id: JobVertexId,
+    },
+    /// A name is empty or too long.
+    #[error("{what} name must be 1 to 255 characters")]
+    BadName {
+        /// Which name.
+        what: String,
+    },
+}
+
+impl JobGraph {
+    /// A job graph with a fresh id.
+    pub fn new(name: impl Into<String>, vertices: Vec<JobVertex>) -> Self {
+        JobGraph {
+            job_id: JobId::generate(),
+            name: name.into(),
+            vertices,
+        }
+    }
+
+    /// Checks the graph is runnable: at least one vertex, sane parallelism, inputs that refer to
+    /// earlier vertices (so the order is topological and there are no cycles).
+    pub fn validate(&self) -> Result<(), JobGraphError> {
+        if self.vertices.is_empty() {
+            return Err(JobGraphError::Empty);
+        }
+        if self.name.is_empty() || self.name.len() > 255 {
+            return Err(JobGraphError::BadName { what: "job".into() });
+        }
+        let mut seen = HashSet::new();
+        for v in &self.vertices {
+            if v.name.is_empty() || v.name.len() > 255 {
+                return Err(JobGraphError::BadName {
+                    what: "vertex".into(),
+                });
+            }
+            if v.parallelism == 0 || v.parallelism > v.max_parallelism {
+                return Err(JobGraphError::BadParallelism {
+                    vertex: v.name.clone(),
+                    parallelism: v.parallelism,
+                    max_parallelism: v.max_parallelism,
+                });
+            }
+            for input in &v.inputs {
+                if !seen.contains(&input.source) {
+                    return Err(JobGraphError::UnknownInput {
+                        vertex: v.name.clone(),
+                        source_id: input.source,
+                    });
+                }
+            }
+            if !seen.insert(v.id) {
+                return Err(JobGraphError::DuplicateVertex(v.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Total number of subtasks, i.e. slots needed when each subtask gets its own slot.
+    pub fn total_subtasks(&self) -> u32 {
+        self.vertices.iter().map(|v| v.parallelism).sum()
+    }
+
+    /// The vertex with the given id.
+    pub fn vertex(&self, id: JobVertexId) -> Option<&JobVertex> {
+        self.vertices.iter().find(|v| v.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_catches_each_problem() {
+        let a = JobVertex::new("a", "NoOpInvokable", 2);
+        let b =
+            JobVertex::new("b", "NoOpInvokable", 4).connect_from(&a, DistributionPattern::AllToAll);
+        let good = JobGraph::new("job", vec![a.clone(), b.clone()]);
+        assert_eq!(good.validate(), Ok(()));
+        assert_eq!(good.total_subtasks(), 6);
+
+        assert_eq!(
+            JobGraph::new("job", vec![]).validate(),
+            Err(JobGraphError::Empty)
+        );
+        let backwards = JobGraph::new("job", vec![b.clone(), a.clone()]);
+        assert!(matches!(
+            backwards.validate(),
+            Err(JobGraphError::UnknownInput { .. })
+        ));
+        let twice = JobGraph::new("job", vec![a.clone(), a.clone()]);
+        assert_eq!(twice.validate(), Err(JobGraphError::DuplicateVertex(a.id)));
+        let mut zero = a.clone();
+        zero.parallelism = 0;
+        assert!(matches!(
+            JobGraph::new("job", vec![zero]).validate(),
+            Err(JobGraphError::BadParallelism { .. })
+        ));
+        assert!(matches!(
+            JobGraph::new("", vec![a]).validate(),
+            Err(JobGraphError::BadName { .. })
+        ));
+    }
+}

@@ -1,0 +1,21 @@
+//! # rflink-runtime
+//!
+//! Flink's runtime components on the `rflink-rpc` actor layer: Dispatcher, ResourceManager,
+//! JobMaster, TaskExecutor and BlobServer, one module per Flink package.
+
+pub mod blob;
+pub mod config;
+pub mod dispatcher;
+pub mod entrypoint;
+pub mod events;
+pub mod executiongraph;
+pub mod heartbeat;
+pub mod jobgraph;
+pub mod jobmaster;
+pub mod leaderretrieval;
+pub mod minicluster;
+pub mod registration;
+pub mod resourcemanager;
+pub mod rest;
+pub mod taskexecutor;
+pub mod types;
