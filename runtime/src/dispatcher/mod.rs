@@ -1,0 +1,476 @@
+//! The Dispatcher: accepts jobs, starts a JobMaster per job, keeps finished jobs' results.
+//! Flink: `Dispatcher` / `StandaloneDispatcher`.
+//!
+//! Fenced by [`DispatcherId`]. `SubmitJob` validates the graph, refuses a job id it has seen
+//! (running or finished: Flink's `DuplicateJobSubmissionException`), starts a [`JobMaster`]
+//! endpoint on the same RPC service with a fresh `JobMasterId`, and answers once it is started,
+//! not when the job runs. When the JobMaster reports a terminal status, the Dispatcher archives
+//! its views (details, exceptions, result) and closes the JobMaster. Queries about a running job
+//! are forwarded to its JobMaster; about a finished one, answered from the archive.
+
+pub mod gateway;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rflink_rpc::{rpc_protocol, Handler, Response, RpcContext, RpcEndpoint, RpcGateway, RpcServer};
+
+pub use gateway::*;
+
+use crate::blob::BlobServer;
+use crate::events::EventSink;
+use crate::executiongraph::{now_millis, JobStatus};
+use crate::jobgraph::JobGraph;
+use crate::jobmaster::{self, JobMaster, JobMasterSettings};
+use crate::resourcemanager::{self, ResourceManager};
+use crate::types::{Ack, DispatcherId, JobId};
+
+enum JobEntry {
+    Running {
+        server: RpcServer<JobMaster>,
+        gateway: RpcGateway<JobMaster>,
+        name: String,
+        submitted: i64,
+    },
+    Done {
+        details: Box<JobDetails>,
+        exceptions: JobExceptions,
+        result: JobResult,
+    },
+}
+
+/// The Dispatcher endpoint.
+pub struct Dispatcher {
+    dispatcher_id: DispatcherId,
+    job_master: JobMasterSettings,
+    resource_manager: RpcGateway<ResourceManager>,
+    blob_server: Option<Arc<BlobServer>>,
+    events: EventSink,
+    jobs: HashMap<JobId, JobEntry>,
+}
+
+impl Dispatcher {
+    /// A Dispatcher with a fresh token that starts JobMasters with `job_master` settings and asks
+    /// `resource_manager` about TaskManagers.
+    pub fn new(
+        job_master: JobMasterSettings,
+        resource_manager: RpcGateway<ResourceManager>,
+        blob_server: Option<Arc<BlobServer>>,
+        events: EventSink,
+    ) -> Self {
+        Dispatcher {
+            dispatcher_id: DispatcherId::generate(),
+            job_master,
+            resource_manager,
+            blob_server,
+            events,
+            jobs: HashMap::new(),
+        }
+    }
+
+    fn running(&self, job_id: JobId) -> Result<Option<RpcGateway<JobMaster>>, DispatcherError> {
+        match self.jobs.get(&job_id) {
+            Some(JobEntry::Running { gateway, .. }) => Ok(Some(gateway.clone())),
+            Some(JobEntry::Done { .. }) => Ok(None),
+            None => Err(DispatcherError::JobNotFound { job_id }),
+        }
+    }
+}
+
+impl RpcEndpoint for Dispatcher {
+    type Token = DispatcherId;
+    const GATEWAY: &'static str = "DispatcherGateway";
+    const NAME_PREFIX: &'static str = "dispatcher";
+
+    fn fencing_token(&self) -> DispatcherId {
+        self.dispatcher_id
+    }
+
+    fn on_stop(&mut self, _ctx: &mut RpcContext<'_, Self>) -> rflink_rpc::StopFuture {
+        // Running jobs are suspended: their JobMasters stop with the Dispatcher.
+        let closing: Vec<_> = self
+            .jobs
+            .values()
+            .filter_map(|e| match e {
+                JobEntry::Running { server, .. } => Some(server.close()),
+                JobEntry::Done { .. } => None,
+            })
+            .collect();
+        Box::pin(async move {
+            for c in closing {
+                let _ = c.await;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Handler<SubmitJob> for Dispatcher {
+    fn handle(
+        &mut self,
+        msg: SubmitJob,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<Ack, DispatcherError>> {
+        let job = msg.job_graph;
+        if let Err(err) = job.validate() {
+            return Response::ready(Err(err.into()));
+        }
+        if self.jobs.contains_key(&job.job_id) {
+            tracing::warn!(job_id = %job.job_id, "duplicate job submission refused");
+            return Response::ready(Err(DispatcherError::DuplicateJob { job_id: job.job_id }));
+        }
+        let Some(service) = ctx.service() else {
+            return Response::ready(Err(DispatcherError::ShuttingDown));
+        };
+        let job_id = job.job_id;
+        let name = job.name.clone();
+        let master = JobMaster::new(
+            job,
+            self.job_master.clone(),
+            self.events.clone(),
+            Some(ctx.self_gateway()),
+        );
+        let server = match service.start_server(master) {
+            Ok(server) => server,
+            Err(err) => {
+                return Response::ready(Err(DispatcherError::JobMasterStartFailed {
+                    job_id,
+                    reason: err.to_string(),
+                }))
+            }
+        };
+        server.start();
+        tracing::info!(%job_id, name, job_master = %server.address(), "job submitted");
+        self.jobs.insert(
+            job_id,
+            JobEntry::Running {
+                gateway: server.self_gateway(),
+                server,
+                name,
+                submitted: now_millis(),
+            },
+        );
+        Response::ready(Ok(Ack))
+    }
+}
+
+impl Handler<JobReachedTerminalState> for Dispatcher {
+    fn handle(
+        &mut self,
+        msg: JobReachedTerminalState,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, ()> {
+        if let Some(JobEntry::Running { server, .. }) = self.jobs.get(&msg.job_id) {
+            let closing = server.close();
+            tokio::spawn(async move {
+                if let Err(err) = closing.await {
+                    tracing::warn!(error = %err, "job master did not stop cleanly");
+                }
+            });
+            tracing::info!(job_id = %msg.job_id, status = %msg.result.status, "job archived");
+            if msg.result.status.is_globally_terminal() {
+                // The job is over for good: its blobs go (Flink's global cleanup).
+                if let Some(blob_server) = self.blob_server.clone() {
+                    let job_id = msg.job_id;
+                    tokio::spawn(async move {
+                        if let Err(err) = blob_server.delete_job(job_id).await {
+                            tracing::warn!(%job_id, error = %err, "could not delete the job's blobs");
+                        }
+                    });
+                }
+            }
+            self.jobs.insert(
+                msg.job_id,
+                JobEntry::Done {
+                    details: Box::new(msg.details),
+                    exceptions: msg.exceptions,
+                    result: msg.result,
+                },
+            );
+        }
+        Response::ready(())
+    }
+}
+
+impl Handler<CancelJob> for Dispatcher {
+    fn handle(
+        &mut self,
+        msg: CancelJob,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<Ack, DispatcherError>> {
+        match self.running(msg.job_id) {
+            Err(err) => Response::ready(Err(err)),
+            Ok(None) => Response::ready(Ok(Ack)),
+            Ok(Some(gateway)) => Response::future(async move {
+                match gateway.ask(jobmaster::CancelJob).await {
+                    Ok(Ok(ack)) => Ok(ack),
+                    Ok(Err(err)) => Err(DispatcherError::JobMaster {
+                        job_id: msg.job_id,
+                        reason: err.to_string(),
+                    }),
+                    // The JobMaster finished meanwhile: cancelling a finished job is a no-op.
+                    Err(rflink_rpc::RpcError::RecipientUnreachable { .. }) => Ok(Ack),
+                    Err(err) => Err(err.into()),
+                }
+            }),
+        }
+    }
+}
+
+/// An overview of a running job whose JobMaster did not answer.
+fn placeholder_overview(job_id: JobId, name: &str, submitted: i64) -> JobOverview {
+    JobOverview {
+        job_id,
+        name: name.to_string(),
+        state: JobStatus::Initializing,
+        start_time: submitted,
+        end_time: -1,
+        duration: now_millis() - submitted,
+        last_modification: submitted,
+        tasks: TaskCounts::default(),
+    }
+}
+
+impl Handler<RequestJobOverviews> for Dispatcher {
+    fn handle(
+        &mut self,
+        _: RequestJobOverviews,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Vec<JobOverview>> {
+        let mut done = Vec::new();
+        let mut running = Vec::new();
+        for (job_id, entry) in &self.jobs {
+            match entry {
+                JobEntry::Done { details, .. } => done.push(details.overview.clone()),
+                JobEntry::Running {
+                    gateway,
+                    name,
+                    submitted,
+                    ..
+                } => {
+                    let (gateway, job_id, name, submitted) =
+                        (gateway.clone(), *job_id, name.clone(), *submitted);
+                    running.push(async move {
+                        match gateway.ask(jobmaster::RequestJobDetails).await {
+                            Ok(details) => details.overview,
+                            Err(_) => placeholder_overview(job_id, &name, submitted),
+                        }
+                    });
+                }
+            }
+        }
+        Response::future(async move {
+            let mut all = futures::future::join_all(running).await;
+            all.extend(done);
+            all.sort_by(|a, b| {
+                b.start_time
+                    .cmp(&a.start_time)
+                    .then(a.job_id.cmp(&b.job_id))
+            });
+            all
+        })
+    }
+}
+
+impl Handler<RequestJobStatus> for Dispatcher {
+    fn handle(
+        &mut self,
+        msg: RequestJobStatus,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<JobStatus, DispatcherError>> {
+        match self.jobs.get(&msg.job_id) {
+            None => Response::ready(Err(DispatcherError::JobNotFound { job_id: msg.job_id })),
+            Some(JobEntry::Done { result, .. }) => Response::ready(Ok(result.status)),
+            Some(JobEntry::Running { gateway, .. }) => {
+                let gateway = gateway.clone();
+                Response::future(async move {
+                    // A JobMaster that does not answer yet is still initializing (Flink).
+                    Ok(gateway
+                        .ask(jobmaster::RequestJobStatus)
+                        .await
+                        .unwrap_or(JobStatus::Initializing))
+                })
+            }
+        }
+    }
+}
+
+impl Handler<RequestJobDetails> for Dispatcher {
+    fn handle(
+        &mut self,
+        msg: RequestJobDetails,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<JobDetails, DispatcherError>> {
+        match self.jobs.get(&msg.job_id) {
+            None => Response::ready(Err(DispatcherError::JobNotFound { job_id: msg.job_id })),
+            Some(JobEntry::Done { details, .. }) => Response::ready(Ok((**details).clone())),
+            Some(JobEntry::Running { gateway, .. }) => {
+                let gateway = gateway.clone();
+                Response::future(async move {
+                    gateway
+                        .ask(jobmaster::RequestJobDetails)
+                        .await
+                        .map_err(Into::into)
+                })
+            }
+        }
+    }
+}
+
+impl Handler<RequestJobExceptions> for Dispatcher {
+    fn handle(
+        &mut self,
+        msg: RequestJobExceptions,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<JobExceptions, DispatcherError>> {
+        match self.jobs.get(&msg.job_id) {
+            None => Response::ready(Err(DispatcherError::JobNotFound { job_id: msg.job_id })),
+            Some(JobEntry::Done { exceptions, .. }) => Response::ready(Ok(exceptions.clone())),
+            Some(JobEntry::Running { gateway, .. }) => {
+                let gateway = gateway.clone();
+                Response::future(async move {
+                    gateway
+                        .ask(jobmaster::RequestJobExceptions)
+                        .await
+                        .map_err(Into::into)
+                })
+            }
+        }
+    }
+}
+
+impl Handler<RequestJobResult> for Dispatcher {
+    fn handle(
+        &mut self,
+        msg: RequestJobResult,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<Option<JobResult>, DispatcherError>> {
+        match self.jobs.get(&msg.job_id) {
+            None => Response::ready(Err(DispatcherError::JobNotFound { job_id: msg.job_id })),
+            Some(JobEntry::Done { result, .. }) => Response::ready(Ok(Some(result.clone()))),
+            Some(JobEntry::Running { .. }) => Response::ready(Ok(None)),
+        }
+    }
+}
+
+impl Handler<RequestClusterOverview> for Dispatcher {
+    fn handle(
+        &mut self,
+        _: RequestClusterOverview,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<ClusterOverview, DispatcherError>> {
+        let mut overview = ClusterOverview::default();
+        for entry in self.jobs.values() {
+            match entry {
+                JobEntry::Running { .. } => overview.jobs_running += 1,
+                JobEntry::Done { result, .. } => match result.status {
+                    JobStatus::Finished => overview.jobs_finished += 1,
+                    JobStatus::Canceled => overview.jobs_cancelled += 1,
+                    JobStatus::Failed => overview.jobs_failed += 1,
+                    _ => {}
+                },
+            }
+        }
+        let rm = self.resource_manager.clone();
+        Response::future(async move {
+            let resources = rm.ask(resourcemanager::RequestResourceOverview).await?;
+            overview.taskmanagers = resources.task_managers;
+            overview.slots_total = resources.slots_total;
+            overview.slots_available = resources.slots_free;
+            Ok(overview)
+        })
+    }
+}
+
+impl Handler<RequestTaskManagers> for Dispatcher {
+    fn handle(
+        &mut self,
+        _: RequestTaskManagers,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<Vec<TaskManagerInfo>, DispatcherError>> {
+        let rm = self.resource_manager.clone();
+        Response::future(async move {
+            rm.ask(resourcemanager::RequestTaskManagerInfo)
+                .await
+                .map_err(Into::into)
+        })
+    }
+}
+
+rpc_protocol!(Dispatcher {
+    SubmitJob,
+    JobReachedTerminalState,
+    CancelJob,
+    RequestJobOverviews,
+    RequestJobStatus,
+    RequestJobDetails,
+    RequestJobExceptions,
+    RequestJobResult,
+    RequestClusterOverview,
+    RequestTaskManagers,
+});
+
+/// Flattens a gateway answer: transport errors become `DispatcherError::Rpc`.
+fn flatten<T>(
+    r: Result<Result<T, DispatcherError>, rflink_rpc::RpcError>,
+) -> Result<T, DispatcherError> {
+    r.map_err(DispatcherError::from).and_then(|inner| inner)
+}
+
+impl RestfulGateway for RpcGateway<Dispatcher> {
+    fn submit_job(&self, job_graph: JobGraph) -> BoxFuture<'static, Result<Ack, DispatcherError>> {
+        let g = self.clone();
+        async move { flatten(g.ask(SubmitJob { job_graph }).await) }.boxed()
+    }
+
+    fn cancel_job(&self, job_id: JobId) -> BoxFuture<'static, Result<Ack, DispatcherError>> {
+        let g = self.clone();
+        async move { flatten(g.ask(CancelJob { job_id }).await) }.boxed()
+    }
+
+    fn job_overviews(&self) -> BoxFuture<'static, Result<Vec<JobOverview>, DispatcherError>> {
+        let g = self.clone();
+        async move { g.ask(RequestJobOverviews).await.map_err(Into::into) }.boxed()
+    }
+
+    fn job_status(&self, job_id: JobId) -> BoxFuture<'static, Result<JobStatus, DispatcherError>> {
+        let g = self.clone();
+        async move { flatten(g.ask(RequestJobStatus { job_id }).await) }.boxed()
+    }
+
+    fn job_details(
+        &self,
+        job_id: JobId,
+    ) -> BoxFuture<'static, Result<JobDetails, DispatcherError>> {
+        let g = self.clone();
+        async move { flatten(g.ask(RequestJobDetails { job_id }).await) }.boxed()
+    }
+
+    fn job_exceptions(
+        &self,
+        job_id: JobId,
+    ) -> BoxFuture<'static, Result<JobExceptions, DispatcherError>> {
+        let g = self.clone();
+        async move { flatten(g.ask(RequestJobExceptions { job_id }).await) }.boxed()
+    }
+
+    fn job_result(
+        &self,
+        job_id: JobId,
+    ) -> BoxFuture<'static, Result<Option<JobResult>, DispatcherError>> {
+        let g = self.clone();
+        async move { flatten(g.ask(RequestJobResult { job_id }).await) }.boxed()
+    }
+
+    fn cluster_overview(&self) -> BoxFuture<'static, Result<ClusterOverview, DispatcherError>> {
+        let g = self.clone();
+        async move { flatten(g.ask(RequestClusterOverview).await) }.boxed()
+    }
+
+    fn task_managers(&self) -> BoxFuture<'static, Result<Vec<TaskManagerInfo>, DispatcherError>> {
+        let g = self.clone();
+        async move { flatten(g.ask(RequestTaskManagers).await) }.boxed()
+    }
+}

@@ -1,0 +1,360 @@
+//! Starting the two kinds of process. Flink: `ClusterEntrypoint` (a session JobManager) and
+//! `TaskManagerRunner`.
+//!
+//! [`JobManagerRunner`] starts, in order: the BlobServer, the RPC service, the `leaders` endpoint,
+//! the ResourceManager, the Dispatcher (which starts a JobMaster per job), then publishes the
+//! leaders and starts the REST API. [`TaskManagerRunner`] starts an RPC service and a
+//! TaskExecutor, which finds the ResourceManager through the JobManager's `leaders` endpoint.
+//! `rflink-node` and the MiniCluster both use these, so a test cluster starts exactly like a real
+//! one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rflink_rpc::{RpcConfig, RpcError, RpcServer, RpcService};
+
+use crate::blob::{BlobServer, BlobServerConfig};
+use crate::config::{Configuration, ProcessRole};
+use crate::dispatcher::{Dispatcher, RestfulGateway};
+use crate::events::EventSink;
+use crate::heartbeat::HeartbeatSettings;
+use crate::jobmaster::{BlobOffload, JobMasterSettings};
+use crate::leaderretrieval::{LeaderInfo, LeaderRetrieval, LEADERS_ENDPOINT};
+use crate::registration::RetryPolicy;
+use crate::resourcemanager::{ResourceManager, ResourceManagerSettings};
+use crate::rest::{RestServer, RestServerConfig};
+use crate::taskexecutor::invokable::InvokableRegistry;
+use crate::taskexecutor::{FatalErrorHandler, TaskExecutor, TaskExecutorSettings};
+use crate::types::ResourceId;
+
+/// Why a process could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntrypointError {
+    /// The RPC layer failed.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The BlobServer failed.
+    #[error("blob server: {0}")]
+    Blob(String),
+    /// The REST server failed.
+    #[error("rest server: {0}")]
+    Rest(String),
+    /// A directory could not be prepared.
+    #[error("cannot prepare {path}: {reason}")]
+    Directory {
+        /// The directory.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Heartbeat settings from the configuration.
+pub fn heartbeat_settings(config: &Configuration) -> HeartbeatSettings {
+    HeartbeatSettings {
+        interval: config.heartbeat.interval,
+        timeout: config.heartbeat.timeout,
+        rpc_failure_threshold: u32::try_from(config.heartbeat.rpc_failure_threshold).ok(),
+        ..HeartbeatSettings::default()
+    }
+}
+
+/// Registration retry policy from the configuration.
+pub fn retry_policy(config: &Configuration) -> RetryPolicy {
+    RetryPolicy {
+        initial_timeout: config.registration.initial_timeout,
+        max_timeout: config.registration.max_timeout,
+        error_delay: config.registration.error_delay,
+        refused_delay: config.registration.refused_registration_delay,
+    }
+}
+
+/// What a JobManager process needs.
+#[derive(Debug, Clone)]
+pub struct JobManagerSettings {
+    /// Its RPC service.
+    pub rpc: RpcConfig,
+    /// Its REST API, if any.
+    pub rest: Option<RestServerConfig>,
+    /// Its BlobServer.
+    pub blob: BlobServerConfig,
+    /// Heartbeats.
+    pub heartbeat: HeartbeatSettings,
+    /// Registration retries (JobMaster → ResourceManager).
+    pub registration: RetryPolicy,
+    /// `slot.request.timeout`.
+    pub slot_request_timeout: Duration,
+    /// `blob.offload.minsize`.
+    pub blob_offload_min_size: u64,
+    /// What `/jobmanager/config` shows.
+    pub config_entries: Vec<(String, String)>,
+}
+
+impl JobManagerSettings {
+    /// Settings from a loaded configuration; `work_dir` holds the BlobServer's files unless
+    /// `blob.storage.directory` is set.
+    pub fn from_config(config: &Configuration, work_dir: &std::path::Path) -> Self {
+        JobManagerSettings {
+            rpc: config.rpc_config(ProcessRole::JobManager),
+            rest: Some(RestServerConfig {
+                bind_host: config.rest.bind_address.clone(),
+                port: config.rest.port,
+                ..RestServerConfig::default()
+            }),
+            blob: BlobServerConfig {
+                bind_host: config.jobmanager.bind_host.clone(),
+                port: config.blob.server_port,
+                storage_dir: config
+                    .blob
+                    .storage_directory
+                    .clone()
+                    .unwrap_or_else(|| work_dir.join("blob-server")),
+                ..BlobServerConfig::default()
+            },
+            heartbeat: heartbeat_settings(config),
+            registration: retry_policy(config),
+            slot_request_timeout: config.slot.request_timeout,
+            blob_offload_min_size: config.blob.offload_min_size,
+            config_entries: config.to_entries(),
+        }
+    }
+}
+
+/// A running JobManager: BlobServer, RPC service with `leaders`, ResourceManager and Dispatcher,
+/// and the REST API.
+pub struct JobManagerRunner {
+    service: RpcService,
+    leaders: RpcServer<LeaderRetrieval>,
+    resource_manager: RpcServer<ResourceManager>,
+    dispatcher: RpcServer<Dispatcher>,
+    rest: Option<RestServer>,
+    blob_server: Arc<BlobServer>,
+}
+
+impl JobManagerRunner {
+    /// Starts every JobManager component (inside an actix system).
+    pub async fn start(
+        settings: JobManagerSettings,
+        events: EventSink,
+    ) -> Result<Self, EntrypointError> {
+        let blob_server = BlobServer::start(settings.blob.clone())
+            .await
+            .map_err(|e| EntrypointError::Blob(e.to_string()))?;
+        let blob_server = Arc::new(blob_server);
+        // The BlobServer binds the JobManager's bind host; others reach it on the advertised one.
+        let blob_address = format!(
+            "{}:{}",
+            settings
+                .rpc
+                .advertised_host
+                .as_deref()
+                .unwrap_or(&settings.rpc.bind_host),
+            blob_server.port()
+        );
+        let service = RpcService::start(settings.rpc.clone()).await?;
+        let leaders =
+            service.start_server_named(LeaderRetrieval::default(), Some(LEADERS_ENDPOINT))?;
+        leaders.start();
+        let rm = ResourceManager::new(
+            ResourceManagerSettings {
+                heartbeat: settings.heartbeat,
+                blob_server: Some(blob_address.clone()),
+            },
+            events.clone(),
+        );
+        let resource_manager = service.start_server(rm)?;
+        resource_manager.start();
+        let rm_leader = LeaderInfo {
+            address: resource_manager.address().to_string(),
+            token: resource_manager.fencing_token().as_abstract_id(),
+        };
+        let job_master = JobMasterSettings {
+            heartbeat: settings.heartbeat,
+            registration: settings.registration,
+            slot_request_timeout: settings.slot_request_timeout,
+            resource_manager: rm_leader.clone(),
+            blob_offload: Some(BlobOffload {
+                server: blob_address,
+                min_size: settings.blob_offload_min_size,
+            }),
+        };
+        let dispatcher = service.start_server(Dispatcher::new(
+            job_master,
+            resource_manager.self_gateway(),
+            Some(Arc::clone(&blob_server)),
+            events,
+        ))?;
+        dispatcher.start();
+        let dispatcher_leader = LeaderInfo {
+            address: dispatcher.address().to_string(),
+            token: dispatcher.fencing_token().as_abstract_id(),
+        };
+        leaders.run_async(move |l, _| {
+            l.leaders.resource_manager = Some(rm_leader);
+            l.leaders.dispatcher = Some(dispatcher_leader);
+        });
+        let rest = match settings.rest {
+            Some(rest_config) => {
+                let gateway: Arc<dyn RestfulGateway> = Arc::new(dispatcher.self_gateway());
+                Some(
+                    RestServer::start(rest_config, gateway, settings.config_entries.clone())
+                        .map_err(|e| EntrypointError::Rest(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        Ok(JobManagerRunner {
+            service,
+            leaders,
+            resource_manager,
+            dispatcher,
+            rest,
+            blob_server,
+        })
+    }
+
+    /// The RPC service.
+    pub fn service(&self) -> &RpcService {
+        &self.service
+    }
+
+    /// The Dispatcher.
+    pub fn dispatcher(&self) -> &RpcServer<Dispatcher> {
+        &self.dispatcher
+    }
+
+    /// The ResourceManager.
+    pub fn resource_manager(&self) -> &RpcServer<ResourceManager> {
+        &self.resource_manager
+    }
+
+    /// The BlobServer.
+    pub fn blob_server(&self) -> &BlobServer {
+        &self.blob_server
+    }
+
+    /// The REST API's bound address.
+    pub fn rest_address(&self) -> Option<std::net::SocketAddr> {
+        self.rest.as_ref().map(|r| r.local_addr())
+    }
+
+    /// Stops the REST API, every RPC endpoint (running jobs are suspended), and the BlobServer.
+    pub async fn close(mut self) -> Result<(), EntrypointError> {
+        if let Some(rest) = self.rest.take() {
+            rest.stop().await;
+        }
+        let _ = &self.leaders;
+        let closed = self.service.close().await;
+        self.blob_server.close().await;
+        closed?;
+        Ok(())
+    }
+}
+
+/// What a TaskManager process needs.
+#[derive(Clone)]
+pub struct TaskManagerSettings {
+    /// Its RPC service.
+    pub rpc: RpcConfig,
+    /// Its TaskExecutor.
+    pub task_executor: TaskExecutorSettings,
+}
+
+impl TaskManagerSettings {
+    /// Settings from a loaded configuration; the BlobCache lives under `work_dir`.
+    pub fn from_config(
+        config: &Configuration,
+        work_dir: &std::path::Path,
+        invokables: InvokableRegistry,
+        fatal_error: FatalErrorHandler,
+    ) -> Self {
+        TaskManagerSettings {
+            rpc: config.rpc_config(ProcessRole::TaskManager),
+            task_executor: TaskExecutorSettings {
+                jobmanager_address: rflink_rpc::RpcAddress::new(
+                    config.jobmanager.rpc_address.clone(),
+                    config.jobmanager.rpc_port,
+                    LEADERS_ENDPOINT,
+                )
+                .map(|a| a.node())
+                .unwrap_or_else(|_| {
+                    format!(
+                        "{}:{}",
+                        config.jobmanager.rpc_address, config.jobmanager.rpc_port
+                    )
+                }),
+                number_of_slots: config.taskmanager.number_of_task_slots,
+                heartbeat: heartbeat_settings(config),
+                registration: retry_policy(config),
+                registration_timeout: config.taskmanager.registration_timeout,
+                slot_timeout: config.taskmanager.slot_timeout,
+                data_port: -1,
+                invokables,
+                fatal_error,
+                blob_cache_dir: work_dir.join("blob-cache"),
+                blob_cleanup_interval: config.blob.cleanup_interval,
+            },
+        }
+    }
+}
+
+/// A running TaskManager: an RPC service and its TaskExecutor.
+pub struct TaskManagerRunner {
+    service: RpcService,
+    server: RpcServer<TaskExecutor>,
+    resource_id: ResourceId,
+}
+
+impl TaskManagerRunner {
+    /// Starts a TaskManager (inside an actix system).
+    pub async fn start(
+        settings: TaskManagerSettings,
+        events: EventSink,
+    ) -> Result<Self, EntrypointError> {
+        let service = RpcService::start(settings.rpc).await?;
+        let te = TaskExecutor::new(settings.task_executor, events);
+        let resource_id = te.resource_id();
+        let server = service.start_server(te)?;
+        server.start();
+        Ok(TaskManagerRunner {
+            service,
+            server,
+            resource_id,
+        })
+    }
+
+    /// Its resource id.
+    pub fn resource_id(&self) -> ResourceId {
+        self.resource_id
+    }
+
+    /// Its TaskExecutor's RPC address.
+    pub fn address(&self) -> String {
+        self.server.address().to_string()
+    }
+
+    /// Its RPC service.
+    pub fn service(&self) -> &RpcService {
+        &self.service
+    }
+
+    /// Stops it (the TaskExecutor tells the ResourceManager it leaves).
+    pub async fn close(self) -> Result<(), EntrypointError> {
+        self.service.close().await?;
+        Ok(())
+    }
+}
+
+/// A fresh directory `rflink-<what>-<random>` under the temp dir.
+pub fn fresh_work_dir(what: &str) -> Result<PathBuf, EntrypointError> {
+    let dir = std::env::temp_dir().join(format!(
+        "rflink-{what}-{}",
+        rflink_rpc::AbstractId::generate()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| EntrypointError::Directory {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(dir)
+}

@@ -1,0 +1,897 @@
+//! The JobMaster: runs one job. Flink: `JobMaster` with the `DefaultScheduler` in eager mode.
+//!
+//! Fenced by a fresh [`JobMasterId`] per job run. It owns the job's
+//! [`ExecutionGraph`](crate::executiongraph::ExecutionGraph) and [`SlotPool`](slot_pool::SlotPool),
+//! and is the heartbeat *sender* towards the TaskExecutors of its job and a receiver of the
+//! ResourceManager's heartbeats.
+//!
+//! # Flow (Flink's `scheduleEager`)
+//!
+//! 1. `on_start`: the graph goes RUNNING (every attempt SCHEDULED); register at the
+//!    ResourceManager (retrying) and declare the slots needed: the largest parallelism, since one
+//!    slot runs subtask *k* of every vertex (Flink's default slot sharing group).
+//! 2. TaskExecutors that got a slot for this job register (`RegisterTaskManager`) and offer it
+//!    (`OfferSlots`); offers are accepted up to the need, the rest rejected.
+//! 3. Once every slot is there, every attempt is deployed with `SubmitTask(tdd, JobMasterId)`.
+//! 4. Tasks report through `UpdateTaskExecutionState`; the graph decides (all finished → FINISHED;
+//!    a failure → FAILING, cancel the rest → FAILED; no restart strategy yet).
+//! 5. At a terminal status: free the slots, disconnect from TaskExecutors and the
+//!    ResourceManager, and report the archived views to the Dispatcher, which closes this endpoint.
+//!
+//! A TaskExecutor lost (heartbeat timeout, unreachable, or disconnected by the ResourceManager)
+//! fails the attempts it ran. Slots that do not all arrive within `slot.request.timeout` fail the
+//! job with `NoResourceAvailable`.
+
+pub mod gateway;
+pub mod slot_pool;
+pub mod views;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::future::{AbortHandle, Abortable};
+use rflink_rpc::{
+    rpc_protocol, AbstractId, Handler, PeerEvent, Response, RpcAddress, RpcContext, RpcEndpoint,
+    RpcError, RpcGateway, RpcService,
+};
+use tokio::sync::broadcast;
+
+pub use gateway::*;
+use slot_pool::SlotPool;
+
+use crate::blob::{BlobClient, BlobKey};
+use crate::dispatcher::{Dispatcher, JobDetails, JobExceptions, JobReachedTerminalState};
+use crate::events::{ClusterEvent, EventSink};
+use crate::executiongraph::{
+    now_millis, ErrorInfo, ExecutionGraph, GraphAction, JobStatus, SlotAssignment,
+};
+use crate::heartbeat::{HeartbeatMonitor, HeartbeatSettings};
+use crate::jobgraph::JobGraph;
+use crate::leaderretrieval::LeaderInfo;
+use crate::registration::{register_with_retries, RegistrationResponse, RetryPolicy};
+use crate::resourcemanager::{self, ResourceManager};
+use crate::taskexecutor::{
+    self, JobInformation, MaybeOffloaded, TaskDeploymentDescriptor, TaskExecutor, TaskInformation,
+};
+use crate::types::{Ack, JobId, JobMasterId, JobVertexId, ResourceId, ResourceManagerId};
+
+/// Settings of a JobMaster.
+#[derive(Debug, Clone)]
+pub struct JobMasterSettings {
+    /// Heartbeats towards TaskExecutors; silence allowed from the ResourceManager.
+    pub heartbeat: HeartbeatSettings,
+    /// `cluster.registration.*` for registering at the ResourceManager.
+    pub registration: RetryPolicy,
+    /// `slot.request.timeout`: all slots must arrive within this.
+    pub slot_request_timeout: Duration,
+    /// Where the ResourceManager is.
+    pub resource_manager: LeaderInfo,
+    /// Where to offload large deployment data, if a BlobServer runs.
+    pub blob_offload: Option<BlobOffload>,
+}
+
+/// Offloading of deployment data larger than `blob.offload.minsize` to the BlobServer, as Flink
+/// does for `TaskInformation` and `JobInformation`.
+#[derive(Debug, Clone)]
+pub struct BlobOffload {
+    /// The BlobServer's `host:port`.
+    pub server: String,
+    /// `blob.offload.minsize`: values whose encoding is larger go through the BlobServer.
+    pub min_size: u64,
+}
+
+struct RmConnection {
+    rm_id: ResourceManagerId,
+    gateway: RpcGateway<ResourceManager>,
+}
+
+struct TmConnection {
+    gateway: RpcGateway<TaskExecutor>,
+    session_id: AbstractId,
+}
+
+/// The JobMaster endpoint.
+pub struct JobMaster {
+    job_master_id: JobMasterId,
+    resource_id: ResourceId,
+    job_graph: JobGraph,
+    graph: ExecutionGraph,
+    settings: JobMasterSettings,
+    events: EventSink,
+    dispatcher: Option<RpcGateway<Dispatcher>>,
+    rm: Option<RmConnection>,
+    rm_registration: Option<AbortHandle>,
+    rm_generation: u64,
+    rm_heartbeat: HeartbeatMonitor<()>,
+    task_managers: HashMap<ResourceId, TmConnection>,
+    tm_heartbeats: HeartbeatMonitor<ResourceId>,
+    slot_pool: SlotPool,
+    deployed: bool,
+    finished: bool,
+    /// Per vertex, what goes into its deployment descriptors: ready once offloading is done.
+    deployment_data: Option<HashMap<JobVertexId, MaybeOffloaded<TaskInformation>>>,
+}
+
+impl JobMaster {
+    /// A JobMaster for `job_graph` with a fresh id. `dispatcher` receives the final views.
+    pub fn new(
+        job_graph: JobGraph,
+        settings: JobMasterSettings,
+        events: EventSink,
+        dispatcher: Option<RpcGateway<Dispatcher>>,
+    ) -> Self {
+        let graph = ExecutionGraph::new(&job_graph);
+        JobMaster {
+            job_master_id: JobMasterId::generate(),
+            resource_id: ResourceId::generate(),
+            rm_heartbeat: HeartbeatMonitor::new(settings.heartbeat),
+            tm_heartbeats: HeartbeatMonitor::new(settings.heartbeat),
+            job_graph,
+            graph,
+            settings,
+            events,
+            dispatcher,
+            rm: None,
+            rm_registration: None,
+            rm_generation: 0,
+            task_managers: HashMap::new(),
+            slot_pool: SlotPool::new(),
+            deployed: false,
+            finished: false,
+            deployment_data: None,
+        }
+    }
+
+    /// The job.
+    pub fn job_id(&self) -> JobId {
+        self.graph.job_id
+    }
+
+    /// This run's fencing token.
+    pub fn job_master_id(&self) -> JobMasterId {
+        self.job_master_id
+    }
+
+    fn service(ctx: &RpcContext<'_, Self>) -> Result<RpcService, RpcError> {
+        ctx.service().ok_or(RpcError::ServiceShutdown)
+    }
+
+    fn publish_status(&self) {
+        self.events.publish(ClusterEvent::JobStatusChanged {
+            job_id: self.graph.job_id,
+            status: self.graph.status(),
+        });
+    }
+
+    // ---- the ResourceManager ----
+
+    fn connect_to_resource_manager(&mut self, reason: &str, ctx: &mut RpcContext<'_, Self>) {
+        if self.finished {
+            return;
+        }
+        if let Some(abort) = self.rm_registration.take() {
+            abort.abort();
+        }
+        self.rm = None;
+        self.rm_heartbeat.unmonitor(());
+        let Ok(service) = Self::service(ctx) else {
+            return;
+        };
+        tracing::debug!(job_id = %self.graph.job_id, reason, "connecting to the resource manager");
+        self.rm_generation += 1;
+        let generation = self.rm_generation;
+        let leader = self.settings.resource_manager.clone();
+        let msg = resourcemanager::RegisterJobMaster {
+            job_master_id: self.job_master_id,
+            resource_id: self.resource_id,
+            address: ctx.address().to_string(),
+            job_id: self.graph.job_id,
+        };
+        let policy = self.settings.registration;
+        let (abort, reg) = AbortHandle::new_pair();
+        self.rm_registration = Some(abort);
+        let fut = async move {
+            register_with_retries(
+                policy,
+                "resource manager",
+                |timeout| {
+                    let (service, leader, msg) = (service.clone(), leader.clone(), msg.clone());
+                    async move {
+                        let rm_id = ResourceManagerId::from_u128(leader.token.as_u128());
+                        let address: RpcAddress = leader.address.parse()?;
+                        let gateway = service
+                            .connect_fenced::<ResourceManager>(&address, rm_id)
+                            .await?;
+                        let response = gateway.ask_with_timeout(msg, timeout).await?;
+                        Ok(response.map(|s| (gateway, s)))
+                    }
+                },
+                |_| {},
+            )
+            .await
+        };
+        ctx.spawn_then(Abortable::new(fut, reg), move |result, jm, ctx| {
+            let Ok((gateway, success)) = result else {
+                return;
+            };
+            if jm.rm_generation != generation || jm.finished {
+                return;
+            }
+            jm.rm_registration = None;
+            jm.rm_heartbeat
+                .monitor((), gateway.address().node(), Instant::now());
+            jm.rm = Some(RmConnection {
+                rm_id: success.rm_id,
+                gateway,
+            });
+            tracing::info!(job_id = %jm.graph.job_id, "registered at the resource manager");
+            jm.declare_required_resources(ctx);
+        });
+    }
+
+    fn declare_required_resources(&mut self, ctx: &mut RpcContext<'_, Self>) {
+        let Some(rm) = &self.rm else {
+            return;
+        };
+        let gateway = rm.gateway.clone();
+        let msg = resourcemanager::DeclareRequiredResources {
+            job_master_id: self.job_master_id,
+            job_id: self.graph.job_id,
+            slots: if self.finished {
+                0
+            } else {
+                self.slot_pool.required()
+            },
+        };
+        let generation = self.rm_generation;
+        ctx.spawn_then(async move { gateway.ask(msg).await }, move |result, jm, ctx| {
+            if jm.rm_generation != generation {
+                return;
+            }
+            if let Err(err) = result.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+                tracing::warn!(job_id = %jm.graph.job_id, error = %err, "declaring resources failed; retrying");
+                ctx.schedule_run_async(Duration::from_millis(100), |jm, ctx| jm.declare_required_resources(ctx));
+            }
+        });
+    }
+
+    // ---- deployment ----
+
+    /// Encodes each vertex's task information once; offloads those larger than
+    /// `blob.offload.minsize` to the BlobServer. Deployment waits for this.
+    fn prepare_deployment_data(&mut self, ctx: &mut RpcContext<'_, Self>) {
+        let job_id = self.graph.job_id;
+        let infos: Vec<(JobVertexId, TaskInformation)> = self
+            .job_graph
+            .vertices
+            .iter()
+            .map(|spec| {
+                (
+                    spec.id,
+                    TaskInformation {
+                        vertex_name: spec.name.clone(),
+                        number_of_subtasks: spec.parallelism,
+                        max_parallelism: spec.max_parallelism,
+                        invokable: spec.invokable.clone(),
+                        config: spec.config.clone(),
+                    },
+                )
+            })
+            .collect();
+        let offload = self.settings.blob_offload.clone();
+        let fut = async move {
+            let mut data = HashMap::new();
+            for (vertex, info) in infos {
+                let value = match &offload {
+                    Some(offload) => offload_if_large(offload, job_id, info).await?,
+                    None => MaybeOffloaded::Inline(info),
+                };
+                data.insert(vertex, value);
+            }
+            Ok::<_, String>(data)
+        };
+        ctx.spawn_then(fut, |result, jm, ctx| match result {
+            Ok(data) => {
+                jm.deployment_data = Some(data);
+                jm.maybe_deploy(ctx);
+            }
+            Err(reason) => {
+                let error = ErrorInfo {
+                    kind: "DeploymentFailure".into(),
+                    message: format!(
+                        "could not offload deployment data to the blob server: {reason}"
+                    ),
+                    task_name: None,
+                    location: None,
+                    timestamp: now_millis(),
+                };
+                if let Ok(actions) = jm.graph.fail_job(error) {
+                    jm.apply(actions, ctx);
+                }
+            }
+        });
+    }
+
+    fn maybe_deploy(&mut self, ctx: &mut RpcContext<'_, Self>) {
+        if !self.deployed
+            && !self.finished
+            && self.deployment_data.is_some()
+            && self.slot_pool.is_complete()
+        {
+            self.deploy_all(ctx);
+        }
+    }
+
+    fn deploy_all(&mut self, ctx: &mut RpcContext<'_, Self>) {
+        self.deployed = true;
+        let groups = self.slot_pool.assign_groups();
+        let job_information = JobInformation {
+            job_name: self.graph.job_name.clone(),
+        };
+        let data = self.deployment_data.clone().unwrap_or_default();
+        let mut submissions = Vec::new();
+        for (v, vertex) in self.graph.vertices.iter().enumerate() {
+            let Some(task_information) = data.get(&vertex.id) else {
+                continue;
+            };
+            for (k, exec) in vertex.executions.iter().enumerate() {
+                submissions.push((v, k, exec.attempt, task_information.clone()));
+            }
+        }
+        for (_, k, attempt, task_information) in submissions {
+            let Some(slot) = groups.get(&(k as u32)) else {
+                self.deployment_failed(attempt, format!("no slot for subtask group {k}"), ctx);
+                continue;
+            };
+            let Some(tm) = self.task_managers.get(&slot.resource_id) else {
+                self.deployment_failed(
+                    attempt,
+                    format!("task manager {} is gone", slot.resource_id),
+                    ctx,
+                );
+                continue;
+            };
+            let assignment = SlotAssignment {
+                resource_id: slot.resource_id,
+                allocation_id: slot.allocation_id,
+                address: tm.gateway.address().to_string(),
+            };
+            if let Err(err) = self.graph.deploy(attempt, assignment) {
+                tracing::warn!(%attempt, error = %err, "cannot deploy");
+                continue;
+            }
+            self.events.publish(ClusterEvent::TaskStateChanged {
+                attempt,
+                state: crate::executiongraph::ExecutionState::Deploying,
+            });
+            let tdd = TaskDeploymentDescriptor {
+                job_id: self.graph.job_id,
+                attempt,
+                allocation_id: slot.allocation_id,
+                job_information: MaybeOffloaded::Inline(job_information.clone()),
+                task_information,
+            };
+            let gateway = tm.gateway.clone();
+            let msg = taskexecutor::SubmitTask {
+                tdd,
+                job_master_id: self.job_master_id,
+            };
+            ctx.spawn_then(
+                async move { gateway.ask(msg).await },
+                move |result, jm, ctx| {
+                    let reason = match result {
+                        Ok(Ok(Ack)) => return,
+                        Ok(Err(err)) => err.to_string(),
+                        Err(err) => err.to_string(),
+                    };
+                    jm.deployment_failed(
+                        attempt,
+                        format!("could not deploy the task: {reason}"),
+                        ctx,
+                    );
+                },
+            );
+        }
+    }
+
+    fn deployment_failed(
+        &mut self,
+        attempt: crate::types::ExecutionAttemptId,
+        message: String,
+        ctx: &mut RpcContext<'_, Self>,
+    ) {
+        let error = ErrorInfo {
+            kind: "DeploymentFailure".into(),
+            message,
+            task_name: Some(self.graph.task_name(attempt)),
+            location: None,
+            timestamp: now_millis(),
+        };
+        match self.graph.update_execution(
+            attempt,
+            crate::executiongraph::ExecutionState::Failed,
+            Some(error),
+        ) {
+            Ok(actions) => self.apply(actions, ctx),
+            Err(err) => {
+                tracing::debug!(%attempt, error = %err, "deployment failure of a settled attempt")
+            }
+        }
+    }
+
+    fn apply(&mut self, actions: Vec<GraphAction>, ctx: &mut RpcContext<'_, Self>) {
+        for action in actions {
+            match action {
+                GraphAction::CancelTask { attempt, slot } => {
+                    let Some(tm) = self.task_managers.get(&slot.resource_id) else {
+                        continue;
+                    };
+                    let gateway = tm.gateway.clone();
+                    ctx.spawn_then(
+                        async move { gateway.ask(taskexecutor::CancelTask { attempt }).await },
+                        move |result, _, _| {
+                            if let Err(err) = result {
+                                tracing::warn!(%attempt, error = %err, "cancel task failed");
+                            }
+                        },
+                    );
+                }
+                GraphAction::JobTerminated(status) => self.job_finished(status, ctx),
+            }
+        }
+        self.publish_status();
+    }
+
+    fn job_finished(&mut self, status: JobStatus, _ctx: &mut RpcContext<'_, Self>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        tracing::info!(job_id = %self.graph.job_id, %status, "job reached a terminal status");
+        self.publish_status();
+        for slot in self.slot_pool.release_all() {
+            if let Some(tm) = self.task_managers.get(&slot.resource_id) {
+                let gateway = tm.gateway.clone();
+                let msg = taskexecutor::FreeSlot {
+                    allocation_id: slot.allocation_id,
+                    cause: format!("job {} is {status}", self.graph.job_id),
+                };
+                tokio::spawn(async move {
+                    let _ = gateway.ask(msg).await;
+                });
+            }
+        }
+        if let Some(abort) = self.rm_registration.take() {
+            abort.abort();
+        }
+        if let Some(rm) = self.rm.take() {
+            let _ = rm.gateway.tell(resourcemanager::DisconnectJobManager {
+                job_id: self.graph.job_id,
+                status,
+                cause: format!("the job is {status}"),
+            });
+        }
+        self.rm_heartbeat.unmonitor(());
+        if let Some(dispatcher) = &self.dispatcher {
+            let _ = dispatcher.tell(JobReachedTerminalState {
+                job_id: self.graph.job_id,
+                details: views::details(&self.graph),
+                exceptions: views::exceptions(&self.graph),
+                result: views::result(&self.graph),
+            });
+        }
+    }
+
+    fn task_manager_lost(
+        &mut self,
+        resource_id: ResourceId,
+        cause: &str,
+        ctx: &mut RpcContext<'_, Self>,
+    ) {
+        self.tm_heartbeats.unmonitor(resource_id);
+        if self.task_managers.remove(&resource_id).is_none() {
+            return;
+        }
+        tracing::info!(job_id = %self.graph.job_id, %resource_id, cause, "task manager lost");
+        self.events
+            .publish(ClusterEvent::TaskManagerLostByJobMaster {
+                job_id: self.graph.job_id,
+                resource_id,
+            });
+        let released = self.slot_pool.release_task_manager(resource_id);
+        match self.graph.task_manager_lost(resource_id, cause) {
+            Ok(actions) => self.apply(actions, ctx),
+            Err(err) => tracing::warn!(error = %err, "could not apply the task manager loss"),
+        }
+        // Slots lost before deployment: a job that never deployed needs them again.
+        if !released.is_empty() && !self.deployed && !self.finished {
+            self.declare_required_resources(ctx);
+        }
+    }
+
+    fn heartbeat_tick(&mut self, ctx: &mut RpcContext<'_, Self>) {
+        let now = Instant::now();
+        for (resource_id, loss) in self.tm_heartbeats.expired(now) {
+            self.task_manager_lost(resource_id, &loss.to_string(), ctx);
+        }
+        for ((), loss) in self.rm_heartbeat.expired(now) {
+            self.connect_to_resource_manager(&loss.to_string(), ctx);
+        }
+        let tms: Vec<ResourceId> = self.task_managers.keys().copied().collect();
+        for resource_id in tms {
+            self.request_tm_heartbeat(resource_id, ctx);
+        }
+    }
+
+    fn request_tm_heartbeat(&mut self, resource_id: ResourceId, ctx: &mut RpcContext<'_, Self>) {
+        let Some(tm) = self.task_managers.get(&resource_id) else {
+            return;
+        };
+        let (gateway, session) = (tm.gateway.clone(), tm.session_id);
+        let msg = taskexecutor::HeartbeatFromJobManager {
+            jm_resource_id: self.resource_id,
+            job_id: self.graph.job_id,
+        };
+        let timeout = self.settings.heartbeat.interval;
+        ctx.spawn_then(
+            async move { gateway.ask_with_timeout(msg, timeout).await },
+            move |result, jm, ctx| {
+                if jm.task_managers.get(&resource_id).map(|t| t.session_id) != Some(session) {
+                    return;
+                }
+                match result {
+                    Ok(_running) => jm.tm_heartbeats.heard_from(resource_id, Instant::now()),
+                    Err(RpcError::RecipientUnreachable { reason, .. }) => {
+                        let probing = jm.tm_heartbeats.is_probing(resource_id);
+                        match jm.tm_heartbeats.unreachable(resource_id) {
+                            Some(loss) => jm.task_manager_lost(
+                                resource_id,
+                                &format!("{loss} ({reason})"),
+                                ctx,
+                            ),
+                            None if probing => {
+                                let delay = jm.settings.heartbeat.probe_interval;
+                                ctx.schedule_run_async(delay, move |jm, ctx| {
+                                    jm.request_tm_heartbeat(resource_id, ctx)
+                                });
+                            }
+                            None => {}
+                        }
+                    }
+                    Err(err) => {
+                        tracing::debug!(%resource_id, error = %err, "task manager heartbeat failed")
+                    }
+                }
+            },
+        );
+    }
+
+    fn watch_peers(
+        &mut self,
+        mut rx: broadcast::Receiver<PeerEvent>,
+        ctx: &mut RpcContext<'_, Self>,
+    ) {
+        ctx.spawn_then(
+            async move {
+                let event = rx.recv().await;
+                (rx, event)
+            },
+            |(rx, event), jm, ctx| {
+                match event {
+                    Ok(PeerEvent::ConnectionLost { node, .. }) => {
+                        for resource_id in jm.tm_heartbeats.start_probing(&node) {
+                            jm.request_tm_heartbeat(resource_id, ctx);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                }
+                jm.watch_peers(rx, ctx);
+            },
+        );
+    }
+}
+
+/// The value inline, or, when its encoding exceeds the offload size, a blob of the job.
+async fn offload_if_large(
+    offload: &BlobOffload,
+    job_id: JobId,
+    info: TaskInformation,
+) -> Result<MaybeOffloaded<TaskInformation>, String> {
+    let bytes =
+        rmp_serde::to_vec(&info).map_err(|e| format!("cannot encode task information: {e}"))?;
+    if (bytes.len() as u64) <= offload.min_size {
+        return Ok(MaybeOffloaded::Inline(info));
+    }
+    let key: BlobKey = BlobClient::default()
+        .put(offload.server.as_str(), job_id, bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::debug!(%job_id, %key, "task information offloaded to the blob server");
+    Ok(MaybeOffloaded::Offloaded {
+        blob_key: key.to_string(),
+    })
+}
+
+impl RpcEndpoint for JobMaster {
+    type Token = JobMasterId;
+    const GATEWAY: &'static str = "JobMasterGateway";
+    const NAME_PREFIX: &'static str = "jobmanager";
+
+    fn fencing_token(&self) -> JobMasterId {
+        self.job_master_id
+    }
+
+    fn on_start(
+        &mut self,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Result<(), rflink_rpc::LifecycleError> {
+        let service = Self::service(ctx)?;
+        tracing::info!(job_id = %self.graph.job_id, job_master_id = %self.job_master_id, address = %ctx.address(), "starting execution of job");
+        self.publish_status();
+        self.graph.start_scheduling()?;
+        self.publish_status();
+        let needed = self
+            .job_graph
+            .vertices
+            .iter()
+            .map(|v| v.parallelism)
+            .max()
+            .unwrap_or(0);
+        self.slot_pool.set_required(needed);
+        self.prepare_deployment_data(ctx);
+        self.watch_peers(service.peer_events(), ctx);
+        self.connect_to_resource_manager("start", ctx);
+        ctx.run_interval(self.settings.heartbeat.interval, |jm, ctx| {
+            jm.heartbeat_tick(ctx)
+        });
+        let timeout = self.settings.slot_request_timeout;
+        ctx.schedule_run_async(timeout, move |jm, ctx| {
+            if !jm.deployed && !jm.finished {
+                let error = ErrorInfo {
+                    kind: "NoResourceAvailable".into(),
+                    message: format!(
+                        "could not acquire the {} slots the job needs within slot.request.timeout ({timeout:?}): {} arrived",
+                        jm.slot_pool.required(),
+                        jm.slot_pool.len()
+                    ),
+                    task_name: None,
+                    location: None,
+                    timestamp: now_millis(),
+                };
+                match jm.graph.fail_job(error) {
+                    Ok(actions) => jm.apply(actions, ctx),
+                    Err(err) => tracing::warn!(error = %err, "could not fail the job"),
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn on_stop(&mut self, ctx: &mut RpcContext<'_, Self>) -> rflink_rpc::StopFuture {
+        if !self.finished {
+            // Suspended: this JobMaster stops without the job being over.
+            let _ = self.graph.transition(JobStatus::Suspended);
+            self.job_finished(JobStatus::Suspended, ctx);
+        }
+        for tm in self.task_managers.values() {
+            let _ = tm.gateway.tell(taskexecutor::DisconnectJobManager {
+                job_id: self.graph.job_id,
+                cause: "the job master stopped".into(),
+            });
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Handler<RegisterTaskManager> for JobMaster {
+    fn handle(
+        &mut self,
+        msg: RegisterTaskManager,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, RegistrationResponse<JmTmRegistrationSuccess>> {
+        if msg.job_id != self.graph.job_id {
+            return Response::ready(RegistrationResponse::Rejection(format!(
+                "this job master runs job {}, not {}",
+                self.graph.job_id, msg.job_id
+            )));
+        }
+        let success = JmTmRegistrationSuccess {
+            jm_resource_id: self.resource_id,
+        };
+        match self.task_managers.get(&msg.resource_id) {
+            Some(tm) if tm.session_id == msg.session_id => {
+                return Response::ready(RegistrationResponse::Success(success))
+            }
+            Some(_) => self.task_manager_lost(msg.resource_id, "the task manager restarted", ctx),
+            None => {}
+        }
+        let address = match msg.address.parse::<RpcAddress>() {
+            Ok(address) => address,
+            Err(err) => {
+                return Response::ready(RegistrationResponse::Rejection(format!(
+                    "invalid address: {err}"
+                )))
+            }
+        };
+        let service = match Self::service(ctx) {
+            Ok(service) => service,
+            Err(err) => return Response::ready(RegistrationResponse::Failure(err.to_string())),
+        };
+        Response::then(
+            async move { service.connect::<TaskExecutor>(&address).await },
+            move |connected, jm: &mut JobMaster, _ctx: &mut RpcContext<'_, JobMaster>| {
+                match connected {
+                    Ok(gateway) => {
+                        jm.tm_heartbeats.monitor(
+                            msg.resource_id,
+                            gateway.address().node(),
+                            Instant::now(),
+                        );
+                        jm.task_managers.insert(
+                            msg.resource_id,
+                            TmConnection {
+                                gateway,
+                                session_id: msg.session_id,
+                            },
+                        );
+                        RegistrationResponse::Success(success)
+                    }
+                    Err(err) => RegistrationResponse::Failure(format!(
+                        "cannot connect back to the task manager: {err}"
+                    )),
+                }
+            },
+        )
+    }
+}
+
+impl Handler<OfferSlots> for JobMaster {
+    fn handle(
+        &mut self,
+        msg: OfferSlots,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<Vec<SlotOffer>, JobMasterError>> {
+        if !self.task_managers.contains_key(&msg.resource_id) {
+            return Response::ready(Err(JobMasterError::UnknownTaskManager(msg.resource_id)));
+        }
+        let accepted = if self.finished || self.deployed {
+            // Idempotent for slots already held; nothing new once deployed.
+            self.slot_pool
+                .slots()
+                .filter(|s| s.resource_id == msg.resource_id)
+                .filter_map(|s| {
+                    msg.offers
+                        .iter()
+                        .find(|o| o.allocation_id == s.allocation_id)
+                        .copied()
+                })
+                .collect()
+        } else {
+            self.slot_pool.offer(msg.resource_id, &msg.offers)
+        };
+        tracing::debug!(job_id = %self.graph.job_id, offered = msg.offers.len(), accepted = accepted.len(), "slots offered");
+        self.maybe_deploy(ctx);
+        Response::ready(Ok(accepted))
+    }
+}
+
+impl Handler<UpdateTaskExecutionState> for JobMaster {
+    fn handle(
+        &mut self,
+        msg: UpdateTaskExecutionState,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<Ack, JobMasterError>> {
+        match self
+            .graph
+            .update_execution(msg.attempt, msg.state, msg.error)
+        {
+            Ok(actions) => {
+                self.events.publish(ClusterEvent::TaskStateChanged {
+                    attempt: msg.attempt,
+                    state: msg.state,
+                });
+                self.apply(actions, ctx);
+                Response::ready(Ok(Ack))
+            }
+            Err(err) => {
+                tracing::warn!(attempt = %msg.attempt, state = %msg.state, error = %err, "task state update refused");
+                Response::ready(Err(err.into()))
+            }
+        }
+    }
+}
+
+impl Handler<HeartbeatFromResourceManager> for JobMaster {
+    fn handle(
+        &mut self,
+        _: HeartbeatFromResourceManager,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, ()> {
+        self.rm_heartbeat.heard_from((), Instant::now());
+        Response::ready(())
+    }
+}
+
+impl Handler<DisconnectTaskManager> for JobMaster {
+    fn handle(
+        &mut self,
+        msg: DisconnectTaskManager,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, ()> {
+        self.task_manager_lost(msg.resource_id, &msg.cause, ctx);
+        Response::ready(())
+    }
+}
+
+impl Handler<DisconnectResourceManager> for JobMaster {
+    fn handle(
+        &mut self,
+        msg: DisconnectResourceManager,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, ()> {
+        if self.rm.as_ref().map(|rm| rm.rm_id) == Some(msg.rm_id) {
+            self.connect_to_resource_manager(&msg.cause, ctx);
+        }
+        Response::ready(())
+    }
+}
+
+impl Handler<CancelJob> for JobMaster {
+    fn handle(
+        &mut self,
+        _: CancelJob,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<Ack, JobMasterError>> {
+        match self.graph.cancel() {
+            Ok(actions) => {
+                self.apply(actions, ctx);
+                Response::ready(Ok(Ack))
+            }
+            Err(err) => Response::ready(Err(err.into())),
+        }
+    }
+}
+
+impl Handler<RequestJobStatus> for JobMaster {
+    fn handle(
+        &mut self,
+        _: RequestJobStatus,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, JobStatus> {
+        Response::ready(self.graph.status())
+    }
+}
+
+impl Handler<RequestJobDetails> for JobMaster {
+    fn handle(
+        &mut self,
+        _: RequestJobDetails,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, JobDetails> {
+        Response::ready(views::details(&self.graph))
+    }
+}
+
+impl Handler<RequestJobExceptions> for JobMaster {
+    fn handle(
+        &mut self,
+        _: RequestJobExceptions,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, JobExceptions> {
+        Response::ready(views::exceptions(&self.graph))
+    }
+}
+
+rpc_protocol!(JobMaster {
+    RegisterTaskManager,
+    OfferSlots,
+    UpdateTaskExecutionState,
+    HeartbeatFromResourceManager,
+    DisconnectTaskManager,
+    DisconnectResourceManager,
+    CancelJob,
+    RequestJobStatus,
+    RequestJobDetails,
+    RequestJobExceptions,
+});

@@ -1,0 +1,362 @@
+//! The REST client. Flink: `RestClusterClient` (the part the CLI uses).
+//!
+//! [`RestClient`] speaks to a [`RestServer`](super::RestServer) (or, for the endpoints whose
+//! bodies match, to a real Flink cluster) and returns the typed bodies of
+//! [`messages`](super::messages). It is built on awc, so it is not `Send` and must run inside an
+//! actix system: `#[actix_rt::test]`, or `actix_rt::System::new().block_on(..)` in a binary.
+//!
+//! Every request is bounded by the client's timeout (connect, send and reading the whole
+//! answer); a request that exceeds it fails with [`RestClientError::Timeout`]. Answers with an
+//! error status become [`RestClientError::Status`] carrying Flink's `errors` list.
+
+use std::time::{Duration, Instant};
+
+use actix_web::http::{header, Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::messages::{
+    ClusterOverviewWithVersion, ErrorResponseBody, JobDetailsInfo, JobExceptionsInfoWithHistory,
+    JobExecutionResultInfo, JobExecutionResultResponseBody, JobIdWithStatus,
+    JobIdsWithStatusOverview, JobStatusInfo, JobSubmitResponseBody, JobSummary,
+    MultipleJobsDetails, QueueStatusId, TaskManagerSummary, TaskManagersInfo,
+};
+use crate::executiongraph::JobStatus;
+use crate::jobgraph::JobGraph;
+use crate::types::JobId;
+
+/// Default bound on one request: 10 s.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest response body the client reads: 64 MiB.
+const MAX_RESPONSE_SIZE: usize = 64 * 1024 * 1024;
+
+/// How often [`RestClient::wait_for_status`] polls.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why a REST call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestClientError {
+    /// The server could not be reached, or the connection broke.
+    #[error("could not reach the rest endpoint at {address}: {reason}")]
+    Connection {
+        /// `host:port`.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server answered with an error status.
+    #[error("rest request failed with status {code}: {}", errors.join("; "))]
+    Status {
+        /// The HTTP status.
+        code: u16,
+        /// Flink's `errors` list (or the raw body if it was not one).
+        errors: Vec<String>,
+    },
+    /// The answer was not the expected body.
+    #[error("could not decode the answer to {request}: {reason}")]
+    Decode {
+        /// `METHOD path`.
+        request: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// The request did not complete in time.
+    #[error("{request} timed out after {timeout:?}")]
+    Timeout {
+        /// `METHOD path`.
+        request: String,
+        /// The bound.
+        timeout: Duration,
+    },
+    /// [`RestClient::wait_for_status`] reached its deadline.
+    #[error("job {job_id} did not reach the awaited status in time (last seen: {})",
+        last.map_or("none", JobStatus::as_str))]
+    WaitTimedOut {
+        /// The job.
+        job_id: JobId,
+        /// The last status seen.
+        last: Option<JobStatus>,
+    },
+}
+
+impl RestClientError {
+    /// Whether retrying may help (unreachable, timed out, 503).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RestClientError::Connection { .. } | RestClientError::Timeout { .. } => true,
+            RestClientError::Status { code, .. } => *code == 503,
+            RestClientError::Decode { .. } | RestClientError::WaitTimedOut { .. } => false,
+        }
+    }
+
+    /// Whether the server said 404 (unknown job or path).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RestClientError::Status { code: 404, .. })
+    }
+}
+
+/// A client of one REST endpoint.
+pub struct RestClient {
+    address: String,
+    base: String,
+    timeout: Duration,
+    client: awc::Client,
+}
+
+impl std::fmt::Debug for RestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestClient")
+            .field("address", &self.address)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RestClient {
+    /// A client of the endpoint at `address` (`host:port`, optionally with `http://`), with the
+    /// default timeout. Nothing is contacted until the first request.
+    pub fn new(address: impl Into<String>) -> Self {
+        Self::with_timeout(address, DEFAULT_REQUEST_TIMEOUT)
+    }
+
+    /// A client whose requests are bounded by `timeout`.
+    pub fn with_timeout(address: impl Into<String>, timeout: Duration) -> Self {
+        let address = address.into();
+        let host_port = address
+            .strip_prefix("http://")
+            .unwrap_or(&address)
+            .trim_end_matches('/')
+            .to_string();
+        let client = awc::Client::builder()
+            // The whole request, body included, is bounded in `request` instead.
+            .disable_timeout()
+            .connector(awc::Connector::new().timeout(timeout))
+            .finish();
+        RestClient {
+            base: format!("http://{host_port}"),
+            address: host_port,
+            timeout,
+            client,
+        }
+    }
+
+    /// The endpoint's `host:port`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Sends one request and returns the status and body, bounded by the timeout.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        json_body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, bytes::Bytes), RestClientError> {
+        let request_name = format!("{method} {path}");
+        let url = format!("{}{}", self.base, path);
+        let connection = |reason: String| RestClientError::Connection {
+            address: self.address.clone(),
+            reason,
+        };
+        let work = async {
+            let request = self.client.request(method, url.as_str());
+            let sent = match json_body {
+                Some(body) => {
+                    request
+                        .insert_header((header::CONTENT_TYPE, "application/json"))
+                        .send_body(body)
+                        .await
+                }
+                None => request.send().await,
+            };
+            let mut response = sent.map_err(|e| connection(e.to_string()))?;
+            let status = response.status();
+            let body = response
+                .body()
+                .limit(MAX_RESPONSE_SIZE)
+                .await
+                .map_err(|e| connection(format!("could not read the answer: {e}")))?;
+            Ok((status, body))
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(RestClientError::Timeout {
+                request: request_name,
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    /// Sends a request, expects `expected` and decodes the body as `T`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        json_body: Option<Vec<u8>>,
+        expected: StatusCode,
+    ) -> Result<T, RestClientError> {
+        let request_name = format!("{method} {path}");
+        let (status, body) = self.exchange(method, path, json_body).await?;
+        if !status.is_success() {
+            return Err(status_error(status, &body));
+        }
+        if status != expected {
+            return Err(RestClientError::Decode {
+                request: request_name,
+                reason: format!("expected status {expected}, got {status}"),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| RestClientError::Decode {
+            request: request_name,
+            reason: e.to_string(),
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RestClientError> {
+        self.call(Method::GET, path, None, StatusCode::OK).await
+    }
+
+    /// Submits a job (`POST /v1/jobs`) and returns its id.
+    pub async fn submit_job(&self, job_graph: &JobGraph) -> Result<JobId, RestClientError> {
+        let request = "POST /v1/jobs";
+        let body = serde_json::to_vec(&SubmitBodyRef { job_graph }).map_err(|e| {
+            RestClientError::Decode {
+                request: request.into(),
+                reason: format!("could not encode the job graph: {e}"),
+            }
+        })?;
+        let response: JobSubmitResponseBody = self
+            .call(Method::POST, "/v1/jobs", Some(body), StatusCode::ACCEPTED)
+            .await?;
+        response
+            .job_url
+            .strip_prefix("/jobs/")
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| RestClientError::Decode {
+                request: request.into(),
+                reason: format!("jobUrl {:?} does not name a job", response.job_url),
+            })
+    }
+
+    /// Cancels a job (`PATCH /v1/jobs/{id}?mode=cancel`).
+    pub async fn cancel_job(&self, job_id: JobId) -> Result<(), RestClientError> {
+        let path = format!("/v1/jobs/{job_id}?mode=cancel");
+        let _: serde_json::Value = self
+            .call(Method::PATCH, &path, None, StatusCode::ACCEPTED)
+            .await?;
+        Ok(())
+    }
+
+    /// Every job's id and status (`GET /v1/jobs`).
+    pub async fn job_ids(&self) -> Result<Vec<JobIdWithStatus>, RestClientError> {
+        let body: JobIdsWithStatusOverview = self.get("/v1/jobs").await?;
+        Ok(body.jobs)
+    }
+
+    /// Every job's summary (`GET /v1/jobs/overview`).
+    pub async fn job_overviews(&self) -> Result<Vec<JobSummary>, RestClientError> {
+        let body: MultipleJobsDetails = self.get("/v1/jobs/overview").await?;
+        Ok(body.jobs)
+    }
+
+    /// A job's status (`GET /v1/jobs/{id}/status`).
+    pub async fn job_status(&self, job_id: JobId) -> Result<JobStatus, RestClientError> {
+        let body: JobStatusInfo = self.get(&format!("/v1/jobs/{job_id}/status")).await?;
+        Ok(body.status)
+    }
+
+    /// A job's details (`GET /v1/jobs/{id}`).
+    pub async fn job_details(&self, job_id: JobId) -> Result<JobDetailsInfo, RestClientError> {
+        self.get(&format!("/v1/jobs/{job_id}")).await
+    }
+
+    /// A job's failures (`GET /v1/jobs/{id}/exceptions`).
+    pub async fn job_exceptions(
+        &self,
+        job_id: JobId,
+    ) -> Result<JobExceptionsInfoWithHistory, RestClientError> {
+        self.get(&format!("/v1/jobs/{job_id}/exceptions")).await
+    }
+
+    /// A job's result (`GET /v1/jobs/{id}/execution-result`): `None` while it runs.
+    pub async fn job_result(
+        &self,
+        job_id: JobId,
+    ) -> Result<Option<JobExecutionResultInfo>, RestClientError> {
+        let path = format!("/v1/jobs/{job_id}/execution-result");
+        let body: JobExecutionResultResponseBody = self.get(&path).await?;
+        match (body.status.id, body.job_execution_result) {
+            (QueueStatusId::InProgress, _) => Ok(None),
+            (QueueStatusId::Completed, Some(result)) => Ok(Some(result)),
+            (QueueStatusId::Completed, None) => Err(RestClientError::Decode {
+                request: format!("GET {path}"),
+                reason: "status COMPLETED without a job-execution-result".into(),
+            }),
+        }
+    }
+
+    /// The cluster overview (`GET /v1/overview`).
+    pub async fn overview(&self) -> Result<ClusterOverviewWithVersion, RestClientError> {
+        self.get("/v1/overview").await
+    }
+
+    /// The registered TaskManagers (`GET /v1/taskmanagers`).
+    pub async fn taskmanagers(&self) -> Result<Vec<TaskManagerSummary>, RestClientError> {
+        let body: TaskManagersInfo = self.get("/v1/taskmanagers").await?;
+        Ok(body.taskmanagers)
+    }
+
+    /// Polls the job's status until `pred` holds (returning that status) or `deadline` passes
+    /// ([`RestClientError::WaitTimedOut`], also if a request is still in flight then). Any
+    /// failed request ends the wait with its error.
+    pub async fn wait_for_status(
+        &self,
+        job_id: JobId,
+        pred: impl Fn(JobStatus) -> bool,
+        deadline: Instant,
+    ) -> Result<JobStatus, RestClientError> {
+        let mut last = None;
+        let waiting = async {
+            loop {
+                let status = self.job_status(job_id).await?;
+                last = Some(status);
+                if pred(status) {
+                    return Ok(status);
+                }
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+        };
+        let outcome = tokio::time::timeout_at(deadline.into(), waiting).await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => Err(RestClientError::WaitTimedOut { job_id, last }),
+        }
+    }
+}
+
+/// [`JobSubmitRequestBody`](super::messages::JobSubmitRequestBody) by reference, to serialize without cloning the graph.
+#[derive(serde::Serialize)]
+struct SubmitBodyRef<'a> {
+    #[serde(rename = "jobGraph")]
+    job_graph: &'a JobGraph,
+}
+
+/// The error for an answer with a failure status.
+fn status_error(status: StatusCode, body: &[u8]) -> RestClientError {
+    let errors = match serde_json::from_slice::<ErrorResponseBody>(body) {
+        Ok(b) => b.errors,
+        Err(_) if body.is_empty() => vec![status.canonical_reason().unwrap_or("").to_string()],
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let mut text: String = text.chars().take(500).collect();
+            if body.len() > 500 {
+                text.push('…');
+            }
+            vec![text]
+        }
+    };
+    RestClientError::Status {
+        code: status.as_u16(),
+        errors,
+    }
+}

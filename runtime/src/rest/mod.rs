@@ -1,0 +1,177 @@
+//! The REST API: Flink's `WebMonitorEndpoint` / `RestServerEndpoint` and `RestClusterClient`.
+//!
+//! [`RestServer`] serves Flink's v1 REST API over HTTP/1.1 (actix-web) in front of a
+//! [`RestfulGateway`](crate::dispatcher::RestfulGateway); [`client::RestClient`] is the typed
+//! client the `rflink` CLI and tests use. The response bodies are the serde types of
+//! [`messages`], spelled field by field like Flink 2.3's (see `flink-rest/*.json` in the shared
+//! reference), so Flink's web dashboard and scripts written against Flink read them unchanged.
+//!
+//! # Endpoints
+//!
+//! Every path is served both bare and under the optional `/v1` prefix (`/v1/jobs` = `/jobs`).
+//!
+//! | method & path | answer | Flink handler |
+//! | --- | --- | --- |
+//! | GET `/config` | 200 [`DashboardConfiguration`](messages::DashboardConfiguration) | `DashboardConfigHandler` |
+//! | GET `/overview` | 200 [`ClusterOverviewWithVersion`](messages::ClusterOverviewWithVersion) | `ClusterOverviewHandler` |
+//! | GET `/jobs` | 200 [`JobIdsWithStatusOverview`](messages::JobIdsWithStatusOverview) | `JobIdsHandler` |
+//! | POST `/jobs` | 202 [`JobSubmitResponseBody`](messages::JobSubmitResponseBody) `{"jobUrl":"/jobs/<id>"}` | `JobSubmitHandler` |
+//! | GET `/jobs/overview` | 200 [`MultipleJobsDetails`](messages::MultipleJobsDetails) | `JobsOverviewHandler` |
+//! | GET `/jobs/{jobid}` | 200 [`JobDetailsInfo`](messages::JobDetailsInfo) | `JobDetailsHandler` |
+//! | PATCH `/jobs/{jobid}?mode=cancel` | 202 `{}` (`mode` may be omitted) | `JobCancellationHandler` |
+//! | GET `/jobs/{jobid}/yarn-cancel` | 202 `{}` (the dashboard's cancel button) | `JobCancellationHandler` |
+//! | GET `/jobs/{jobid}/status` | 200 [`JobStatusInfo`](messages::JobStatusInfo) | `JobStatusHandler` |
+//! | GET `/jobs/{jobid}/plan` | 200 [`JobPlanInfo`](messages::JobPlanInfo) | `JobPlanHandler` |
+//! | GET `/jobs/{jobid}/exceptions[?maxExceptions=N]` | 200 [`JobExceptionsInfoWithHistory`](messages::JobExceptionsInfoWithHistory) (N defaults to 20) | `JobExceptionsHandler` |
+//! | GET `/jobs/{jobid}/execution-result` | 200 [`JobExecutionResultResponseBody`](messages::JobExecutionResultResponseBody) | `JobExecutionResultHandler` |
+//! | GET `/taskmanagers` | 200 [`TaskManagersInfo`](messages::TaskManagersInfo) | `TaskManagersHandler` |
+//! | GET `/jobmanager/config` | 200 `[{"key","value"}]` | `ClusterConfigHandler` |
+//!
+//! # Submitting a job: JSON instead of Flink's multipart
+//!
+//! Flink's `POST /jobs` is a `multipart/form-data` upload whose main part is a Java-serialized
+//! `JobGraph` plus jar files. rflink has no Java serialization and no user jars (jobs are
+//! compiled in), so it takes `Content-Type: application/json` with the body
+//!
+//! ```json
+//! {"jobGraph": <crate::jobgraph::JobGraph as serde JSON>}
+//! ```
+//!
+//! The job graph is `JobGraph`'s own serde form; note that its ids (`job_id`, vertex `id`, edge
+//! `source`) are therefore 128-bit **decimal numbers**, not the 32-hex-character strings the
+//! responses use. Parse and serialize it with `serde_json` directly (not through
+//! `serde_json::Value`, which cannot hold a `u128`). The reply is Flink's: 202
+//! `{"jobUrl":"/jobs/<id>"}`. A multipart or otherwise non-JSON body is refused with 400.
+//!
+//! # Errors
+//!
+//! Every error is Flink's body `{"errors":["<message>"]}` with a status code:
+//!
+//! | condition | status |
+//! | --- | --- |
+//! | no such path | 404 `Unable to load requested file <path>.` (Flink's words) |
+//! | path exists, method does not | 405 |
+//! | job id not 32 hex characters, bad query parameter (`mode`, `maxExceptions`) | 400 |
+//! | submit: not JSON, malformed JSON, not a `JobSubmitRequestBody` | 400 |
+//! | submit: body over `max_content_length` (`rest.server.max-content-length`) | 413 |
+//! | [`DispatcherError`](crate::dispatcher::DispatcherError), mapped by [`status_of`] | see below |
+//! | the gateway did not answer within `request_timeout` | 503 |
+//! | the gateway panicked | 500 (the server keeps serving) |
+//!
+//! [`status_of`]: `JobNotFound` 404, `DuplicateJob` 409, `InvalidJobGraph` 400,
+//! `JobMasterStartFailed` 500, `JobMaster` (the job's JobMaster refused) 409, `ShuttingDown` 503,
+//! `Rpc` 503 when [`RpcError::is_retryable`](rflink_rpc::RpcError::is_retryable) (timeouts,
+//! unreachable endpoints), 500 otherwise. Rejected requests are logged at `warn` (method, path, status,
+//! message), server-side failures (500) at `error`. No request can hang: every gateway call is
+//! bounded by `request_timeout`; no input can panic a handler.
+//!
+//! # Threads
+//!
+//! [`RestServer::start`] binds the listener synchronously (so [`RestServer::local_addr`] is the
+//! real port at once, also for port 0), then spawns actix-web's server future on the *current*
+//! tokio/actix runtime; the HTTP connections are served by `workers` threads of actix-web's own
+//! (each with its own single-threaded runtime), so a test or a node that blocks its own thread does
+//! not stall the REST API. The gateway's futures run on those worker threads, which is why
+//! [`RestfulGateway`](crate::dispatcher::RestfulGateway) returns `Send` futures. OS signals are
+//! not handled by the server (the process owns them). [`RestServer::stop`] stops accepting and
+//! waits for in-flight requests up to a bound; dropping the handle stops the server without waiting.
+
+#![warn(missing_docs, clippy::unwrap_used)]
+
+pub mod client;
+pub mod messages;
+mod server;
+
+use std::time::Duration;
+
+pub use server::{status_of, RestServer};
+
+/// Flink's default `rest.server.max-content-length`: 100 MiB.
+pub const DEFAULT_MAX_CONTENT_LENGTH: usize = 100 * 1024 * 1024;
+
+/// The Flink version reported by `/config` and `/overview`: the REST API rflink speaks.
+pub const DEFAULT_FLINK_VERSION: &str = "2.3.0";
+
+/// Configuration of the [`RestServer`]. Flink: the `rest.*` and `web.*` keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestServerConfig {
+    /// `rest.bind-address`, default `localhost`: the host to bind.
+    pub bind_host: String,
+    /// `rest.port` (default 8081 in the cluster config; 0 here picks a free port, reported by
+    /// [`RestServer::local_addr`]).
+    pub port: u16,
+    /// `rest.server.max-content-length`, default 100 MiB: largest accepted request body.
+    pub max_content_length: usize,
+    /// Version shown as `flink-version` (default [`DEFAULT_FLINK_VERSION`]).
+    pub flink_version: String,
+    /// Revision shown as `flink-revision` (`/config`) and `flink-commit` (`/overview`); default
+    /// `rflink <crate version>`.
+    pub flink_revision: String,
+    /// `web.refresh-interval`, default 3000 ms: the dashboard's polling interval.
+    pub refresh_interval_ms: u64,
+    /// `web.timeout`-like bound on every gateway call, default 15 s (a little above
+    /// `rpc.ask-timeout`, so an RPC timeout reaches the client as its own typed error first).
+    pub request_timeout: Duration,
+    /// `rest.server.numThreads`-like: actix-web worker threads, default 2.
+    pub workers: usize,
+    /// Seconds [`RestServer::stop`] waits for in-flight requests, default 5.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for RestServerConfig {
+    fn default() -> Self {
+        RestServerConfig {
+            bind_host: "localhost".into(),
+            port: 8081,
+            max_content_length: DEFAULT_MAX_CONTENT_LENGTH,
+            flink_version: DEFAULT_FLINK_VERSION.into(),
+            flink_revision: concat!("rflink ", env!("CARGO_PKG_VERSION")).into(),
+            refresh_interval_ms: 3000,
+            request_timeout: Duration::from_secs(15),
+            workers: 2,
+            shutdown_timeout_secs: 5,
+        }
+    }
+}
+
+impl RestServerConfig {
+    /// Every problem with the configuration (empty if none).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.bind_host.is_empty() {
+            problems.push("bind_host must not be empty".to_string());
+        }
+        if self.max_content_length == 0 {
+            problems.push("max_content_length must be positive".to_string());
+        }
+        if self.request_timeout.is_zero() {
+            problems.push("request_timeout must be positive".to_string());
+        }
+        if self.workers == 0 {
+            problems.push("workers must be at least 1".to_string());
+        }
+        problems
+    }
+}
+
+/// Why the REST server could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestError {
+    /// The configuration is unusable.
+    #[error("invalid rest server configuration: {}", problems.join("; "))]
+    InvalidConfig {
+        /// Every problem found.
+        problems: Vec<String>,
+    },
+    /// The listener could not be bound.
+    #[error("could not bind the rest server to {address}: {reason}")]
+    Bind {
+        /// `host:port` as configured.
+        address: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// `start` was called outside a tokio (or actix) runtime.
+    #[error("the rest server must be started inside a tokio or actix runtime")]
+    NoRuntime,
+}

@@ -1,0 +1,1019 @@
+//! The TaskExecutor: offers its slots and runs tasks. Flink: `TaskExecutor`.
+//!
+//! Unfenced: messages that need a guard carry the caller's id (`RequestSlot` its
+//! `ResourceManagerId`, `SubmitTask` its `JobMasterId`), checked here. State lives on its mailbox;
+//! tasks run on their own threads ([`task`]) and report back through a
+//! [`MainThreadHandle`](rflink_rpc::MainThreadHandle).
+//!
+//! # Start-up
+//!
+//! `on_start` asks the JobManager's `leaders` endpoint for the ResourceManager and registers there
+//! with retries ([`crate::registration`]), sends its slot report, and arms the registration
+//! timeout: not registered within `taskmanager.registration.timeout` → fatal error.
+//!
+//! # Flows
+//!
+//! - `RequestSlot` (from the connected ResourceManager only) → the slot is allocated, with a slot
+//!   timeout → the TaskExecutor registers at the job's JobMaster (if not yet) → `OfferSlots` →
+//!   accepted slots become active, rejected ones are freed and reported to the ResourceManager.
+//! - `SubmitTask` → the JobMasterId must be the connected one and the allocation a slot of the job
+//!   (allowed before the offer's answer arrives) → the invokable starts on its own thread and
+//!   reports INITIALIZING, RUNNING, then FINISHED / FAILED / CANCELED, forwarded to the JobMaster.
+//! - Heartbeats: it answers the ResourceManager's and JobMasters' requests and watches for
+//!   silence: a silent ResourceManager → register again; a silent JobMaster → its tasks fail, its
+//!   slots go inactive (the slot timeout frees them).
+
+pub mod gateway;
+pub mod invokable;
+pub mod slot_table;
+mod task;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::{AbortHandle, Abortable};
+use rflink_rpc::{
+    rpc_protocol, AbstractId, Handler, PeerEvent, Response, RpcAddress, RpcContext, RpcEndpoint,
+    RpcError, RpcGateway, RpcService, Unfenced,
+};
+use tokio::sync::broadcast;
+
+pub use gateway::*;
+use invokable::{CancelSignal, InvokableRegistry};
+use slot_table::{TaskSlotState, TaskSlotTable};
+
+use crate::blob::{BlobCache, BlobCacheConfig, BlobKey};
+use crate::dispatcher::HardwareDescription;
+use crate::events::{ClusterEvent, EventSink};
+use crate::executiongraph::{now_millis, ErrorInfo, ExecutionState};
+use crate::heartbeat::{HeartbeatMonitor, HeartbeatSettings};
+use crate::jobmaster::{self, JobMaster, SlotOffer};
+use crate::leaderretrieval::{GetLeaders, LeaderRetrieval, LEADERS_ENDPOINT};
+use crate::registration::{register_with_retries, RegistrationResponse, RetryPolicy};
+use crate::resourcemanager::{
+    self, ResourceManager, TaskExecutorRegistration, TaskExecutorRegistrationSuccess,
+};
+use crate::types::{
+    Ack, AllocationId, ExecutionAttemptId, InstanceId, JobId, JobMasterId, ResourceId,
+    ResourceManagerId,
+};
+
+/// Called when the TaskExecutor cannot go on (Flink's `FatalErrorHandler`): the process
+/// entrypoint exits, a MiniCluster records it.
+pub type FatalErrorHandler = Arc<dyn Fn(String) + Send + Sync>;
+
+/// Settings of a TaskExecutor.
+#[derive(Clone)]
+pub struct TaskExecutorSettings {
+    /// The JobManager's RPC `host:port`, where the `leaders` endpoint is.
+    pub jobmanager_address: String,
+    /// `taskmanager.numberOfTaskSlots`.
+    pub number_of_slots: u32,
+    /// Heartbeat settings (it watches its ResourceManager and JobMasters).
+    pub heartbeat: HeartbeatSettings,
+    /// `cluster.registration.*`.
+    pub registration: RetryPolicy,
+    /// `taskmanager.registration.timeout`.
+    pub registration_timeout: Duration,
+    /// `taskmanager.slot.timeout`: an allocated slot not accepted in time is freed.
+    pub slot_timeout: Duration,
+    /// The data port to report, -1 without a data plane.
+    pub data_port: i32,
+    /// The invokables it can run.
+    pub invokables: InvokableRegistry,
+    /// What to do on a fatal error.
+    pub fatal_error: FatalErrorHandler,
+    /// Where its BlobCache keeps files (one directory per TaskExecutor).
+    pub blob_cache_dir: std::path::PathBuf,
+    /// `blob.service.cleanup.interval`: how long a released job's blobs are kept.
+    pub blob_cleanup_interval: Duration,
+}
+
+impl std::fmt::Debug for TaskExecutorSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskExecutorSettings")
+            .field("jobmanager_address", &self.jobmanager_address)
+            .field("number_of_slots", &self.number_of_slots)
+            .finish_non_exhaustive()
+    }
+}
+
+struct RmConnection {
+    rm_id: ResourceManagerId,
+    gateway: RpcGateway<ResourceManager>,
+    instance_id: InstanceId,
+}
+
+struct JobConnection {
+    job_master_id: JobMasterId,
+    target_address: String,
+    gateway: Option<RpcGateway<JobMaster>>,
+    registration: Option<AbortHandle>,
+    offer_generation: u64,
+}
+
+struct RunningTask {
+    job_id: JobId,
+    allocation_id: AllocationId,
+    cancel: Arc<CancelSignal>,
+}
+
+/// The TaskExecutor endpoint.
+pub struct TaskExecutor {
+    resource_id: ResourceId,
+    session_id: AbstractId,
+    settings: TaskExecutorSettings,
+    events: EventSink,
+    rm: Option<RmConnection>,
+    rm_registration: Option<AbortHandle>,
+    rm_generation: u64,
+    rm_heartbeat: HeartbeatMonitor<()>,
+    registered_once: bool,
+    slot_table: TaskSlotTable,
+    jobs: HashMap<JobId, JobConnection>,
+    tasks: HashMap<ExecutionAttemptId, RunningTask>,
+    jm_heartbeats: HeartbeatMonitor<JobId>,
+    blob_cache: Option<BlobCache>,
+    /// Jobs holding a lease on the BlobCache: exactly those with a slot here.
+    blob_leases: std::collections::HashSet<JobId>,
+}
+
+impl TaskExecutor {
+    /// A TaskExecutor with a fresh resource id.
+    pub fn new(settings: TaskExecutorSettings, events: EventSink) -> Self {
+        let resource_id = ResourceId::generate();
+        TaskExecutor {
+            resource_id,
+            session_id: AbstractId::generate(),
+            slot_table: TaskSlotTable::new(resource_id, settings.number_of_slots),
+            rm_heartbeat: HeartbeatMonitor::new(settings.heartbeat),
+            jm_heartbeats: HeartbeatMonitor::new(settings.heartbeat),
+            settings,
+            events,
+            rm: None,
+            rm_registration: None,
+            rm_generation: 0,
+            registered_once: false,
+            jobs: HashMap::new(),
+            tasks: HashMap::new(),
+            blob_cache: None,
+            blob_leases: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Its resource id.
+    pub fn resource_id(&self) -> ResourceId {
+        self.resource_id
+    }
+
+    fn service(ctx: &RpcContext<'_, Self>) -> Result<RpcService, RpcError> {
+        ctx.service().ok_or(RpcError::ServiceShutdown)
+    }
+
+    // ---- the ResourceManager connection ----
+
+    fn connect_to_resource_manager(&mut self, reason: &str, ctx: &mut RpcContext<'_, Self>) {
+        if let Some(abort) = self.rm_registration.take() {
+            abort.abort();
+        }
+        if let Some(old) = self.rm.take() {
+            tracing::info!(resource_id = %self.resource_id, reason, rm_id = %old.rm_id, "reconnecting to the resource manager");
+        }
+        self.rm_heartbeat.unmonitor(());
+        let service = match Self::service(ctx) {
+            Ok(service) => service,
+            Err(_) => return,
+        };
+        self.rm_generation += 1;
+        let generation = self.rm_generation;
+        let registration = TaskExecutorRegistration {
+            address: ctx.address().to_string(),
+            resource_id: self.resource_id,
+            data_port: self.settings.data_port,
+            number_of_slots: self.settings.number_of_slots,
+            hardware: hardware_description(),
+        };
+        let jm = self.settings.jobmanager_address.clone();
+        let policy = self.settings.registration;
+        let (abort, reg) = AbortHandle::new_pair();
+        self.rm_registration = Some(abort);
+        let fut = async move {
+            register_with_retries(
+                policy,
+                "resource manager",
+                |timeout| {
+                    attempt_rm_registration(
+                        service.clone(),
+                        jm.clone(),
+                        registration.clone(),
+                        timeout,
+                    )
+                },
+                |_| {},
+            )
+            .await
+        };
+        ctx.spawn_then(Abortable::new(fut, reg), move |result, te, ctx| {
+            if let Ok((gateway, rm_id, success)) = result {
+                if te.rm_generation == generation {
+                    te.establish_rm_connection(gateway, rm_id, success, ctx);
+                }
+            }
+        });
+    }
+
+    fn establish_rm_connection(
+        &mut self,
+        gateway: RpcGateway<ResourceManager>,
+        rm_id: ResourceManagerId,
+        success: TaskExecutorRegistrationSuccess,
+        ctx: &mut RpcContext<'_, Self>,
+    ) {
+        self.rm_registration = None;
+        self.registered_once = true;
+        tracing::info!(resource_id = %self.resource_id, %rm_id, "registered at the resource manager");
+        let report = resourcemanager::SendSlotReport {
+            resource_id: self.resource_id,
+            instance_id: success.instance_id,
+            report: self.slot_table.report(),
+        };
+        let rm_gateway = gateway.clone();
+        self.rm_heartbeat
+            .monitor((), gateway.address().node(), Instant::now());
+        self.rm = Some(RmConnection {
+            rm_id,
+            gateway,
+            instance_id: success.instance_id,
+        });
+        self.events.publish(ClusterEvent::ResourceManagerConnected {
+            resource_id: self.resource_id,
+        });
+        if let Some(blob_server) = success.cluster_information.blob_server {
+            self.use_blob_server(blob_server, ctx);
+        }
+        let generation = self.rm_generation;
+        ctx.spawn_then(
+            async move { rm_gateway.ask(report).await },
+            move |result, te, ctx| {
+                if te.rm_generation != generation {
+                    return;
+                }
+                if let Err(err) = result
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                {
+                    tracing::warn!(error = %err, "slot report refused; registering again");
+                    te.connect_to_resource_manager("slot report refused", ctx);
+                }
+            },
+        );
+    }
+
+    /// Points the BlobCache at `server`, creating the cache the first time.
+    fn use_blob_server(&mut self, server: String, ctx: &mut RpcContext<'_, Self>) {
+        if let Some(cache) = &self.blob_cache {
+            cache.set_server_address(server);
+            return;
+        }
+        let config = BlobCacheConfig {
+            storage_dir: self.settings.blob_cache_dir.clone(),
+            cleanup_interval: self.settings.blob_cleanup_interval,
+            ..BlobCacheConfig::default()
+        };
+        ctx.spawn_then(
+            BlobCache::new(config, server),
+            |created, te, _| match created {
+                Ok(cache) => {
+                    if te.blob_cache.is_none() {
+                        te.blob_cache = Some(cache);
+                        let jobs: Vec<JobId> = te.jobs.keys().copied().collect();
+                        for job_id in jobs {
+                            te.lease_blobs(job_id);
+                        }
+                    }
+                }
+                Err(err) => tracing::error!(error = %err, "cannot create the blob cache"),
+            },
+        );
+    }
+
+    /// Takes the job's lease on the BlobCache, once: its tasks share it while it has slots here.
+    fn lease_blobs(&mut self, job_id: JobId) {
+        if let Some(cache) = &self.blob_cache {
+            if !self.blob_leases.contains(&job_id) && cache.register_job(job_id).is_ok() {
+                self.blob_leases.insert(job_id);
+            }
+        }
+    }
+
+    fn notify_slot_available(&self, slot_id: crate::types::SlotId, allocation_id: AllocationId) {
+        if let Some(rm) = &self.rm {
+            let _ = rm.gateway.tell(resourcemanager::NotifySlotAvailable {
+                instance_id: rm.instance_id,
+                slot_id,
+                allocation_id,
+            });
+        }
+    }
+
+    // ---- job connections ----
+
+    fn connect_to_job_master(&mut self, job_id: JobId, ctx: &mut RpcContext<'_, Self>) {
+        let Some(conn) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if conn.gateway.is_some() || conn.registration.is_some() {
+            return;
+        }
+        let service = match Self::service(ctx) {
+            Ok(service) => service,
+            Err(_) => return,
+        };
+        let address = match conn.target_address.parse::<RpcAddress>() {
+            Ok(address) => address,
+            Err(err) => {
+                tracing::warn!(%job_id, error = %err, "invalid job master address");
+                return;
+            }
+        };
+        let (job_master_id, own_address) = (conn.job_master_id, ctx.address().to_string());
+        let (resource_id, session_id) = (self.resource_id, self.session_id);
+        let policy = self.settings.registration;
+        let (abort, reg) = AbortHandle::new_pair();
+        conn.registration = Some(abort);
+        let fut = async move {
+            register_with_retries(
+                policy,
+                "job master",
+                |timeout| {
+                    let (service, address, own_address) =
+                        (service.clone(), address.clone(), own_address.clone());
+                    async move {
+                        let gateway = service
+                            .connect_fenced::<JobMaster>(&address, job_master_id)
+                            .await?;
+                        let msg = jobmaster::RegisterTaskManager {
+                            job_id,
+                            address: own_address,
+                            resource_id,
+                            session_id,
+                        };
+                        let response = gateway.ask_with_timeout(msg, timeout).await?;
+                        Ok(response.map(|s| (gateway, s)))
+                    }
+                },
+                |_| {},
+            )
+            .await
+        };
+        ctx.spawn_then(Abortable::new(fut, reg), move |result, te, ctx| {
+            let Ok((gateway, _success)) = result else {
+                return;
+            };
+            let Some(conn) = te.jobs.get_mut(&job_id) else {
+                return;
+            };
+            if conn.job_master_id != job_master_id {
+                return;
+            }
+            conn.registration = None;
+            te.jm_heartbeats
+                .monitor(job_id, gateway.address().node(), Instant::now());
+            conn.gateway = Some(gateway);
+            tracing::info!(%job_id, %job_master_id, "connected to the job master");
+            te.offer_slots(job_id, ctx);
+        });
+    }
+
+    fn offer_slots(&mut self, job_id: JobId, ctx: &mut RpcContext<'_, Self>) {
+        let Some(conn) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let Some(gateway) = conn.gateway.clone() else {
+            return;
+        };
+        let offers: Vec<SlotOffer> = self
+            .slot_table
+            .allocations_of(job_id)
+            .into_iter()
+            .map(|(allocation_id, slot_index)| SlotOffer {
+                allocation_id,
+                slot_index,
+            })
+            .collect();
+        if offers.is_empty() {
+            return;
+        }
+        conn.offer_generation += 1;
+        let generation = conn.offer_generation;
+        let msg = jobmaster::OfferSlots {
+            resource_id: self.resource_id,
+            offers: offers.clone(),
+        };
+        ctx.spawn_then(async move { gateway.ask(msg).await }, move |result, te, ctx| {
+            if te.jobs.get(&job_id).map(|c| c.offer_generation) != Some(generation) {
+                return; // An answer to an older offer.
+            }
+            match result {
+                Ok(Ok(accepted)) => {
+                    for offer in &offers {
+                        if accepted.contains(offer) {
+                            te.slot_table.mark_active(job_id, offer.allocation_id);
+                        } else {
+                            te.free_slot(offer.allocation_id, "the job master rejected the slot", ctx);
+                        }
+                    }
+                }
+                Err(RpcError::Timeout { .. }) => te.offer_slots(job_id, ctx),
+                Ok(Err(err)) => {
+                    tracing::warn!(%job_id, error = %err, "slot offer failed; freeing the slots");
+                    for offer in &offers {
+                        te.free_slot(offer.allocation_id, "the slot offer failed", ctx);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(%job_id, error = %err, "slot offer failed; freeing the slots");
+                    for offer in &offers {
+                        te.free_slot(offer.allocation_id, "the slot offer failed", ctx);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Frees a slot: cancels its tasks, tells the ResourceManager, and drops the job connection
+    /// when the job has no slot left here.
+    fn free_slot(
+        &mut self,
+        allocation_id: AllocationId,
+        cause: &str,
+        _ctx: &mut RpcContext<'_, Self>,
+    ) {
+        for task in self
+            .tasks
+            .values()
+            .filter(|t| t.allocation_id == allocation_id)
+        {
+            task.cancel.cancel();
+        }
+        let Some((slot_id, job_id)) = self.slot_table.free(allocation_id) else {
+            return;
+        };
+        tracing::debug!(%slot_id, %allocation_id, cause, "slot freed");
+        self.notify_slot_available(slot_id, allocation_id);
+        if self.slot_table.allocations_of(job_id).is_empty() {
+            self.release_job(job_id, cause);
+        }
+    }
+
+    fn release_job(&mut self, job_id: JobId, cause: &str) {
+        self.jm_heartbeats.unmonitor(job_id);
+        if self.blob_leases.remove(&job_id) {
+            if let Some(cache) = &self.blob_cache {
+                let _ = cache.release_job(job_id);
+            }
+        }
+        if let Some(conn) = self.jobs.remove(&job_id) {
+            if let Some(abort) = conn.registration {
+                abort.abort();
+            }
+            if let Some(gateway) = conn.gateway {
+                let _ = gateway.tell(jobmaster::DisconnectTaskManager {
+                    resource_id: self.resource_id,
+                    cause: cause.to_string(),
+                });
+            }
+        }
+    }
+
+    /// The job's JobMaster is gone: fail its tasks, deactivate its slots (the slot timeout frees
+    /// them unless a new JobMaster takes them).
+    fn job_master_lost(&mut self, job_id: JobId, cause: &str, ctx: &mut RpcContext<'_, Self>) {
+        self.jm_heartbeats.unmonitor(job_id);
+        if let Some(conn) = self.jobs.remove(&job_id) {
+            if let Some(abort) = conn.registration {
+                abort.abort();
+            }
+        }
+        tracing::info!(%job_id, cause, "job master lost; failing its tasks");
+        for task in self.tasks.values().filter(|t| t.job_id == job_id) {
+            task.cancel.cancel();
+        }
+        for (allocation_id, _) in self.slot_table.allocations_of(job_id) {
+            self.slot_table.mark_inactive(allocation_id);
+            self.schedule_slot_timeout(allocation_id, ctx);
+        }
+    }
+
+    fn schedule_slot_timeout(
+        &mut self,
+        allocation_id: AllocationId,
+        ctx: &mut RpcContext<'_, Self>,
+    ) {
+        ctx.schedule_run_async(self.settings.slot_timeout, move |te, ctx| {
+            if let Some(TaskSlotState::Allocated { .. }) = te.slot_table.state_of(allocation_id) {
+                tracing::info!(%allocation_id, "slot not accepted within the slot timeout; freeing it");
+                te.free_slot(allocation_id, "slot timeout", ctx);
+            }
+        });
+    }
+
+    // ---- tasks ----
+
+    fn on_task_state(
+        &mut self,
+        attempt: ExecutionAttemptId,
+        state: ExecutionState,
+        error: Option<ErrorInfo>,
+        ctx: &mut RpcContext<'_, Self>,
+    ) {
+        let Some(task) = self.tasks.get(&attempt) else {
+            return;
+        };
+        let job_id = task.job_id;
+        if state.is_terminal() {
+            self.tasks.remove(&attempt);
+        }
+        let Some(gateway) = self.jobs.get(&job_id).and_then(|c| c.gateway.clone()) else {
+            tracing::debug!(%attempt, %state, "no job master to report the task state to");
+            return;
+        };
+        let msg = jobmaster::UpdateTaskExecutionState {
+            attempt,
+            state,
+            error,
+        };
+        ctx.spawn_then(async move { gateway.ask(msg).await }, move |result, te, _ctx| {
+            if let Ok(Err(err)) = &result {
+                // The JobMaster does not know the attempt: stop it (Flink fails the task).
+                tracing::warn!(%attempt, error = %err, "job master refused the task state; cancelling the task");
+                if let Some(task) = te.tasks.get(&attempt) {
+                    task.cancel.cancel();
+                }
+            }
+        });
+    }
+
+    fn check_heartbeats(&mut self, ctx: &mut RpcContext<'_, Self>) {
+        let now = Instant::now();
+        for ((), loss) in self.rm_heartbeat.expired(now) {
+            self.connect_to_resource_manager(&loss.to_string(), ctx);
+        }
+        for (job_id, loss) in self.jm_heartbeats.expired(now) {
+            self.job_master_lost(job_id, &loss.to_string(), ctx);
+        }
+    }
+
+    fn watch_peers(
+        &mut self,
+        mut rx: broadcast::Receiver<PeerEvent>,
+        ctx: &mut RpcContext<'_, Self>,
+    ) {
+        ctx.spawn_then(
+            async move {
+                let event = rx.recv().await;
+                (rx, event)
+            },
+            |(rx, event), te, ctx| {
+                match event {
+                    Ok(PeerEvent::ConnectionLost { node, reason }) => {
+                        // The ResourceManager's connection died: register again right away (the
+                        // registration retries until the JobManager is back).
+                        let rm_node = te.rm.as_ref().map(|rm| rm.gateway.address().node());
+                        if rm_node.as_deref() == Some(node.as_str()) {
+                            te.connect_to_resource_manager(
+                                &format!("connection lost: {reason}"),
+                                ctx,
+                            );
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                }
+                te.watch_peers(rx, ctx);
+            },
+        );
+    }
+}
+
+async fn attempt_rm_registration(
+    service: RpcService,
+    jobmanager: String,
+    registration: TaskExecutorRegistration,
+    timeout: Duration,
+) -> Result<
+    RegistrationResponse<(
+        RpcGateway<ResourceManager>,
+        ResourceManagerId,
+        TaskExecutorRegistrationSuccess,
+    )>,
+    RpcError,
+> {
+    let (host, port) = split_host_port(&jobmanager)?;
+    let leaders_address = RpcAddress::new(host, port, LEADERS_ENDPOINT)?;
+    let leaders = service.connect::<LeaderRetrieval>(&leaders_address).await?;
+    let leaders = leaders.ask_with_timeout(GetLeaders, timeout).await?;
+    let Some(rm) = leaders.resource_manager else {
+        return Ok(RegistrationResponse::Failure(
+            "no resource manager leader yet".into(),
+        ));
+    };
+    let rm_id = ResourceManagerId::from_u128(rm.token.as_u128());
+    let address: RpcAddress = rm.address.parse()?;
+    let gateway = service
+        .connect_fenced::<ResourceManager>(&address, rm_id)
+        .await?;
+    let response = gateway
+        .ask_with_timeout(resourcemanager::RegisterTaskExecutor(registration), timeout)
+        .await?;
+    Ok(response.map(|s| (gateway, rm_id, s)))
+}
+
+/// Splits `host:port` (`[v6]:port` too).
+pub fn split_host_port(s: &str) -> Result<(String, u16), RpcError> {
+    let invalid = || RpcError::InvalidAddress {
+        address: s.to_string(),
+        reason: "expected host:port".into(),
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(invalid)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse::<u16>().map_err(|_| invalid())?;
+    if host.is_empty() {
+        return Err(invalid());
+    }
+    Ok((host.to_string(), port))
+}
+
+/// This machine's hardware, as far as it can be read cheaply.
+fn hardware_description() -> HardwareDescription {
+    let cpu_cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        meminfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    };
+    HardwareDescription {
+        cpu_cores,
+        physical_memory: field("MemTotal:"),
+        free_memory: field("MemAvailable:"),
+        managed_memory: 0,
+    }
+}
+
+impl RpcEndpoint for TaskExecutor {
+    type Token = Unfenced;
+    const GATEWAY: &'static str = "TaskExecutorGateway";
+    const NAME_PREFIX: &'static str = "taskmanager";
+
+    fn fencing_token(&self) -> Unfenced {
+        Unfenced
+    }
+
+    fn on_start(
+        &mut self,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Result<(), rflink_rpc::LifecycleError> {
+        let service = Self::service(ctx)?;
+        self.watch_peers(service.peer_events(), ctx);
+        tracing::info!(resource_id = %self.resource_id, address = %ctx.address(), slots = self.settings.number_of_slots, "task executor started");
+        self.connect_to_resource_manager("start", ctx);
+        let timeout = self.settings.registration_timeout;
+        ctx.schedule_run_async(timeout, move |te, _| {
+            if !te.registered_once {
+                let msg = format!("could not register at the resource manager within {timeout:?}");
+                tracing::error!(resource_id = %te.resource_id, "{msg}");
+                (te.settings.fatal_error)(msg);
+            }
+        });
+        ctx.run_interval(self.settings.heartbeat.interval, |te, ctx| {
+            te.check_heartbeats(ctx)
+        });
+        Ok(())
+    }
+
+    fn on_stop(&mut self, _ctx: &mut RpcContext<'_, Self>) -> rflink_rpc::StopFuture {
+        if let Some(abort) = self.rm_registration.take() {
+            abort.abort();
+        }
+        for task in self.tasks.values() {
+            task.cancel.cancel();
+        }
+        if let Some(rm) = &self.rm {
+            let _ = rm.gateway.tell(resourcemanager::DisconnectTaskManager {
+                resource_id: self.resource_id,
+                cause: "the task executor is shutting down".into(),
+            });
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Handler<RequestSlot> for TaskExecutor {
+    fn handle(
+        &mut self,
+        msg: RequestSlot,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<Ack, TaskExecutorError>> {
+        if self.rm.as_ref().map(|rm| rm.rm_id) != Some(msg.rm_id) {
+            return Response::ready(Err(TaskExecutorError::UnknownResourceManager {
+                rm_id: msg.rm_id,
+            }));
+        }
+        if let Err(err) =
+            self.slot_table
+                .allocate(msg.slot_id.slot_index, msg.job_id, msg.allocation_id)
+        {
+            return Response::ready(Err(err));
+        }
+        self.schedule_slot_timeout(msg.allocation_id, ctx);
+        let stale = self
+            .jobs
+            .get(&msg.job_id)
+            .is_some_and(|c| c.job_master_id != msg.job_master_id);
+        if stale {
+            self.job_master_lost(msg.job_id, "a new job master leads the job", ctx);
+        }
+        self.lease_blobs(msg.job_id);
+        let conn = self
+            .jobs
+            .entry(msg.job_id)
+            .or_insert_with(|| JobConnection {
+                job_master_id: msg.job_master_id,
+                target_address: msg.target_address.clone(),
+                gateway: None,
+                registration: None,
+                offer_generation: 0,
+            });
+        if conn.gateway.is_some() {
+            self.offer_slots(msg.job_id, ctx);
+        } else {
+            self.connect_to_job_master(msg.job_id, ctx);
+        }
+        Response::ready(Ok(Ack))
+    }
+}
+
+impl Handler<FreeSlot> for TaskExecutor {
+    fn handle(
+        &mut self,
+        msg: FreeSlot,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<Ack, TaskExecutorError>> {
+        if self.slot_table.state_of(msg.allocation_id).is_none() {
+            return Response::ready(Err(TaskExecutorError::UnknownAllocation(msg.allocation_id)));
+        }
+        self.free_slot(msg.allocation_id, &msg.cause, ctx);
+        Response::ready(Ok(Ack))
+    }
+}
+
+impl TaskExecutor {
+    /// The checks a submission must pass, before and again after any wait.
+    fn check_submission(
+        &self,
+        tdd: &TaskDeploymentDescriptor,
+        job_master_id: JobMasterId,
+    ) -> Result<(), TaskSubmissionError> {
+        let job_id = tdd.job_id;
+        let Some(conn) = self.jobs.get(&job_id) else {
+            return Err(TaskSubmissionError::NoJobMaster(job_id));
+        };
+        if conn.job_master_id != job_master_id {
+            tracing::warn!(%job_id, expected = %conn.job_master_id, received = %job_master_id, "task submission with a stale job master id");
+            return Err(TaskSubmissionError::WrongJobMaster {
+                job_id,
+                expected: conn.job_master_id,
+                received: job_master_id,
+            });
+        }
+        if self.tasks.contains_key(&tdd.attempt) {
+            return Err(TaskSubmissionError::Duplicate(tdd.attempt));
+        }
+        if self.slot_table.state_of(tdd.allocation_id).is_none()
+            || self
+                .slot_table
+                .allocations_of(job_id)
+                .iter()
+                .all(|(a, _)| *a != tdd.allocation_id)
+        {
+            return Err(TaskSubmissionError::NoSlot {
+                job_id,
+                allocation_id: tdd.allocation_id,
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts a checked submission's task thread.
+    fn start_task(
+        &mut self,
+        tdd: TaskDeploymentDescriptor,
+        task_information: TaskInformation,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Result<Ack, TaskSubmissionError> {
+        let job_id = tdd.job_id;
+        let invokable = self
+            .settings
+            .invokables
+            .instantiate(&task_information.invokable, &task_information.config)
+            .map_err(|reason| TaskSubmissionError::Invokable {
+                invokable: task_information.invokable.clone(),
+                reason,
+            })?;
+        // Submission may come before the offer's answer: it activates the slot (Flink allows it).
+        self.slot_table.mark_active(job_id, tdd.allocation_id);
+        let cancel = Arc::new(CancelSignal::default());
+        let spec = task::TaskSpec {
+            attempt: tdd.attempt,
+            task_name: format!(
+                "{} ({}/{})",
+                task_information.vertex_name,
+                tdd.attempt.vertex.subtask_index + 1,
+                task_information.number_of_subtasks
+            ),
+            parallelism: task_information.number_of_subtasks,
+            config: task_information.config,
+            location: ctx.address().to_string(),
+        };
+        task::spawn(
+            spec,
+            invokable,
+            Arc::clone(&cancel),
+            ctx.main_thread_handle(),
+        )
+        .map_err(|err| TaskSubmissionError::Invokable {
+            invokable: task_information.invokable,
+            reason: format!("cannot start the task thread: {err}"),
+        })?;
+        self.tasks.insert(
+            tdd.attempt,
+            RunningTask {
+                job_id,
+                allocation_id: tdd.allocation_id,
+                cancel,
+            },
+        );
+        Ok(Ack)
+    }
+}
+
+/// Fetches an offloaded value through the BlobCache (verified against its key) and decodes it.
+async fn load_offloaded<T: serde::de::DeserializeOwned>(
+    cache: BlobCache,
+    job_id: JobId,
+    blob_key: String,
+) -> Result<T, TaskSubmissionError> {
+    let key: BlobKey = blob_key
+        .parse()
+        .map_err(|e| TaskSubmissionError::Blob(format!("bad blob key {blob_key:?}: {e}")))?;
+    let path = cache
+        .get_file(job_id, key)
+        .await
+        .map_err(|e| TaskSubmissionError::Blob(e.to_string()))?;
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .map_err(|e| TaskSubmissionError::Blob(e.to_string()))?
+        .map_err(|e| TaskSubmissionError::Blob(format!("cannot read the cached blob: {e}")))?;
+    rmp_serde::from_slice(&bytes)
+        .map_err(|e| TaskSubmissionError::Blob(format!("cannot decode offloaded data: {e}")))
+}
+
+impl Handler<SubmitTask> for TaskExecutor {
+    fn handle(
+        &mut self,
+        msg: SubmitTask,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<Ack, TaskSubmissionError>> {
+        if let Err(err) = self.check_submission(&msg.tdd, msg.job_master_id) {
+            return Response::ready(Err(err));
+        }
+        let mut tdd = msg.tdd;
+        let job_master_id = msg.job_master_id;
+        match std::mem::replace(
+            &mut tdd.task_information,
+            MaybeOffloaded::Offloaded {
+                blob_key: String::new(),
+            },
+        ) {
+            MaybeOffloaded::Inline(info) => Response::ready(self.start_task(tdd, info, ctx)),
+            MaybeOffloaded::Offloaded { blob_key } => {
+                let Some(cache) = self.blob_cache.clone() else {
+                    return Response::ready(Err(TaskSubmissionError::Blob(
+                        "deployment data was offloaded but no blob server is known".into(),
+                    )));
+                };
+                let job_id = tdd.job_id;
+                Response::then(
+                    load_offloaded::<TaskInformation>(cache, job_id, blob_key),
+                    move |loaded, te: &mut TaskExecutor, ctx| {
+                        let info = loaded?;
+                        // The world may have moved on while the blob was fetched: check again.
+                        te.check_submission(&tdd, job_master_id)?;
+                        te.start_task(tdd, info, ctx)
+                    },
+                )
+            }
+        }
+    }
+}
+
+impl Handler<CancelTask> for TaskExecutor {
+    fn handle(
+        &mut self,
+        msg: CancelTask,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<Ack, TaskExecutorError>> {
+        match self.tasks.get(&msg.attempt) {
+            Some(task) => {
+                task.cancel.cancel();
+                Response::ready(Ok(Ack))
+            }
+            None => Response::ready(Err(TaskExecutorError::UnknownTask(msg.attempt))),
+        }
+    }
+}
+
+impl Handler<HeartbeatFromJobManager> for TaskExecutor {
+    fn handle(
+        &mut self,
+        msg: HeartbeatFromJobManager,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Vec<ExecutionAttemptId>> {
+        self.jm_heartbeats.heard_from(msg.job_id, Instant::now());
+        let running = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.job_id == msg.job_id)
+            .map(|(a, _)| *a)
+            .collect();
+        Response::ready(running)
+    }
+}
+
+impl Handler<HeartbeatFromResourceManager> for TaskExecutor {
+    fn handle(
+        &mut self,
+        _: HeartbeatFromResourceManager,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, resourcemanager::SlotReport> {
+        self.rm_heartbeat.heard_from((), Instant::now());
+        Response::ready(self.slot_table.report())
+    }
+}
+
+impl Handler<DisconnectJobManager> for TaskExecutor {
+    fn handle(
+        &mut self,
+        msg: DisconnectJobManager,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, ()> {
+        self.job_master_lost(msg.job_id, &msg.cause, ctx);
+        Response::ready(())
+    }
+}
+
+impl Handler<DisconnectResourceManager> for TaskExecutor {
+    fn handle(
+        &mut self,
+        msg: DisconnectResourceManager,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, ()> {
+        self.connect_to_resource_manager(&msg.cause, ctx);
+        Response::ready(())
+    }
+}
+
+rpc_protocol!(TaskExecutor {
+    RequestSlot,
+    FreeSlot,
+    SubmitTask,
+    CancelTask,
+    HeartbeatFromJobManager,
+    HeartbeatFromResourceManager,
+    DisconnectJobManager,
+    DisconnectResourceManager,
+});
+
+/// An error for a task, as the JobMaster records it.
+pub(crate) fn task_error(
+    kind: &str,
+    message: String,
+    task_name: &str,
+    location: &str,
+) -> ErrorInfo {
+    ErrorInfo {
+        kind: kind.to_string(),
+        message,
+        task_name: Some(task_name.to_string()),
+        location: Some(location.to_string()),
+        timestamp: now_millis(),
+    }
+}

@@ -1,0 +1,589 @@
+//! The `rflink` command-line client. Flink: `bin/flink` (`CliFrontend` with `RestClusterClient`).
+//!
+//! ```text
+//! rflink [-m host:port] run --job noop|blocking|failing|sleeping [--vertices N] [-p P]
+//!                           [--name NAME] [--millis MS] [--message TEXT] [-d]
+//! rflink [-m host:port] list [-r] [-s] [-a]
+//! rflink [-m host:port] cancel <jobid>
+//! rflink [-m host:port] info <jobid> [--json]
+//! rflink [-m host:port] overview
+//! ```
+//!
+//! The JobManager's REST address comes from `-m/--jobmanager`, else `RFLINK_JOBMANAGER`, else
+//! `localhost:8081`. Until the data plane exists, `run` submits a *testing* job: a chain of
+//! `--vertices` vertices, each running the chosen testing invokable with parallelism `-p`.
+//! (`run --example wordcount` will join `--job` in the same argument group.)
+//!
+//! Exit codes: 0 success (attached run: the job FINISHED); 1 the job FAILED or was CANCELED;
+//! 2 usage errors (clap's message); 3 the JobManager could not be reached or refused the request.
+//! Logs (`RUST_LOG`, default `warn`) go to stderr; results to stdout.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use rflink_runtime::executiongraph::JobStatus;
+use rflink_runtime::jobgraph::{DistributionPattern, JobGraph, JobVertex};
+use rflink_runtime::rest::client::{RestClient, RestClientError};
+use rflink_runtime::rest::messages::{ApplicationStatus, JobSummary};
+use rflink_runtime::types::JobId;
+
+/// Environment variable naming the JobManager when `-m` is absent.
+const JOBMANAGER_ENV: &str = "RFLINK_JOBMANAGER";
+/// The JobManager when neither `-m` nor the environment names one (Flink's `rest.port`).
+const DEFAULT_JOBMANAGER: &str = "localhost:8081";
+/// How often an attached `run` polls the job's status.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Submits and manages jobs on an rflink cluster through its REST API.
+#[derive(Debug, Parser)]
+#[command(name = "rflink", version)]
+struct Cli {
+    /// The JobManager's REST address, host:port [default: $RFLINK_JOBMANAGER, else
+    /// localhost:8081].
+    #[arg(
+        short = 'm',
+        long = "jobmanager",
+        global = true,
+        value_name = "HOST:PORT"
+    )]
+    jobmanager: Option<String>,
+
+    /// Timeout of each REST request, in seconds.
+    #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submits a job and, unless detached, waits for it to end.
+    Run(RunArgs),
+    /// Lists running and scheduled jobs (`-a`: also terminated ones).
+    List(ListArgs),
+    /// Cancels a job.
+    Cancel {
+        /// The job's id (32 hex characters).
+        job_id: JobId,
+    },
+    /// Shows a job's details.
+    Info {
+        /// The job's id (32 hex characters).
+        job_id: JobId,
+        /// Prints the REST answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows the cluster overview.
+    Overview,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    program: Program,
+
+    /// Number of vertices in the job's chain.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    vertices: u32,
+
+    /// Parallelism of every vertex.
+    #[arg(short = 'p', long, default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=32768))]
+    parallelism: u32,
+
+    /// The job's name [default: "rflink <job> job"].
+    #[arg(long)]
+    name: Option<String>,
+
+    /// How long each subtask sleeps (`--job sleeping`), in milliseconds [default: 1000].
+    #[arg(long)]
+    millis: Option<u64>,
+
+    /// The failure message (`--job failing`).
+    #[arg(long)]
+    message: Option<String>,
+
+    /// Prints the job id and exits right after submission instead of waiting for the job.
+    #[arg(short = 'd', long)]
+    detached: bool,
+}
+
+/// What to run (one of).
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct Program {
+    /// A testing job: every vertex runs the named testing invokable.
+    #[arg(long, value_enum)]
+    job: Option<TestingJob>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TestingJob {
+    /// Every subtask finishes at once (`NoOpInvokable`).
+    Noop,
+    /// Every subtask runs until cancelled (`BlockingNoOpInvokable`).
+    Blocking,
+    /// Every subtask fails (`FailingInvokable`).
+    Failing,
+    /// Every subtask sleeps `--millis`, then finishes (`SleepingInvokable`).
+    Sleeping,
+}
+
+impl TestingJob {
+    fn invokable(self) -> &'static str {
+        match self {
+            TestingJob::Noop => "NoOpInvokable",
+            TestingJob::Blocking => "BlockingNoOpInvokable",
+            TestingJob::Failing => "FailingInvokable",
+            TestingJob::Sleeping => "SleepingInvokable",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            TestingJob::Noop => "noop",
+            TestingJob::Blocking => "blocking",
+            TestingJob::Failing => "failing",
+            TestingJob::Sleeping => "sleeping",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Shows running (and restarting) jobs.
+    #[arg(short = 'r', long)]
+    running: bool,
+    /// Shows scheduled (created, initializing) jobs.
+    #[arg(short = 's', long)]
+    scheduled: bool,
+    /// Shows all jobs, terminated ones too.
+    #[arg(short = 'a', long)]
+    all: bool,
+}
+
+/// How a command ended: the process's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// 0.
+    Success,
+    /// 1: the job failed or was cancelled.
+    JobUnsuccessful,
+    /// 3: the JobManager could not be reached or refused.
+    RestError,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> Self {
+        ExitCode::from(match o {
+            Outcome::Success => 0,
+            Outcome::JobUnsuccessful => 1,
+            Outcome::RestError => 3,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit 2 with clap's message; --help and --version exit 0.
+    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    init_tracing();
+    let address = jobmanager_address(cli.jobmanager.as_deref());
+    let graph = match &cli.command {
+        Command::Run(run) => Some(build_graph(run)),
+        _ => None,
+    };
+    let timeout = Duration::from_secs(cli.timeout);
+    let outcome = actix_rt::System::new().block_on(async move {
+        let client = RestClient::with_timeout(address, timeout);
+        let result = match cli.command {
+            Command::Run(run) => {
+                let graph = graph.expect("a run command has a graph");
+                run_job(&client, &graph, run.detached).await
+            }
+            Command::List(list) => list_jobs(&client, &list).await,
+            Command::Cancel { job_id } => cancel_job(&client, job_id).await,
+            Command::Info { job_id, json } => job_info(&client, job_id, json).await,
+            Command::Overview => overview(&client).await,
+        };
+        result.unwrap_or_else(|e| {
+            report(&client, &e);
+            Outcome::RestError
+        })
+    });
+    outcome.into()
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Exits with a usage error (code 2) in clap's format.
+fn usage_error(kind: ErrorKind, message: impl std::fmt::Display) -> ! {
+    Cli::command().error(kind, message).exit()
+}
+
+/// The JobManager's address from `-m`, the environment or the default; a malformed one is a
+/// usage error.
+fn jobmanager_address(flag: Option<&str>) -> String {
+    let env = std::env::var(JOBMANAGER_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let (address, source) = match (flag, env) {
+        (Some(flag), _) => (flag.trim().to_string(), "-m/--jobmanager"),
+        (None, Some(env)) => (env.trim().to_string(), JOBMANAGER_ENV),
+        (None, None) => (DEFAULT_JOBMANAGER.to_string(), "the default"),
+    };
+    let host_port = address
+        .strip_prefix("http://")
+        .unwrap_or(&address)
+        .trim_end_matches('/');
+    let valid = match host_port.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    };
+    if !valid {
+        usage_error(
+            ErrorKind::InvalidValue,
+            format!("invalid JobManager address {address:?} from {source}: expected host:port"),
+        );
+    }
+    host_port.to_string()
+}
+
+/// The testing job graph of `run`: a pointwise chain of `--vertices` vertices.
+fn build_graph(run: &RunArgs) -> JobGraph {
+    let Some(job) = run.program.job else {
+        usage_error(ErrorKind::MissingRequiredArgument, "run needs --job");
+    };
+    if run.millis.is_some() && job != TestingJob::Sleeping {
+        usage_error(
+            ErrorKind::ArgumentConflict,
+            "--millis only applies to --job sleeping",
+        );
+    }
+    if run.message.is_some() && job != TestingJob::Failing {
+        usage_error(
+            ErrorKind::ArgumentConflict,
+            "--message only applies to --job failing",
+        );
+    }
+    let name = run
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("rflink {} job", job.label()));
+    if name.is_empty() || name.len() > 255 {
+        usage_error(
+            ErrorKind::InvalidValue,
+            "--name must be 1 to 255 characters",
+        );
+    }
+    let mut vertices: Vec<JobVertex> = Vec::with_capacity(run.vertices as usize);
+    for i in 0..run.vertices {
+        let mut vertex = JobVertex::new(
+            format!("{}-{}", job.label(), i + 1),
+            job.invokable(),
+            run.parallelism,
+        );
+        match job {
+            TestingJob::Sleeping => {
+                vertex = vertex.with_config("millis", run.millis.unwrap_or(1000).to_string());
+            }
+            TestingJob::Failing => {
+                let message = run
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("{} failed on purpose", job.invokable()));
+                vertex = vertex.with_config("message", message);
+            }
+            TestingJob::Noop | TestingJob::Blocking => {}
+        }
+        if let Some(previous) = vertices.last() {
+            vertex = vertex.connect_from(previous, DistributionPattern::Pointwise);
+        }
+        vertices.push(vertex);
+    }
+    JobGraph::new(name, vertices)
+}
+
+/// Prints a failed request, with a hint when the JobManager is unreachable.
+fn report(client: &RestClient, e: &RestClientError) {
+    eprintln!("rflink: error: {e}");
+    if matches!(
+        e,
+        RestClientError::Connection { .. } | RestClientError::Timeout { .. }
+    ) {
+        eprintln!(
+            "rflink: is a JobManager running at {}? Set it with -m/--jobmanager or {JOBMANAGER_ENV}.",
+            client.address()
+        );
+    }
+}
+
+async fn run_job(
+    client: &RestClient,
+    graph: &JobGraph,
+    detached: bool,
+) -> Result<Outcome, RestClientError> {
+    let job_id = client.submit_job(graph).await?;
+    println!("Job has been submitted with JobID {job_id}");
+    if detached {
+        return Ok(Outcome::Success);
+    }
+    // Attached: report every status change until the job is over.
+    let mut last = None;
+    let status = loop {
+        let status = client.job_status(job_id).await?;
+        if last != Some(status) {
+            println!("{} Job {job_id} is {status}", format_time(now_millis()));
+            last = Some(status);
+        }
+        if status.is_globally_terminal() {
+            break status;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    };
+    let result = client.job_result(job_id).await?;
+    match status {
+        JobStatus::Finished => {
+            println!("Program execution finished");
+            println!("Job with JobID {job_id} has finished.");
+            if let Some(r) = result {
+                println!("Job Runtime: {} ms", r.net_runtime);
+            }
+            Ok(Outcome::Success)
+        }
+        JobStatus::Canceled => {
+            eprintln!("Job with JobID {job_id} was cancelled.");
+            Ok(Outcome::JobUnsuccessful)
+        }
+        _ => {
+            let exceptions = client.job_exceptions(job_id).await?;
+            let root = exceptions
+                .exception_history
+                .entries
+                .first()
+                .map(|e| match &e.task_name {
+                    Some(task) => format!("{} (in {task})", e.stacktrace),
+                    None => e.stacktrace.clone(),
+                })
+                .or_else(|| {
+                    result
+                        .as_ref()
+                        .and_then(|r| r.failure_cause.as_ref())
+                        .map(|c| c.stack_trace.clone())
+                })
+                .unwrap_or_else(|| "no failure was recorded".to_string());
+            let how = match result.map(|r| r.application_status) {
+                Some(ApplicationStatus::Failed) | None => "failed",
+                Some(_) => "ended unsuccessfully",
+            };
+            eprintln!("Job with JobID {job_id} {how} ({status}).");
+            eprintln!("The program finished with the following exception:\n\n{root}");
+            Ok(Outcome::JobUnsuccessful)
+        }
+    }
+}
+
+async fn list_jobs(client: &RestClient, args: &ListArgs) -> Result<Outcome, RestClientError> {
+    let mut jobs = client.job_overviews().await?;
+    jobs.sort_by_key(|j| j.start_time);
+    let (show_running, show_scheduled) = if args.running || args.scheduled {
+        (args.running || args.all, args.scheduled || args.all)
+    } else {
+        (true, true)
+    };
+    let scheduled =
+        |j: &&JobSummary| matches!(j.state, JobStatus::Created | JobStatus::Initializing);
+    let terminated = |j: &&JobSummary| j.state.is_globally_terminal();
+    let running: Vec<_> = jobs
+        .iter()
+        .filter(|j| !scheduled(j) && !terminated(j))
+        .collect();
+    if show_running {
+        print_jobs(&running, "Running/Restarting Jobs", "No running jobs.");
+    }
+    if show_scheduled {
+        let list: Vec<_> = jobs.iter().filter(scheduled).collect();
+        print_jobs(&list, "Scheduled Jobs", "No scheduled jobs.");
+    }
+    if args.all {
+        let list: Vec<_> = jobs.iter().filter(terminated).collect();
+        print_jobs(&list, "Terminated Jobs", "No terminated jobs.");
+    }
+    Ok(Outcome::Success)
+}
+
+/// Prints a list like Flink's `flink list`.
+fn print_jobs(jobs: &[&JobSummary], title: &str, none: &str) {
+    if jobs.is_empty() {
+        println!("{none}");
+        return;
+    }
+    let width = 62usize;
+    let title = format!(" {title} ");
+    let left = (width.saturating_sub(title.len())) / 2;
+    let right = width.saturating_sub(title.len() + left);
+    println!("{}{title}{}", "-".repeat(left), "-".repeat(right));
+    for j in jobs {
+        println!(
+            "{} : {} : {} ({})",
+            format_time(j.start_time),
+            j.jid,
+            j.name,
+            j.state
+        );
+    }
+    println!("{}", "-".repeat(width));
+}
+
+async fn cancel_job(client: &RestClient, job_id: JobId) -> Result<Outcome, RestClientError> {
+    println!("Cancelling job {job_id}.");
+    client.cancel_job(job_id).await?;
+    println!("Cancelled job {job_id}.");
+    Ok(Outcome::Success)
+}
+
+async fn job_info(
+    client: &RestClient,
+    job_id: JobId,
+    json: bool,
+) -> Result<Outcome, RestClientError> {
+    let d = client.job_details(job_id).await?;
+    if json {
+        match serde_json::to_string_pretty(&d) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                return Err(RestClientError::Decode {
+                    request: format!("GET /v1/jobs/{job_id}"),
+                    reason: e.to_string(),
+                })
+            }
+        }
+        return Ok(Outcome::Success);
+    }
+    let end = if d.end_time < 0 {
+        "-".to_string()
+    } else {
+        format_time(d.end_time)
+    };
+    println!("Job:        {} ({})", d.name, d.jid);
+    println!("State:      {}", d.state);
+    println!("Start time: {} UTC", format_time(d.start_time));
+    println!("End time:   {end}");
+    println!("Duration:   {} ms", d.duration);
+    println!("Vertices:");
+    for v in &d.vertices {
+        let counts: Vec<String> = rflink_runtime::executiongraph::ExecutionState::ALL
+            .iter()
+            .filter(|s| v.tasks.get(**s) > 0)
+            .map(|s| format!("{s}: {}", v.tasks.get(*s)))
+            .collect();
+        println!(
+            "  {}  {}  parallelism {}  {}  [{}]",
+            v.id,
+            v.name,
+            v.parallelism,
+            v.status,
+            counts.join(", ")
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+async fn overview(client: &RestClient) -> Result<Outcome, RestClientError> {
+    let o = client.overview().await?;
+    println!("TaskManagers: {}", o.taskmanagers);
+    println!(
+        "Slots:        {} total, {} available",
+        o.slots_total, o.slots_available
+    );
+    println!(
+        "Jobs:         {} running, {} finished, {} cancelled, {} failed",
+        o.jobs_running, o.jobs_finished, o.jobs_cancelled, o.jobs_failed
+    );
+    println!("Version:      {} ({})", o.flink_version, o.flink_commit);
+    Ok(Outcome::Success)
+}
+
+fn now_millis() -> i64 {
+    rflink_runtime::executiongraph::now_millis()
+}
+
+/// Millis since the epoch as Flink's CLI shows them, `dd.MM.yyyy HH:mm:ss` (in UTC).
+fn format_time(millis: i64) -> String {
+    let secs = millis.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{day:02}.{month:02}.{year:04} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_like_flinks() {
+        assert_eq!(format_time(0), "01.01.1970 00:00:00");
+        assert_eq!(format_time(1_795_222_043_417), "21.11.2026 00:47:23");
+        assert_eq!(format_time(951_782_400_000), "29.02.2000 00:00:00");
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_builds_a_pointwise_chain() {
+        let cli = Cli::try_parse_from([
+            "rflink",
+            "run",
+            "--job",
+            "sleeping",
+            "--vertices",
+            "3",
+            "-p",
+            "4",
+            "--millis",
+            "50",
+        ])
+        .expect("parses");
+        let Command::Run(run) = cli.command else {
+            panic!("a run command")
+        };
+        let g = build_graph(&run);
+        assert_eq!(g.vertices.len(), 3);
+        assert!(g.validate().is_ok());
+        assert!(g.vertices.iter().all(|v| v.parallelism == 4
+            && v.invokable == "SleepingInvokable"
+            && v.config.get("millis").map(String::as_str) == Some("50")));
+        assert_eq!(g.vertices[2].inputs[0].source, g.vertices[1].id);
+        assert_eq!(g.name, "rflink sleeping job");
+    }
+}
