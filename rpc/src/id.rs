@@ -11,8 +11,32 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A 128-bit id, displayed as 32 hex characters like Flink's `AbstractID`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Serialized as those 32 hex characters in human-readable formats (JSON: JavaScript numbers
+/// cannot hold 128 bits) and as a 128-bit integer in binary ones (the RPC wire).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AbstractId(u128);
+
+impl Serialize for AbstractId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_u128(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AbstractId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            u128::deserialize(d).map(AbstractId)
+        }
+    }
+}
 
 impl AbstractId {
     /// A fresh random id.
@@ -212,6 +236,25 @@ mod tests {
         ] {
             assert!(bad.parse::<AbstractId>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn json_uses_hex_and_the_wire_uses_integers() {
+        let id = TestId::from_u128(0xab);
+        let json = serde_json::to_string(&id).expect("json");
+        assert_eq!(json, "\"000000000000000000000000000000ab\"");
+        assert_eq!(serde_json::from_str::<TestId>(&json).expect("parses"), id);
+        assert!(serde_json::from_str::<TestId>("\"nope\"").is_err());
+        let wire = rmp_serde::to_vec(&id).expect("rmp");
+        assert_eq!(
+            rmp_serde::from_slice::<TestId>(&wire).expect("rmp back"),
+            id
+        );
+        assert!(
+            wire.len() <= 18,
+            "binary form stays compact: {} bytes",
+            wire.len()
+        );
     }
 
     #[test]

@@ -451,3 +451,151 @@ async fn large_deployment_data_is_offloaded_and_fetched_once() {
     }
     c.close().await.expect("closes");
 }
+
+/// Scenario 17: a TaskExecutor that cannot register within `taskmanager.registration.timeout`
+/// raises a fatal error.
+#[actix_rt::test]
+async fn a_task_executor_that_cannot_register_is_fatal() {
+    use rflink_runtime::entrypoint::{TaskManagerRunner, TaskManagerSettings};
+    use rflink_runtime::events::EventSink;
+    use rflink_runtime::taskexecutor::invokable::InvokableRegistry;
+    use rflink_runtime::taskexecutor::TaskExecutorSettings;
+    use std::sync::{Arc, Mutex};
+
+    init_tracing();
+    // A port nobody listens on.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = nowhere.local_addr().expect("addr").port();
+    drop(nowhere);
+    let fatal: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = Arc::clone(&fatal);
+    let settings = TaskManagerSettings {
+        rpc: RpcConfig::default(),
+        task_executor: TaskExecutorSettings {
+            jobmanager_address: format!("127.0.0.1:{port}"),
+            number_of_slots: 1,
+            heartbeat: HeartbeatSettings::default(),
+            registration: Default::default(),
+            registration_timeout: Duration::from_millis(300),
+            slot_timeout: Duration::from_secs(10),
+            data_port: -1,
+            invokables: InvokableRegistry::with_testing_invokables(),
+            fatal_error: Arc::new(move |m| sink.lock().expect("lock").push(m)),
+            blob_cache_dir: std::env::temp_dir().join(format!(
+                "rflink-test-{}",
+                rflink_rpc::AbstractId::generate()
+            )),
+            blob_cleanup_interval: Duration::from_secs(1),
+        },
+    };
+    let tm = TaskManagerRunner::start(settings, EventSink::default())
+        .await
+        .expect("starts");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fatal.lock().expect("lock").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no fatal error");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(fatal.lock().expect("lock")[0].contains("could not register"));
+    tm.close().await.expect("closes");
+}
+
+/// Scenario 22 (ResourceManager side): declaring resources with a JobMasterId that is not the
+/// registered one is refused.
+#[actix_rt::test]
+async fn the_resource_manager_refuses_an_unregistered_job_master_id() {
+    use rflink_runtime::resourcemanager::{DeclareRequiredResources, ResourceManagerError};
+    use rflink_runtime::types::{JobId, JobMasterId};
+
+    let c = cluster(1, 1).await;
+    let rm = c.resource_manager().self_gateway();
+    let (job_id, job_master_id) = (JobId::generate(), JobMasterId::generate());
+    match rm
+        .ask(DeclareRequiredResources {
+            job_master_id,
+            job_id,
+            slots: 1,
+        })
+        .await
+    {
+        Ok(Err(ResourceManagerError::UnknownJobMaster { job_id: j, .. })) => assert_eq!(j, job_id),
+        other => panic!("expected UnknownJobMaster, got {other:?}"),
+    }
+    // A gateway with a stale ResourceManager token is refused before any handler runs.
+    let stale = c
+        .jm_service()
+        .connect_fenced::<rflink_runtime::resourcemanager::ResourceManager>(
+            c.resource_manager().address(),
+            rflink_runtime::types::ResourceManagerId::generate(),
+        )
+        .await
+        .expect("connects");
+    assert!(matches!(
+        stale
+            .ask(rflink_runtime::resourcemanager::RequestResourceOverview)
+            .await,
+        Err(RpcError::FencingTokenMismatch { .. })
+    ));
+    c.close().await.expect("closes");
+}
+
+/// Scenario 25: a slot allocated on a TaskExecutor but never accepted by a JobMaster is freed
+/// after the slot timeout and given back to the ResourceManager.
+#[actix_rt::test]
+async fn an_unaccepted_slot_is_freed_after_the_slot_timeout() {
+    use rflink_runtime::taskexecutor::{RequestSlot, TaskExecutor, TaskExecutorError};
+    use rflink_runtime::types::*;
+
+    let mut cfg = config(1, 1);
+    cfg.slot_timeout = Duration::from_millis(200);
+    let c = MiniCluster::start(cfg).await.expect("starts");
+    c.wait_for_task_managers(1, WAIT).await.expect("registered");
+    let tm = c.task_manager(0).expect("tm");
+    let te = c
+        .jm_service()
+        .connect::<TaskExecutor>(&tm.address().parse().expect("address"))
+        .await
+        .expect("connects");
+    let slot_id = SlotId {
+        resource_id: tm.resource_id(),
+        slot_index: 0,
+    };
+    // A JobMaster that does not exist: the slot can never be accepted.
+    let request = |rm_id| RequestSlot {
+        slot_id,
+        job_id: JobId::generate(),
+        allocation_id: AllocationId::generate(),
+        target_address: format!("rflink://{}/jobmanager_99", c.jm_service().address()),
+        job_master_id: JobMasterId::generate(),
+        rm_id,
+    };
+    // From a ResourceManager it is not registered at: refused.
+    assert!(matches!(
+        te.ask(request(ResourceManagerId::generate())).await,
+        Ok(Err(TaskExecutorError::UnknownResourceManager { .. }))
+    ));
+    let rm_id = c.resource_manager().fencing_token();
+    te.ask(request(rm_id))
+        .await
+        .expect("rpc")
+        .expect("slot allocated");
+    // The TaskExecutor's own slot report shows the allocation...
+    let report = || {
+        te.ask(rflink_runtime::taskexecutor::HeartbeatFromResourceManager {
+            rm_resource_id: ResourceId::generate(),
+        })
+    };
+    assert!(report().await.expect("report").0[0].allocation.is_some());
+    // ...until the slot timeout frees it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while report().await.expect("report").0[0].allocation.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let overview = wait_for_free_slots(&c, 1).await;
+    assert_eq!(overview.slots_total, 1);
+    c.close().await.expect("closes");
+}
