@@ -1,1 +1,118 @@
-fn main() {}
+//! `rflink-bench`: benchmarks of rflink, each measured against a baseline in the same run.
+//!
+//! ```text
+//! cargo run --release -p rflink-bench -- rpc [options]
+//! ```
+//!
+//! Every benchmark prints human-readable lines and ends with exactly one JSON object on the last
+//! line of stdout, for scripts. Exit codes: 0 success, 1 the benchmark failed, 2 bad usage.
+
+mod cli;
+mod rpc;
+mod stats;
+mod threads;
+
+use std::process::ExitCode;
+
+/// The error type of everything that can fail while benchmarking.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A parsed command line.
+enum Command {
+    Help,
+    Rpc(rpc::Options),
+}
+
+/// The benchmarks, for the usage text. Add new subcommands here and in [`parse`].
+const BENCHMARKS: &[(&str, &str)] = &[(
+    "rpc",
+    "remote ask latency and tell throughput of rflink-rpc on loopback, each against raw TCP",
+)];
+
+fn usage() -> String {
+    let mut text = String::from("usage: rflink-bench <benchmark> [options]\n\nbenchmarks:\n");
+    for (name, what) in BENCHMARKS {
+        text.push_str(&format!("  {name:<10} {what}\n"));
+    }
+    text.push_str("\noptions of rpc:\n");
+    text.push_str(rpc::OPTIONS_HELP);
+    text.push_str("\n  -h, --help   show this help\n");
+    text
+}
+
+fn parse(args: &[String]) -> Result<Command, String> {
+    let Some((name, rest)) = args.split_first() else {
+        return Err("no benchmark given".into());
+    };
+    if cli::wants_help(args) {
+        return Ok(Command::Help);
+    }
+    match name.as_str() {
+        "rpc" => rpc::Options::parse(rest).map(Command::Rpc),
+        other => Err(format!("unknown benchmark {other:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse(&args) {
+        Ok(command) => command,
+        Err(problem) => {
+            eprintln!("error: {problem}\n\n{}", usage());
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::Help => {
+            print!("{}", usage());
+            Ok(())
+        }
+        Command::Rpc(options) => rpc::run(&options),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn unknown_or_missing_benchmark_is_a_usage_error() {
+        assert!(parse(&args(&[])).is_err());
+        assert!(parse(&args(&["wordcount"])).is_err());
+        assert!(parse(&args(&["--rounds", "3"])).is_err());
+    }
+
+    #[test]
+    fn help_anywhere_is_help() {
+        assert!(matches!(parse(&args(&["--help"])), Ok(Command::Help)));
+        assert!(matches!(parse(&args(&["rpc", "-h"])), Ok(Command::Help)));
+    }
+
+    #[test]
+    fn rpc_parses_its_options() {
+        match parse(&args(&["rpc", "--rounds", "5", "--tells=1000"])) {
+            Ok(Command::Rpc(o)) => {
+                assert_eq!(o.rounds, 5);
+                assert_eq!(o.tells, 1000);
+                assert_eq!(o.payload, 100);
+            }
+            _ => panic!("expected rpc options"),
+        }
+        assert!(parse(&args(&["rpc", "--rounds"])).is_err());
+        assert!(parse(&args(&["rpc", "--rounds", "x"])).is_err());
+        assert!(parse(&args(&["rpc", "--rounds", "0"])).is_err());
+        assert!(parse(&args(&["rpc", "--bogus", "1"])).is_err());
+        assert!(parse(&args(&["rpc", "extra"])).is_err());
+    }
+}
