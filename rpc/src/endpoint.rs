@@ -557,7 +557,7 @@ where
 /// An encoded message: from a remote peer, or from a local gateway when serialization is forced.
 /// Flink: `RemoteRpcInvocation` (inside a `RemoteFencedMessage` when fenced).
 pub(crate) struct EncodedInvocation {
-    pub(crate) message: String,
+    pub(crate) message: crate::transport::frame::Name,
     pub(crate) token: Option<AbstractId>,
     pub(crate) payload: bytes::Bytes,
     pub(crate) sink: ReplySink,
@@ -567,11 +567,10 @@ impl actix::Message for EncodedInvocation {
     type Result = ();
 }
 
-impl<E: RpcEndpoint> actix::Handler<EncodedInvocation> for RpcActor<E> {
-    type Result = ();
-
-    fn handle(&mut self, inv: EncodedInvocation, ctx: &mut Context<Self>) {
-        if let Err(err) = self.admit(&inv.message, inv.token) {
+impl<E: RpcEndpoint> RpcActor<E> {
+    fn handle_encoded(&mut self, inv: EncodedInvocation, ctx: &mut Context<Self>) {
+        let message = inv.message.as_str();
+        if let Err(err) = self.admit(message, inv.token) {
             self.refuse(&err);
             inv.sink.fail(err);
             return;
@@ -582,9 +581,115 @@ impl<E: RpcEndpoint> actix::Handler<EncodedInvocation> for RpcActor<E> {
             ctx,
             sink: inv.sink,
         };
-        if let Err(unknown) = E::visit_message(&inv.message, visitor) {
-            unknown_message(unknown.actor, &inv.message, unknown.sink);
+        if let Err(unknown) = E::visit_message(message, visitor) {
+            unknown_message(unknown.actor, message, unknown.sink);
         }
+    }
+}
+
+impl<E: RpcEndpoint> actix::Handler<EncodedInvocation> for RpcActor<E> {
+    type Result = ();
+
+    fn handle(&mut self, inv: EncodedInvocation, ctx: &mut Context<Self>) {
+        self.handle_encoded(inv, ctx);
+    }
+}
+
+/// Tells of one message kind in one batch frame: admitted and dispatched once, each payload
+/// decoded and handled in order.
+pub(crate) struct EncodedTells {
+    pub(crate) message: crate::transport::frame::Name,
+    pub(crate) token: Option<AbstractId>,
+    pub(crate) payloads: crate::transport::frame::TellPayloads,
+    /// Counts the batch as in flight on its connection until handled.
+    pub(crate) guard: ReplySink,
+}
+
+/// One item of an [`EncodedBatch`].
+pub(crate) enum Encoded {
+    One(EncodedInvocation),
+    Tells(EncodedTells),
+}
+
+/// Consecutive encoded invocations from one connection, delivered as one mailbox item: one
+/// wake-up and one envelope for a whole socket read, in order.
+pub(crate) struct EncodedBatch(pub(crate) Vec<Encoded>);
+
+impl actix::Message for EncodedBatch {
+    type Result = ();
+}
+
+impl<E: RpcEndpoint> actix::Handler<EncodedBatch> for RpcActor<E> {
+    type Result = ();
+
+    fn handle(&mut self, batch: EncodedBatch, ctx: &mut Context<Self>) {
+        for item in batch.0 {
+            match item {
+                Encoded::One(inv) => self.handle_encoded(inv, ctx),
+                Encoded::Tells(tells) => self.handle_tells(tells, ctx),
+            }
+        }
+    }
+}
+
+impl<E: RpcEndpoint> RpcActor<E> {
+    fn handle_tells(&mut self, tells: EncodedTells, ctx: &mut Context<Self>) {
+        let message = tells.message.as_str();
+        if let Err(err) = self.admit(message, tells.token) {
+            // A tell has no one to answer to: the refusal is logged, as for single tells.
+            self.refuse(&err);
+            return;
+        }
+        let visitor = TellsDispatch {
+            actor: self,
+            payloads: tells.payloads,
+            ctx,
+        };
+        if E::visit_message(message, visitor).is_err() {
+            unknown_message(self, message, ReplySink::discard());
+        }
+        drop(tells.guard);
+    }
+}
+
+/// Decodes and handles every tell of a batch once the message type is known.
+struct TellsDispatch<'a, E: RpcEndpoint> {
+    actor: &'a mut RpcActor<E>,
+    payloads: crate::transport::frame::TellPayloads,
+    ctx: &'a mut Context<RpcActor<E>>,
+}
+
+impl<E: RpcEndpoint> MessageVisitor<E> for TellsDispatch<'_, E> {
+    type Output = ();
+
+    fn visit<M: RpcMessage>(self) -> Self::Output
+    where
+        E: Accepts<M>,
+    {
+        let TellsDispatch {
+            actor,
+            payloads,
+            ctx,
+        } = self;
+        payloads.for_each_slice(|payload| {
+            let msg: M = match rmp_serde::from_slice(payload) {
+                Ok(msg) => msg,
+                Err(err) => {
+                    let err = RpcError::deserialize(format!("message {}", <E as Accepts<M>>::NAME), err);
+                    tracing::warn!(endpoint = %actor.meta.address, error = %err, "undecodable tell");
+                    return;
+                }
+            };
+            match actor.with_context(ctx, |e, c| e.handle(msg, c)) {
+                Response::Ready(_) => {}
+                Response::Future(f) => {
+                    ctx.spawn(actix::fut::wrap_future(f).map(|_, _, _| ()));
+                }
+                Response::Then(af) => {
+                    ctx.spawn(af.map(|_, _, _| ()));
+                }
+            }
+        });
     }
 }
 

@@ -40,7 +40,24 @@ enum Target<E: RpcEndpoint> {
     },
     Remote {
         transport: Arc<Transport>,
+        /// The node's `host:port`, computed once.
+        node: Arc<str>,
+        /// The connection last used, shared by clones: the hot path needs no pool lookup.
+        conn: Arc<std::sync::Mutex<Option<Arc<Connection>>>>,
     },
+}
+
+/// The cached connection, if any.
+fn cached(cache: &std::sync::Mutex<Option<Arc<Connection>>>) -> Option<Arc<Connection>> {
+    cache.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Drops the cached connection if it is still `c`.
+fn forget_cached(cache: &std::sync::Mutex<Option<Arc<Connection>>>, c: &Arc<Connection>) {
+    let mut slot = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.as_ref().is_some_and(|cached| Arc::ptr_eq(cached, c)) {
+        *slot = None;
+    }
 }
 
 impl<E: RpcEndpoint> Clone for Target<E> {
@@ -50,8 +67,14 @@ impl<E: RpcEndpoint> Clone for Target<E> {
                 addr: addr.clone(),
                 force: *force,
             },
-            Target::Remote { transport } => Target::Remote {
+            Target::Remote {
+                transport,
+                node,
+                conn,
+            } => Target::Remote {
                 transport: Arc::clone(transport),
+                node: Arc::clone(node),
+                conn: Arc::clone(conn),
             },
         }
     }
@@ -120,7 +143,11 @@ impl<E: RpcEndpoint> RpcGateway<E> {
         config: &RpcConfig,
     ) -> Self {
         RpcGateway {
-            target: Target::Remote { transport },
+            target: Target::Remote {
+                transport,
+                node: address.node().into(),
+                conn: Arc::default(),
+            },
             address,
             token,
             ask_timeout: config.ask_timeout,
@@ -190,51 +217,90 @@ impl<E: RpcEndpoint> RpcGateway<E> {
                     .map_err(|e| RpcError::serialize(format!("message {name}"), e))?;
                 let (tx, rx) = oneshot::channel();
                 addr.do_send(EncodedInvocation {
-                    message: name.to_string(),
+                    message: name.into(),
                     token,
                     payload: payload.into(),
                     sink: ReplySink::local(tx, self.max_frame),
                 });
                 self.await_reply::<M>(name, rx, timeout, None).await
             }
-            Target::Remote { transport } => {
+            Target::Remote {
+                transport,
+                node,
+                conn,
+            } => {
                 let header = RequestHeader {
                     expects_reply: true,
                     token,
                     endpoint: self.address.endpoint(),
                     message: name,
                 };
-                let frame =
-                    frame::encode_request(header, &msg, self.max_frame).inspect_err(|e| {
-                        if matches!(e, RpcError::FrameTooLarge { .. }) {
-                            transport.count_oversized();
+                let max = self.max_frame;
+                // Fast path: encode straight into the cached connection's outbox.
+                if let Some(c) = cached(conn) {
+                    match c.ask(|buf, id| frame::encode_request_into(buf, header, &msg, id, max)) {
+                        Ok((id, rx)) => {
+                            return self
+                                .await_reply::<M>(name, rx, timeout, Some((c, id)))
+                                .await
                         }
-                    })?;
-                let (conn, id, rx) = self.put_on_connection(transport, name, frame).await?;
-                self.await_reply::<M>(name, rx, timeout, Some((conn, id)))
+                        Err(SendFailure::Encode(err)) => {
+                            return Err(self.encode_failed(transport, err))
+                        }
+                        Err(SendFailure::Draining | SendFailure::Closed(_)) => {
+                            forget_cached(conn, &c)
+                        }
+                    }
+                }
+                // Encode first, so a frame that is too large fails at once even with no connection.
+                let frame = frame::encode_request(header, &msg, max)
+                    .map_err(|e| self.encode_failed(transport, e))?;
+                let (c, id, rx) = self
+                    .put_on_connection(transport, node, conn, name, &frame)
+                    .await?;
+                self.await_reply::<M>(name, rx, timeout, Some((c, id)))
                     .await
             }
         }
     }
 
+    fn encode_failed(&self, transport: &Transport, err: RpcError) -> RpcError {
+        if matches!(err, RpcError::FrameTooLarge { .. }) {
+            transport.count_oversized();
+        }
+        err
+    }
+
     async fn put_on_connection(
         &self,
         transport: &Arc<Transport>,
+        node: &str,
+        cache: &std::sync::Mutex<Option<Arc<Connection>>>,
         name: &str,
-        mut frame: Vec<u8>,
+        frame: &[u8],
     ) -> Result<(Arc<Connection>, u64, oneshot::Receiver<ReplyResult>), RpcError> {
-        let node = self.address.node();
         // A connection can start draining between the pool lookup and the send; the next lookup
         // then yields its replacement.
         for _ in 0..3 {
-            let conn = transport
-                .connection(&node)
+            let c = transport
+                .connection(node)
                 .await
                 .map_err(|err| self.specialize(err, name))?;
-            match conn.ask(frame) {
-                Ok((id, rx)) => return Ok((conn, id, rx)),
-                Err(SendFailure::Draining(back)) => frame = back,
-                Err(SendFailure::Closed(err)) => return Err(self.specialize(err, name)),
+            let sent = c.ask(|buf, id| {
+                let start = buf.len();
+                buf.extend_from_slice(frame);
+                frame::set_request_id(&mut buf[start..], id);
+                Ok(())
+            });
+            match sent {
+                Ok((id, rx)) => {
+                    *cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&c));
+                    return Ok((c, id, rx));
+                }
+                Err(SendFailure::Draining) => {}
+                Err(SendFailure::Closed(err) | SendFailure::Encode(err)) => {
+                    return Err(self.specialize(err, name))
+                }
             }
         }
         Err(self.gone(name, "every connection to the node was draining"))
@@ -280,7 +346,7 @@ impl<E: RpcEndpoint> RpcGateway<E> {
                     let payload = rmp_serde::to_vec(&msg)
                         .map_err(|e| RpcError::serialize(format!("message {name}"), e))?;
                     addr.do_send(EncodedInvocation {
-                        message: name.to_string(),
+                        message: name.into(),
                         token,
                         payload: payload.into(),
                         sink: ReplySink::discard(),
@@ -290,37 +356,63 @@ impl<E: RpcEndpoint> RpcGateway<E> {
                 }
                 Ok(())
             }
-            Target::Remote { transport } => {
+            Target::Remote {
+                transport,
+                node,
+                conn,
+            } => {
                 let header = RequestHeader {
                     expects_reply: false,
                     token,
                     endpoint: self.address.endpoint(),
                     message: name,
                 };
-                let frame =
-                    frame::encode_request(header, &msg, self.max_frame).inspect_err(|e| {
-                        if matches!(e, RpcError::FrameTooLarge { .. }) {
-                            transport.count_oversized();
+                let max = self.max_frame;
+                {
+                    // Hot path: no Arc clone, just the cached connection's outbox.
+                    let mut slot = conn.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(c) = slot.as_ref() {
+                        match c.tell_batched(header, &msg, max) {
+                            Ok(()) => return Ok(()),
+                            Err(SendFailure::Encode(err)) => {
+                                return Err(self.encode_failed(transport, err))
+                            }
+                            Err(SendFailure::Draining | SendFailure::Closed(_)) => *slot = None,
                         }
-                    })?;
-                let node = self.address.node();
-                let frame = match transport.pooled(&node) {
-                    Some(conn) => match conn.tell(frame) {
-                        Ok(()) => return Ok(()),
-                        Err(SendFailure::Closed(err)) => return Err(self.specialize(err, name)),
-                        Err(SendFailure::Draining(back)) => back,
-                    },
-                    None => frame,
+                    }
+                }
+                let frame = frame::encode_request(header, &msg, max)
+                    .map_err(|e| self.encode_failed(transport, e))?;
+                let append = |buf: &mut Vec<u8>| {
+                    buf.extend_from_slice(&frame);
+                    Ok(())
                 };
+                if let Some(c) = transport.pooled(node) {
+                    match c.tell(append) {
+                        Ok(()) => {
+                            *conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+                            return Ok(());
+                        }
+                        Err(SendFailure::Closed(err) | SendFailure::Encode(err)) => {
+                            return Err(self.specialize(err, name))
+                        }
+                        Err(SendFailure::Draining) => {}
+                    }
+                }
                 // No usable connection right now: dial in the background and send then.
                 let transport = Arc::clone(transport);
+                let node = node.to_string();
                 let recipient = self.address.to_string();
                 tokio::spawn(async move {
+                    let append = |buf: &mut Vec<u8>| {
+                        buf.extend_from_slice(&frame);
+                        Ok(())
+                    };
                     let result = match transport.connection(&node).await {
-                        Ok(conn) => match conn.tell(frame) {
+                        Ok(c) => match c.tell(append) {
                             Ok(()) => Ok(()),
-                            Err(SendFailure::Closed(err)) => Err(err),
-                            Err(SendFailure::Draining(_)) => Err(RpcError::Connection {
+                            Err(SendFailure::Closed(err) | SendFailure::Encode(err)) => Err(err),
+                            Err(SendFailure::Draining) => Err(RpcError::Connection {
                                 address: node,
                                 reason: "the new connection is already draining".into(),
                             }),

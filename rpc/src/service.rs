@@ -14,7 +14,9 @@ use tokio::sync::watch;
 
 use crate::address::{format_node, valid_endpoint_name, RpcAddress};
 use crate::config::RpcConfig;
-use crate::endpoint::{Control, EncodedInvocation, EndpointMeta, RpcActor, RpcEndpoint};
+use crate::endpoint::{
+    Control, Encoded, EncodedBatch, EncodedInvocation, EndpointMeta, RpcActor, RpcEndpoint,
+};
 use crate::error::{HandshakeFailure, RpcError};
 use crate::gateway::RpcGateway;
 use crate::id::AbstractId;
@@ -28,6 +30,10 @@ pub(crate) trait Registered: Send + Sync {
     fn serial(&self) -> u64;
     /// Queues an encoded invocation; if the endpoint is gone, the dropped sink answers for it.
     fn invoke(&self, inv: EncodedInvocation);
+    /// Queues encoded invocations as one mailbox item, in order.
+    fn invoke_batch(&self, batch: Vec<Encoded>);
+    /// False once the endpoint's actor has stopped.
+    fn is_alive(&self) -> bool;
     fn terminate(&self) -> BoxFuture<'static, Result<(), RpcError>>;
     fn as_any(&self) -> &dyn Any;
 }
@@ -50,6 +56,14 @@ impl<E: RpcEndpoint> Registered for Entry<E> {
 
     fn invoke(&self, inv: EncodedInvocation) {
         self.addr.do_send(inv);
+    }
+
+    fn invoke_batch(&self, batch: Vec<Encoded>) {
+        self.addr.do_send(EncodedBatch(batch));
+    }
+
+    fn is_alive(&self) -> bool {
+        self.addr.connected()
     }
 
     fn terminate(&self) -> BoxFuture<'static, Result<(), RpcError>> {
@@ -429,7 +443,8 @@ impl RpcService {
             let conn = transport.connection(&node).await?;
             let (id, rx) = match conn.resolve(address.endpoint(), E::GATEWAY, transport.max_frame) {
                 Ok(pending) => pending,
-                Err(SendFailure::Draining(_)) => continue,
+                Err(SendFailure::Draining) => continue,
+                Err(SendFailure::Encode(err)) => return Err(err),
                 Err(SendFailure::Closed(err)) => return Err(err),
             };
             return match tokio::time::timeout(timeout, rx).await {

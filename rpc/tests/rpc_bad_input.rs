@@ -308,7 +308,9 @@ async fn bad_requests_get_typed_errors_and_the_connection_stays_usable() {
     let host = service().await;
     let (server, _) = start_test_endpoint(&host);
     let token = LeaderId::generate();
-    let leader = host.start_server(Leader { token }).expect("leader starts");
+    let leader = host
+        .start_server(Leader::new(token))
+        .expect("leader starts");
     leader.start();
     let mut peer = RawPeer::handshaken(&host).await;
 
@@ -412,9 +414,7 @@ async fn random_streams_never_panic_the_node() {
     let host = service().await;
     let (server, _) = start_test_endpoint(&host);
     let leader = host
-        .start_server(Leader {
-            token: LeaderId::generate(),
-        })
+        .start_server(Leader::new(LeaderId::generate()))
         .expect("leader");
     leader.start();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);

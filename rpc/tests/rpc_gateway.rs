@@ -201,9 +201,7 @@ async fn connect_checks_address_endpoint_and_gateway_type() {
     let (host, caller) = (service().await, service().await);
     let (server, _) = start_test_endpoint(&host);
     let leader = host
-        .start_server(Leader {
-            token: LeaderId::generate(),
-        })
+        .start_server(Leader::new(LeaderId::generate()))
         .expect("starts");
     for svc in [&host, &caller] {
         let missing: RpcAddress = format!("rflink://{}/nobody_0", host.address())
@@ -295,7 +293,7 @@ async fn fencing_tokens_are_checked_before_any_handler() {
             host.clone()
         };
         let token = LeaderId::generate();
-        let server = host.start_server(Leader { token }).expect("starts");
+        let server = host.start_server(Leader::new(token)).expect("starts");
         server.start();
         let addr = server.address();
 
@@ -473,4 +471,42 @@ async fn gateways_work_from_other_threads() {
     assert_eq!(a, Ok("from a thread".into()));
     assert_eq!(b, Ok("and locally".into()));
     let _ = Arc::new(host);
+}
+
+/// Tells travel in batches; fencing still applies to every one of them: a stale token's tells
+/// are all dropped, the right token's all applied, in order, on every path.
+#[actix_rt::test]
+async fn batched_tells_are_fenced_and_ordered() {
+    for shape in SHAPES {
+        let host = service_with(RpcConfig {
+            force_serialization: shape == Shape::Forced,
+            ..RpcConfig::default()
+        })
+        .await;
+        let caller = if shape == Shape::Remote {
+            service().await
+        } else {
+            host.clone()
+        };
+        let token = LeaderId::generate();
+        let server = host.start_server(Leader::new(token)).expect("starts");
+        server.start();
+        let right = caller
+            .connect_fenced::<Leader>(server.address(), token)
+            .await
+            .expect("connects");
+        let stale = caller
+            .connect_fenced::<Leader>(server.address(), LeaderId::generate())
+            .await
+            .expect("connects");
+        for i in 0..500 {
+            right.tell(Note(i)).expect("queued");
+            stale.tell(Note(1_000_000 + i)).expect("queued");
+        }
+        for i in 500..1000 {
+            right.tell(Note(i)).expect("queued");
+        }
+        let notes = bounded("notes", right.ask(Notes)).await.expect("notes");
+        assert_eq!(notes, (0..1000).collect::<Vec<u64>>(), "{shape:?}");
+    }
 }

@@ -1,7 +1,7 @@
 //! Connections, the connection pool and the listener. See the parent module for the design.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -11,13 +11,14 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch};
 
 use super::frame::{self, Frame, FrameError, Hello, HelloOk};
 use super::{PeerEvent, TransportStats};
+use crate::endpoint::{Encoded, EncodedInvocation, EncodedTells};
 use crate::error::{HandshakeFailure, RpcError};
 use crate::id::AbstractId;
-use crate::service::Registry;
+use crate::service::{Registered, Registry};
 
 /// What a pending ask receives.
 pub(crate) type ReplyResult = Result<Bytes, RpcError>;
@@ -35,7 +36,6 @@ struct Stats {
     protocol_violations: AtomicU64,
     oversized: AtomicU64,
     unknown_endpoints: AtomicU64,
-    queued_bytes: AtomicU64,
 }
 
 enum PeerSlot {
@@ -89,10 +89,12 @@ impl Transport {
     }
 
     pub(crate) fn stats(&self) -> TransportStats {
-        let open = lock(&self.live)
+        let live: Vec<Arc<Connection>> = lock(&self.live)
             .values()
-            .filter(|c| c.strong_count() > 0)
-            .count();
+            .filter_map(Weak::upgrade)
+            .collect();
+        let open = live.len();
+        let queued: usize = live.iter().map(|c| c.outbox.queued()).sum();
         TransportStats {
             connections_established: self.stats.established.load(Ordering::Relaxed),
             handshake_failures: self.stats.handshake_failures.load(Ordering::Relaxed),
@@ -100,7 +102,7 @@ impl Transport {
             oversized_frames: self.stats.oversized.load(Ordering::Relaxed),
             unknown_endpoints: self.stats.unknown_endpoints.load(Ordering::Relaxed),
             open_connections: open as u64,
-            queued_bytes: self.stats.queued_bytes.load(Ordering::Relaxed),
+            queued_bytes: queued as u64,
         }
     }
 
@@ -239,27 +241,33 @@ impl Transport {
         dialer: AbstractId,
     ) -> Arc<Connection> {
         let (rd, wr) = stream.into_split();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let outbox = Arc::new(Outbox {
+            state: Mutex::new(OutboxState {
+                buf: Vec::with_capacity(64 * 1024),
+                accepting_requests: true,
+                closing: false,
+                open_tells: None,
+            }),
+            ready: tokio::sync::Notify::new(),
+            writing: Mutex::new(0),
+        });
         let conn = Arc::new(Connection {
             serial: self.next_serial.fetch_add(1, Ordering::Relaxed),
             peer,
             peer_instance,
             dialer,
-            outbox: tx,
+            outbox: Arc::clone(&outbox),
             state: Mutex::new(ConnState::default()),
             next_id: AtomicU64::new(1),
-            inbound: Arc::new(Semaphore::new(self.max_inbound)),
             inbound_in_flight: AtomicUsize::new(0),
+            inbound_room: tokio::sync::Notify::new(),
+            max_inbound: self.max_inbound,
+            draining: AtomicBool::new(false),
             transport: Arc::downgrade(self),
         });
         lock(&self.live).insert(conn.serial, Arc::downgrade(&conn));
         self.stats.established.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(write_loop(
-            rx,
-            wr,
-            Arc::downgrade(&conn),
-            Arc::downgrade(self),
-        ));
+        tokio::spawn(write_loop(outbox, wr, Arc::downgrade(&conn)));
         let reader = FrameReader {
             rd,
             buf: leftover,
@@ -496,7 +504,10 @@ impl Transport {
         for conn in conns {
             if let Some(bytes) = &notice {
                 if lock(&conn.state).closed.is_none() {
-                    conn.enqueue(bytes.clone());
+                    conn.send(|buf| {
+                        buf.extend_from_slice(bytes);
+                        Ok(())
+                    });
                 }
             }
             conn.close(RpcError::ServiceShutdown);
@@ -509,13 +520,16 @@ impl Transport {
         lock(&self.live).remove(&conn.serial);
     }
 
-    fn handle_request(
-        self: &Arc<Self>,
+    /// Turns a request into an invocation for its endpoint. `route` caches the endpoint last
+    /// looked up on this connection, so a stream of requests to one endpoint costs no registry
+    /// lookups. An unknown endpoint is answered at once.
+    fn prepare_request(
+        &self,
         conn: &Arc<Connection>,
         req: frame::RequestFrame,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let guard = InboundGuard::new(Arc::clone(conn), permit);
+        route: &mut Option<(frame::Name, Arc<dyn Registered>)>,
+    ) -> Option<(Arc<dyn Registered>, Encoded)> {
+        let guard = InboundGuard::new(Arc::clone(conn));
         let target = if req.expects_reply {
             Target::Remote {
                 conn: Arc::clone(conn),
@@ -529,22 +543,71 @@ impl Transport {
             guard: Some(guard),
             max_frame: self.max_frame,
         };
-        let Some(entry) = self.registry.get(&req.endpoint) else {
-            self.stats.unknown_endpoints.fetch_add(1, Ordering::Relaxed);
-            let err = RpcError::EndpointNotFound {
-                address: self.advertised.clone(),
-                endpoint: req.endpoint,
-            };
-            tracing::warn!(peer = %conn.peer, error = %err, "request for an unknown endpoint");
-            sink.fail(err);
-            return;
+        let entry = match self.route(conn, &req.endpoint, route) {
+            Ok(entry) => entry,
+            Err(err) => {
+                sink.fail(err);
+                return None;
+            }
         };
-        entry.invoke(crate::endpoint::EncodedInvocation {
+        let inv = EncodedInvocation {
             message: req.message,
             token: req.token,
             payload: req.payload,
             sink,
-        });
+        };
+        Some((entry, Encoded::One(inv)))
+    }
+
+    /// The endpoint named `endpoint`, through the per-connection cache `route`.
+    fn route(
+        &self,
+        conn: &Connection,
+        endpoint: &frame::Name,
+        route: &mut Option<(frame::Name, Arc<dyn Registered>)>,
+    ) -> Result<Arc<dyn Registered>, RpcError> {
+        if let Some((name, entry)) = route {
+            if name == endpoint && entry.is_alive() {
+                return Ok(Arc::clone(entry));
+            }
+        }
+        match self.registry.get(endpoint.as_str()) {
+            Some(entry) => {
+                *route = Some((endpoint.clone(), Arc::clone(&entry)));
+                Ok(entry)
+            }
+            None => {
+                self.stats.unknown_endpoints.fetch_add(1, Ordering::Relaxed);
+                let err = RpcError::EndpointNotFound {
+                    address: self.advertised.clone(),
+                    endpoint: endpoint.to_string(),
+                };
+                tracing::warn!(peer = %conn.peer, error = %err, "request for an unknown endpoint");
+                Err(err)
+            }
+        }
+    }
+
+    /// Turns a batch of tells into one invocation item for its endpoint.
+    fn prepare_tells(
+        &self,
+        conn: &Arc<Connection>,
+        batch: frame::TellBatchFrame,
+        route: &mut Option<(frame::Name, Arc<dyn Registered>)>,
+    ) -> Option<(Arc<dyn Registered>, Encoded)> {
+        let entry = self.route(conn, &batch.endpoint, route).ok()?;
+        let guard = ReplySink {
+            target: Some(Target::Discard),
+            guard: Some(InboundGuard::new(Arc::clone(conn))),
+            max_frame: self.max_frame,
+        };
+        let tells = EncodedTells {
+            payloads: batch.payloads(),
+            message: batch.message,
+            token: batch.token,
+            guard,
+        };
+        Some((entry, Encoded::Tells(tells)))
     }
 
     fn handle_resolve(&self, conn: &Connection, id: u64, endpoint: String, gateway: String) {
@@ -570,10 +633,14 @@ impl Transport {
                 Ok(frame::encode_response_err(id, err, self.max_frame))
             }
         };
-        match frame {
-            Ok(frame) => conn.send(frame),
-            Err(err) => conn.send(frame::encode_response_err(id, &err, self.max_frame)),
-        }
+        let max = self.max_frame;
+        conn.send(|buf| {
+            match frame {
+                Ok(frame) => buf.extend_from_slice(&frame),
+                Err(err) => frame::encode_response_err_into(buf, id, &err, max),
+            }
+            Ok(())
+        });
     }
 }
 
@@ -586,9 +653,110 @@ struct ConnState {
     goaway_received: bool,
 }
 
-enum Outgoing {
-    Frame(Vec<u8>),
-    Close,
+/// Frames waiting to be written. Senders encode straight into `buf` under the lock (no
+/// allocation or copy per frame); the writer task swaps the whole buffer out and writes it with one
+/// call.
+struct Outbox {
+    state: Mutex<OutboxState>,
+    ready: tokio::sync::Notify,
+    /// Bytes the writer took and is writing now (for `queued_bytes`).
+    writing: Mutex<usize>,
+}
+
+impl Outbox {
+    /// Bytes queued or being written.
+    fn queued(&self) -> usize {
+        lock(&self.state).buf.len() + *lock(&self.writing)
+    }
+}
+
+struct OutboxState {
+    buf: Vec<u8>,
+    /// False once GoAway is queued: no request may follow it on this connection.
+    accepting_requests: bool,
+    /// The writer flushes `buf` and closes the socket.
+    closing: bool,
+    /// The tell batch at the end of `buf`, which the next tell may join.
+    open_tells: Option<frame::OpenTellBatch>,
+}
+
+impl Outbox {
+    /// Appends what `write` encodes; `request` frames are refused once GoAway was queued.
+    fn push<T>(
+        &self,
+        request: bool,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<T, RpcError>,
+    ) -> Result<T, SendFailure> {
+        let mut st = lock(&self.state);
+        if st.closing {
+            return Err(SendFailure::Closed(RpcError::RecipientUnreachable {
+                recipient: String::new(),
+                message: String::new(),
+                reason: "the connection is closing".into(),
+            }));
+        }
+        if request && !st.accepting_requests {
+            return Err(SendFailure::Draining);
+        }
+        let was_empty = st.buf.is_empty();
+        let out = write(&mut st.buf).map_err(SendFailure::Encode)?;
+        // Something else follows the open tell batch now: the next tell starts a new one.
+        st.open_tells = None;
+        drop(st);
+        if was_empty {
+            // The writer drains everything queued once woken; only the first frame wakes it.
+            self.ready.notify_one();
+        }
+        Ok(out)
+    }
+
+    /// Appends a tell, joining the open tell batch when it is for the same endpoint and kind.
+    fn push_tell<M: Serialize>(
+        &self,
+        header: frame::RequestHeader<'_>,
+        msg: &M,
+        max: usize,
+    ) -> Result<(), SendFailure> {
+        let mut st = lock(&self.state);
+        if st.closing {
+            return Err(SendFailure::Closed(RpcError::RecipientUnreachable {
+                recipient: String::new(),
+                message: String::new(),
+                reason: "the connection is closing".into(),
+            }));
+        }
+        if !st.accepting_requests {
+            return Err(SendFailure::Draining);
+        }
+        let was_empty = st.buf.is_empty();
+        let OutboxState {
+            buf, open_tells, ..
+        } = &mut *st;
+        frame::encode_tell_into(buf, open_tells, header, msg, max).map_err(SendFailure::Encode)?;
+        drop(st);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues GoAway and refuses requests from now on.
+    fn stop_requests(&self) {
+        let mut st = lock(&self.state);
+        if !st.closing && st.accepting_requests {
+            st.accepting_requests = false;
+            st.open_tells = None;
+            st.buf.extend_from_slice(&frame::encode_go_away());
+            drop(st);
+            self.ready.notify_one();
+        }
+    }
+
+    /// Asks the writer to flush and close.
+    fn close(&self) {
+        lock(&self.state).closing = true;
+        self.ready.notify_one();
+    }
 }
 
 /// One TCP connection to a peer node.
@@ -598,20 +766,27 @@ pub(crate) struct Connection {
     pub(crate) peer: String,
     peer_instance: AbstractId,
     dialer: AbstractId,
-    outbox: mpsc::UnboundedSender<Outgoing>,
+    outbox: Arc<Outbox>,
     state: Mutex<ConnState>,
     next_id: AtomicU64,
-    inbound: Arc<Semaphore>,
+    /// Requests handed to endpoints and not yet answered.
     inbound_in_flight: AtomicUsize,
+    /// Signalled when `inbound_in_flight` drops below the limit.
+    inbound_room: tokio::sync::Notify,
+    max_inbound: usize,
+    /// Mirrors `ConnState::draining`, so the hot path can check it without the lock.
+    draining: AtomicBool,
     transport: Weak<Transport>,
 }
 
-/// Why a request could not be put on a connection.
+/// Why a frame could not be put on a connection.
 pub(crate) enum SendFailure {
-    /// The connection is going away; pick another from the pool. The unsent frame comes back.
-    Draining(Vec<u8>),
+    /// The connection is going away; use another from the pool.
+    Draining,
     /// The connection is closed, with this error.
     Closed(RpcError),
+    /// The frame could not be encoded (too large, unserializable); nothing was queued.
+    Encode(RpcError),
 }
 
 impl Connection {
@@ -620,58 +795,54 @@ impl Connection {
         st.closed.is_none() && !st.draining
     }
 
-    fn enqueue(&self, bytes: Vec<u8>) -> bool {
-        let len = bytes.len() as u64;
-        if let Some(t) = self.transport.upgrade() {
-            t.stats.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        }
-        self.outbox.send(Outgoing::Frame(bytes)).is_ok()
-    }
-
-    /// Queues a frame that expects no answer (responses, tells).
-    pub(crate) fn send(&self, bytes: Vec<u8>) {
-        if lock(&self.state).closed.is_none() {
-            self.enqueue(bytes);
+    /// Queues a frame that expects no answer and is not a request (responses, control frames).
+    pub(crate) fn send(&self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), RpcError>) {
+        if let Err(SendFailure::Encode(err)) = self.outbox.push(false, write) {
+            tracing::warn!(peer = %self.peer, error = %err, "frame not sendable");
         }
     }
 
-    /// Queues a tell, unless the connection is closed.
-    pub(crate) fn tell(&self, bytes: Vec<u8>) -> Result<(), SendFailure> {
-        let st = lock(&self.state);
-        if let Some(err) = &st.closed {
-            return Err(SendFailure::Closed(err.clone()));
-        }
-        if st.goaway_sent {
-            return Err(SendFailure::Draining(bytes));
-        }
-        drop(st);
-        self.enqueue(bytes);
-        Ok(())
+    /// Queues a tell: `write` encodes the request frame into the outbox.
+    pub(crate) fn tell(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), RpcError>,
+    ) -> Result<(), SendFailure> {
+        self.outbox.push(true, write)
     }
 
-    /// Queues a request frame made by `encode_request`, giving it an id; returns the id and the
-    /// receiver of its answer.
+    /// Queues a tell of `msg`, batched with the tells queued just before it when they are of the
+    /// same kind to the same endpoint.
+    pub(crate) fn tell_batched<M: Serialize>(
+        &self,
+        header: frame::RequestHeader<'_>,
+        msg: &M,
+        max: usize,
+    ) -> Result<(), SendFailure> {
+        self.outbox.push_tell(header, msg, max)
+    }
+
+    /// Queues an ask: `write` encodes the request frame with the id it is given. Returns the id
+    /// and the receiver of the answer.
     pub(crate) fn ask(
         &self,
-        mut bytes: Vec<u8>,
+        write: impl FnOnce(&mut Vec<u8>, u64) -> Result<(), RpcError>,
     ) -> Result<(u64, oneshot::Receiver<ReplyResult>), SendFailure> {
         let mut st = lock(&self.state);
         if let Some(err) = &st.closed {
             return Err(SendFailure::Closed(err.clone()));
         }
         if st.goaway_sent {
-            return Err(SendFailure::Draining(bytes));
+            return Err(SendFailure::Draining);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        frame::set_request_id(&mut bytes, id);
         let (tx, rx) = oneshot::channel();
+        // Registered before the frame is queued, so the answer always finds it; and while it is
+        // pending, `settle` sends no GoAway, so the frame cannot be refused as draining.
         st.pending.insert(id, tx);
         drop(st);
-        if !self.enqueue(bytes) {
+        if let Err(failure) = self.outbox.push(true, |buf| write(buf, id)) {
             lock(&self.state).pending.remove(&id);
-            return Err(SendFailure::Closed(
-                self.lost("the connection's writer stopped"),
-            ));
+            return Err(failure);
         }
         Ok((id, rx))
     }
@@ -683,21 +854,11 @@ impl Connection {
         gateway: &str,
         max: usize,
     ) -> Result<(u64, oneshot::Receiver<ReplyResult>), SendFailure> {
-        let mut st = lock(&self.state);
-        if let Some(err) = &st.closed {
-            return Err(SendFailure::Closed(err.clone()));
-        }
-        if st.goaway_sent {
-            return Err(SendFailure::Draining(Vec::new()));
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes =
-            frame::encode_resolve(id, endpoint, gateway, max).map_err(SendFailure::Closed)?;
-        let (tx, rx) = oneshot::channel();
-        st.pending.insert(id, tx);
-        drop(st);
-        self.enqueue(bytes);
-        Ok((id, rx))
+        self.ask(|buf, id| {
+            let bytes = frame::encode_resolve(id, endpoint, gateway, max)?;
+            buf.extend_from_slice(&bytes);
+            Ok(())
+        })
     }
 
     /// Gives up on an ask (it timed out).
@@ -736,7 +897,7 @@ impl Connection {
         for (_, tx) in pending {
             let _ = tx.send(Err(err.clone()));
         }
-        let _ = self.outbox.send(Outgoing::Close);
+        self.outbox.close();
         if let Some(t) = self.transport.upgrade() {
             t.forget_connection(self);
             if !matches!(err, RpcError::ServiceShutdown) && !t.is_shut_down() {
@@ -753,6 +914,7 @@ impl Connection {
     fn drain(&self) {
         let mut st = lock(&self.state);
         st.draining = true;
+        self.draining.store(true, Ordering::Release);
         self.settle(&mut st);
     }
 
@@ -761,6 +923,7 @@ impl Connection {
             let mut st = lock(&self.state);
             st.goaway_received = true;
             st.draining = true;
+            self.draining.store(true, Ordering::Release);
             self.settle(&mut st);
         }
         if let Some(t) = self.transport.upgrade() {
@@ -775,7 +938,7 @@ impl Connection {
         }
         if !st.goaway_sent && st.pending.is_empty() {
             st.goaway_sent = true;
-            self.enqueue(frame::encode_go_away());
+            self.outbox.stop_requests();
         }
         if st.goaway_sent
             && st.goaway_received
@@ -783,7 +946,7 @@ impl Connection {
             && self.inbound_in_flight.load(Ordering::Acquire) == 0
         {
             st.closed = Some(self.lost("connection drained"));
-            let _ = self.outbox.send(Outgoing::Close);
+            self.outbox.close();
         }
     }
 }
@@ -791,22 +954,22 @@ impl Connection {
 /// Counts a request handed to an endpoint until its reply is sent.
 struct InboundGuard {
     conn: Arc<Connection>,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl InboundGuard {
-    fn new(conn: Arc<Connection>, permit: OwnedSemaphorePermit) -> Self {
+    fn new(conn: Arc<Connection>) -> Self {
         conn.inbound_in_flight.fetch_add(1, Ordering::AcqRel);
-        InboundGuard {
-            conn,
-            _permit: permit,
-        }
+        InboundGuard { conn }
     }
 }
 
 impl Drop for InboundGuard {
     fn drop(&mut self) {
-        if self.conn.inbound_in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let before = self.conn.inbound_in_flight.fetch_sub(1, Ordering::AcqRel);
+        if before >= self.conn.max_inbound {
+            self.conn.inbound_room.notify_one();
+        }
+        if before == 1 && self.conn.draining.load(Ordering::Acquire) {
             let mut st = lock(&self.conn.state);
             self.conn.settle(&mut st);
         }
@@ -850,19 +1013,21 @@ impl ReplySink {
     pub fn complete<T: Serialize>(mut self, value: &T) {
         match self.target.take() {
             Some(Target::Remote { conn, id }) => {
-                let bytes = match frame::encode_response_ok(id, value, "reply", self.max_frame) {
-                    Ok(bytes) => bytes,
-                    Err(err) => {
+                let max = self.max_frame;
+                let peer = conn.peer.clone();
+                let transport = conn.transport.clone();
+                conn.send(|buf| {
+                    if let Err(err) = frame::encode_response_ok_into(buf, id, value, "reply", max) {
                         if matches!(err, RpcError::FrameTooLarge { .. }) {
-                            if let Some(t) = conn.transport.upgrade() {
+                            if let Some(t) = transport.upgrade() {
                                 t.count_oversized();
                             }
                         }
-                        tracing::warn!(peer = %conn.peer, error = %err, "reply not sendable");
-                        frame::encode_response_err(id, &err, self.max_frame)
+                        tracing::warn!(%peer, error = %err, "reply not sendable");
+                        frame::encode_response_err_into(buf, id, &err, max);
                     }
-                };
-                conn.send(bytes);
+                    Ok(())
+                });
             }
             Some(Target::Local(tx)) => {
                 let result = rmp_serde::to_vec(value)
@@ -882,7 +1047,11 @@ impl ReplySink {
     fn fail_inner(&mut self, err: RpcError) {
         match self.target.take() {
             Some(Target::Remote { conn, id }) => {
-                conn.send(frame::encode_response_err(id, &err, self.max_frame))
+                let max = self.max_frame;
+                conn.send(|buf| {
+                    frame::encode_response_err_into(buf, id, &err, max);
+                    Ok(())
+                })
             }
             Some(Target::Local(tx)) => {
                 let _ = tx.send(Err(err));
@@ -918,6 +1087,14 @@ struct FrameReader {
 }
 
 impl FrameReader {
+    /// Reads more bytes into the buffer; 0 at the end of the stream.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(64 * 1024);
+        }
+        self.rd.read_buf(&mut self.buf).await
+    }
+
     /// The next frame body, or `None` at a clean end of stream.
     async fn next(&mut self) -> Result<Option<Bytes>, ReadError> {
         loop {
@@ -945,54 +1122,117 @@ impl FrameReader {
     }
 }
 
+/// Hands a batch of requests for one endpoint to it: one mailbox item for the lot, in order.
+fn flush(batch: &mut Vec<Encoded>, target: &mut Option<Arc<dyn Registered>>) {
+    if let Some(entry) = target.take() {
+        match batch.pop() {
+            None => {}
+            Some(Encoded::One(inv)) if batch.is_empty() => entry.invoke(inv),
+            Some(last) => {
+                batch.push(last);
+                entry.invoke_batch(std::mem::take(batch));
+            }
+        }
+    }
+}
+
 async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader, transport: Arc<Transport>) {
     let mut shutdown = transport.shutdown.subscribe();
-    let reason = loop {
-        let next = tokio::select! {
+    let mut route: Option<(frame::Name, Arc<dyn Registered>)> = None;
+    let mut batch: Vec<Encoded> = Vec::new();
+    let mut batch_target: Option<Arc<dyn Registered>> = None;
+    let reason = 'read: loop {
+        // Every frame that has fully arrived; consecutive requests to one endpoint form a batch.
+        loop {
+            let bytes = match frame::split_frame(&mut reader.buf, reader.max) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => break,
+                Err(err) => {
+                    flush(&mut batch, &mut batch_target);
+                    break 'read violation(&conn, &transport, err);
+                }
+            };
+            let frame = match frame::decode(bytes) {
+                Ok(frame) => frame,
+                Err(err) => {
+                    flush(&mut batch, &mut batch_target);
+                    break 'read violation(&conn, &transport, err);
+                }
+            };
+            match frame {
+                Frame::Request(req) => {
+                    if let Some((entry, inv)) = transport.prepare_request(&conn, req, &mut route) {
+                        if batch_target
+                            .as_ref()
+                            .is_some_and(|t| !Arc::ptr_eq(t, &entry))
+                        {
+                            flush(&mut batch, &mut batch_target);
+                        }
+                        batch_target = Some(entry);
+                        batch.push(inv);
+                    }
+                }
+                Frame::TellBatch(tells) => {
+                    if let Some((entry, item)) = transport.prepare_tells(&conn, tells, &mut route) {
+                        if batch_target
+                            .as_ref()
+                            .is_some_and(|t| !Arc::ptr_eq(t, &entry))
+                        {
+                            flush(&mut batch, &mut batch_target);
+                        }
+                        batch_target = Some(entry);
+                        batch.push(item);
+                    }
+                }
+                Frame::Response { id, result } => conn.complete(id, result),
+                Frame::Resolve {
+                    id,
+                    endpoint,
+                    gateway,
+                } => transport.handle_resolve(&conn, id, endpoint, gateway),
+                Frame::GoAway => conn.on_go_away(),
+                Frame::Fatal(err @ RpcError::RecipientUnreachable { .. }) => {
+                    flush(&mut batch, &mut batch_target);
+                    tracing::debug!(peer = %conn.peer, error = %err, "peer shut down");
+                    break 'read err;
+                }
+                Frame::Fatal(err) => {
+                    flush(&mut batch, &mut batch_target);
+                    tracing::warn!(peer = %conn.peer, error = %err, "peer closed the connection on an error");
+                    break 'read err;
+                }
+                Frame::Hello(_) | Frame::HelloOk(_) | Frame::HelloRejected(_) => {
+                    flush(&mut batch, &mut batch_target);
+                    break 'read violation(
+                        &conn,
+                        &transport,
+                        FrameError::BadField("handshake frame after the handshake"),
+                    );
+                }
+            }
+        }
+        flush(&mut batch, &mut batch_target);
+        // Too many requests handed to endpoints and unanswered: stop reading (TCP pushes back).
+        loop {
+            let room = conn.inbound_room.notified();
+            if conn.inbound_in_flight.load(Ordering::Acquire) < conn.max_inbound {
+                break;
+            }
+            tokio::select! {
+                _ = room => {}
+                _ = shut_down(&mut shutdown) => break 'read RpcError::ServiceShutdown,
+            }
+        }
+        let read = tokio::select! {
             biased;
-            next = reader.next() => next,
+            read = reader.fill() => read,
             _ = shut_down(&mut shutdown) => break RpcError::ServiceShutdown,
         };
-        let bytes = match next {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => break conn.lost("the peer closed the connection"),
-            Err(ReadError::Io(err)) => break conn.lost(&format!("connection error: {err}")),
-            Err(ReadError::Frame(err)) => break violation(&conn, &transport, err),
-        };
-        let frame = match frame::decode(bytes) {
-            Ok(frame) => frame,
-            Err(err) => break violation(&conn, &transport, err),
-        };
-        match frame {
-            Frame::Request(req) => {
-                let permit = match Arc::clone(&conn.inbound).acquire_owned().await {
-                    Ok(permit) => permit,
-                    Err(_) => break conn.lost("inbound limiter closed"),
-                };
-                transport.handle_request(&conn, req, permit);
-            }
-            Frame::Response { id, result } => conn.complete(id, result),
-            Frame::Resolve {
-                id,
-                endpoint,
-                gateway,
-            } => transport.handle_resolve(&conn, id, endpoint, gateway),
-            Frame::GoAway => conn.on_go_away(),
-            Frame::Fatal(err @ RpcError::RecipientUnreachable { .. }) => {
-                tracing::debug!(peer = %conn.peer, error = %err, "peer shut down");
-                break err;
-            }
-            Frame::Fatal(err) => {
-                tracing::warn!(peer = %conn.peer, error = %err, "peer closed the connection on an error");
-                break err;
-            }
-            Frame::Hello(_) | Frame::HelloOk(_) | Frame::HelloRejected(_) => {
-                break violation(
-                    &conn,
-                    &transport,
-                    FrameError::BadField("handshake frame after the handshake"),
-                );
-            }
+        match read {
+            Ok(0) if reader.buf.is_empty() => break conn.lost("the peer closed the connection"),
+            Ok(0) => break violation(&conn, &transport, FrameError::Truncated("final")),
+            Ok(_) => {}
+            Err(err) => break conn.lost(&format!("connection error: {err}")),
         }
     };
     conn.close(reason);
@@ -1017,49 +1257,45 @@ fn violation(conn: &Connection, transport: &Transport, err: FrameError) -> RpcEr
     let err = err.into_rpc(&conn.peer);
     tracing::warn!(peer = %conn.peer, error = %err, "closing connection on a malformed frame");
     if let Ok(bytes) = frame::encode_fatal(&err, transport.max_frame) {
-        conn.enqueue(bytes);
+        conn.send(|buf| {
+            buf.extend_from_slice(&bytes);
+            Ok(())
+        });
     }
     err
 }
 
-async fn write_loop(
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    mut wr: OwnedWriteHalf,
-    conn: Weak<Connection>,
-    transport: Weak<Transport>,
-) {
-    const BATCH: usize = 256 * 1024;
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    while let Some(item) = rx.recv().await {
-        let push = |item: Outgoing, buf: &mut Vec<u8>| match item {
-            Outgoing::Frame(bytes) => {
-                buf.extend_from_slice(&bytes);
-                false
-            }
-            Outgoing::Close => true,
+async fn write_loop(outbox: Arc<Outbox>, mut wr: OwnedWriteHalf, conn: Weak<Connection>) {
+    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        let ready = outbox.ready.notified();
+        let closing = {
+            let mut st = lock(&outbox.state);
+            // Take everything queued; the outbox keeps the (empty) buffer of the last round.
+            std::mem::swap(&mut st.buf, &mut batch);
+            st.open_tells = None;
+            st.closing
         };
-        let mut closing = push(item, &mut buf);
-        while !closing && buf.len() < BATCH {
-            match rx.try_recv() {
-                Ok(item) => closing = push(item, &mut buf),
-                Err(_) => break,
+        if batch.is_empty() {
+            if closing {
+                break;
             }
+            ready.await;
+            continue;
         }
-        let written = buf.len() as u64;
-        let result = wr.write_all(&buf).await;
-        if let Some(t) = transport.upgrade() {
-            // Every frame in `buf` was counted in by `Connection::enqueue`.
-            t.stats.queued_bytes.fetch_sub(written, Ordering::Relaxed);
+        *lock(&outbox.writing) = batch.len();
+        let result = wr.write_all(&batch).await;
+        *lock(&outbox.writing) = 0;
+        batch.clear();
+        if batch.capacity() > 16 * 1024 * 1024 {
+            // Do not keep a burst's memory forever.
+            batch = Vec::with_capacity(64 * 1024);
         }
-        buf.clear();
         if let Err(err) = result {
             if let Some(conn) = conn.upgrade() {
                 conn.close(conn.lost(&format!("write failed: {err}")));
             }
             return;
-        }
-        if closing {
-            break;
         }
     }
     let _ = wr.shutdown().await;

@@ -13,6 +13,9 @@
 //!                     payload: rmp(message struct), the rest of the frame
 //! Response      0x11  id:u64be status:u8 body      status 0: body = rmp(reply); 1: rmp(RpcError)
 //! Resolve       0x12  id:u64be elen:u8 endpoint glen:u8 gateway   (answered with a Response)
+//! TellBatch     0x13  flags:u8 [token:16] elen:u8 endpoint mlen:u8 message (plen:u32be payload)+
+//!                     consecutive tells of one message kind to one endpoint, in order; flags bit 1:
+//!                     a fencing token follows
 //! GoAway        0x20  (empty)                     no more requests from me on this connection
 //! Fatal         0x21  rmp(RpcError)               protocol error; the sender closes next
 //! ```
@@ -45,6 +48,7 @@ const KIND_HELLO_REJECTED: u8 = 0x03;
 const KIND_REQUEST: u8 = 0x10;
 const KIND_RESPONSE: u8 = 0x11;
 const KIND_RESOLVE: u8 = 0x12;
+const KIND_TELL_BATCH: u8 = 0x13;
 const KIND_GO_AWAY: u8 = 0x20;
 const KIND_FATAL: u8 = 0x21;
 
@@ -87,6 +91,48 @@ pub struct HelloOk {
     pub advertised: String,
 }
 
+/// A UTF-8 name (endpoint, message kind) borrowed from a received frame: no copy, no allocation.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Name(Bytes);
+
+impl Name {
+    /// Checks `bytes` are UTF-8.
+    fn new(bytes: Bytes) -> Option<Name> {
+        std::str::from_utf8(&bytes).ok()?;
+        Some(Name(bytes))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // Checked in `new`; the fallback is never taken.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Name {
+        Name(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
 /// A decoded request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestFrame {
@@ -97,11 +143,85 @@ pub struct RequestFrame {
     /// The fencing token stamped by a fenced gateway.
     pub token: Option<AbstractId>,
     /// Target endpoint name.
-    pub endpoint: String,
+    pub endpoint: Name,
     /// Message kind (the message type's name).
-    pub message: String,
+    pub message: Name,
     /// rmp-serde encoded message.
     pub payload: Bytes,
+}
+
+/// A decoded batch of tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TellBatchFrame {
+    /// The fencing token stamped by a fenced gateway.
+    pub token: Option<AbstractId>,
+    /// Target endpoint name.
+    pub endpoint: Name,
+    /// Message kind of every tell in the batch.
+    pub message: Name,
+    /// The tells' payloads, each `plen:u32be` then rmp-serde bytes; checked well-formed.
+    payloads: Bytes,
+}
+
+impl TellBatchFrame {
+    /// The payloads, in order.
+    pub fn payloads(&self) -> TellPayloads {
+        TellPayloads(self.payloads.clone())
+    }
+
+    /// How many tells.
+    pub fn len(&self) -> usize {
+        self.payloads().count()
+    }
+
+    /// True without tells (never, for a decoded frame).
+    pub fn is_empty(&self) -> bool {
+        self.payloads.is_empty()
+    }
+}
+
+/// Iterates over a batch's payloads.
+#[derive(Debug, Clone)]
+pub struct TellPayloads(Bytes);
+
+impl TellPayloads {
+    /// Calls `f` with each payload in order, borrowing them from the frame (no refcounting).
+    pub fn for_each_slice(&self, mut f: impl FnMut(&[u8])) {
+        let mut rest = &self.0[..];
+        while rest.len() >= 4 {
+            let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let Some(payload) = rest.get(4..4 + len) else {
+                return;
+            };
+            f(payload);
+            rest = &rest[4 + len..];
+        }
+    }
+}
+
+impl Iterator for TellPayloads {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        if self.0.len() < 4 {
+            return None;
+        }
+        let len = u32::from_be_bytes([self.0[0], self.0[1], self.0[2], self.0[3]]) as usize;
+        if self.0.len() < 4 + len {
+            return None;
+        }
+        self.0.advance(4);
+        Some(self.0.split_to(len))
+    }
+}
+
+/// The tell batch a sender is appending to: the last frame in its outbox.
+#[derive(Debug, Clone)]
+pub struct OpenTellBatch {
+    start: usize,
+    endpoint: String,
+    message: String,
+    token: Option<AbstractId>,
 }
 
 /// One frame.
@@ -131,6 +251,8 @@ pub enum Frame {
         /// Gateway type the caller wants.
         gateway: String,
     },
+    /// Tells of one message kind to one endpoint.
+    TellBatch(TellBatchFrame),
     /// The sender will send no more requests on this connection.
     GoAway,
     /// The sender saw a protocol error and closes the connection.
@@ -208,10 +330,13 @@ fn finish(buf: &mut Vec<u8>, start: usize, max: usize) -> Result<(), RpcError> {
             max: max as u64,
         });
     }
-    let len = u32::try_from(size - LEN_PREFIX).map_err(|_| RpcError::FrameTooLarge {
-        size: size as u64,
-        max: max as u64,
-    })?;
+    let Ok(len) = u32::try_from(size - LEN_PREFIX) else {
+        buf.truncate(start);
+        return Err(RpcError::FrameTooLarge {
+            size: size as u64,
+            max: max as u64,
+        });
+    };
     buf[start..start + LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
     Ok(())
 }
@@ -285,8 +410,21 @@ pub fn encode_request<M: Serialize>(
     msg: &M,
     max: usize,
 ) -> Result<Vec<u8>, RpcError> {
-    let mut buf = Vec::with_capacity(64 + header.endpoint.len() + header.message.len());
-    let start = begin(&mut buf, KIND_REQUEST);
+    // Room for the header and a small message, so small frames need one allocation.
+    let mut buf = Vec::with_capacity(192 + header.endpoint.len() + header.message.len());
+    encode_request_into(&mut buf, header, msg, 0, max)?;
+    Ok(buf)
+}
+
+/// Appends a request frame with request id `id` to `buf`. On any error `buf` is left as it was.
+pub fn encode_request_into<M: Serialize>(
+    buf: &mut Vec<u8>,
+    header: RequestHeader<'_>,
+    msg: &M,
+    id: u64,
+    max: usize,
+) -> Result<(), RpcError> {
+    let start = begin(buf, KIND_REQUEST);
     let mut flags = 0;
     if header.expects_reply {
         flags |= FLAG_EXPECTS_REPLY;
@@ -295,16 +433,91 @@ pub fn encode_request<M: Serialize>(
         flags |= FLAG_TOKEN;
     }
     buf.push(flags);
-    buf.extend_from_slice(&0u64.to_be_bytes());
+    buf.extend_from_slice(&id.to_be_bytes());
     if let Some(token) = header.token {
         buf.extend_from_slice(&token.as_u128().to_be_bytes());
     }
-    put_name(&mut buf, header.endpoint, "endpoint name")?;
-    put_name(&mut buf, header.message, "message name")?;
-    rmp_serde::encode::write(&mut buf, msg)
-        .map_err(|e| RpcError::serialize(format!("message {}", header.message), e))?;
-    finish(&mut buf, start, max)?;
-    Ok(buf)
+    let body = put_name(buf, header.endpoint, "endpoint name")
+        .and_then(|()| put_name(buf, header.message, "message name"))
+        .and_then(|()| {
+            rmp_serde::encode::write(buf, msg)
+                .map_err(|e| RpcError::serialize(format!("message {}", header.message), e))
+        });
+    if let Err(err) = body {
+        buf.truncate(start);
+        return Err(err);
+    }
+    finish(buf, start, max)
+}
+
+/// Appends a tell to `buf`: to the batch in `open` when that is for the same endpoint, message
+/// and token and stays within `max`, else as a new batch frame (then `open` describes it). On any
+/// error `buf` is left as it was.
+pub fn encode_tell_into<M: Serialize>(
+    buf: &mut Vec<u8>,
+    open: &mut Option<OpenTellBatch>,
+    header: RequestHeader<'_>,
+    msg: &M,
+    max: usize,
+) -> Result<(), RpcError> {
+    let extend = open.as_ref().is_some_and(|b| {
+        b.endpoint == header.endpoint
+            && b.message == header.message
+            && b.token == header.token
+            && b.start < buf.len()
+    });
+    if extend {
+        if let Some(batch) = open.as_ref() {
+            let start = batch.start;
+            let mark = buf.len();
+            append_tell(buf, msg, header.message)?;
+            if buf.len() - start > max {
+                // Too big to grow: this tell starts a new batch instead.
+                buf.truncate(mark);
+            } else {
+                let len = (buf.len() - start - LEN_PREFIX) as u32;
+                buf[start..start + LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
+                return Ok(());
+            }
+        }
+    }
+    let start = begin(buf, KIND_TELL_BATCH);
+    buf.push(if header.token.is_some() {
+        FLAG_TOKEN
+    } else {
+        0
+    });
+    if let Some(token) = header.token {
+        buf.extend_from_slice(&token.as_u128().to_be_bytes());
+    }
+    let body = put_name(buf, header.endpoint, "endpoint name")
+        .and_then(|()| put_name(buf, header.message, "message name"))
+        .and_then(|()| append_tell(buf, msg, header.message));
+    if let Err(err) = body {
+        buf.truncate(start);
+        return Err(err);
+    }
+    finish(buf, start, max)?;
+    *open = Some(OpenTellBatch {
+        start,
+        endpoint: header.endpoint.to_string(),
+        message: header.message.to_string(),
+        token: header.token,
+    });
+    Ok(())
+}
+
+/// Appends `plen:u32be` and the encoded message.
+fn append_tell<M: Serialize>(buf: &mut Vec<u8>, msg: &M, name: &str) -> Result<(), RpcError> {
+    let at = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    if let Err(e) = rmp_serde::encode::write(buf, msg) {
+        buf.truncate(at);
+        return Err(RpcError::serialize(format!("message {name}"), e));
+    }
+    let len = (buf.len() - at - 4) as u32;
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
 }
 
 /// Writes the request id into a frame made by [`encode_request`].
@@ -321,13 +534,27 @@ pub fn encode_response_ok<T: Serialize + ?Sized>(
     what: &str,
     max: usize,
 ) -> Result<Vec<u8>, RpcError> {
-    let mut buf = Vec::with_capacity(64);
-    let start = begin(&mut buf, KIND_RESPONSE);
+    let mut buf = Vec::with_capacity(192);
+    encode_response_ok_into(&mut buf, id, value, what, max)?;
+    Ok(buf)
+}
+
+/// Appends a successful response carrying `value` to `buf`. On any error `buf` is left as it was.
+pub fn encode_response_ok_into<T: Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    id: u64,
+    value: &T,
+    what: &str,
+    max: usize,
+) -> Result<(), RpcError> {
+    let start = begin(buf, KIND_RESPONSE);
     buf.extend_from_slice(&id.to_be_bytes());
     buf.push(0);
-    rmp_serde::encode::write(&mut buf, value).map_err(|e| RpcError::serialize(what, e))?;
-    finish(&mut buf, start, max)?;
-    Ok(buf)
+    if let Err(e) = rmp_serde::encode::write(buf, value) {
+        buf.truncate(start);
+        return Err(RpcError::serialize(what, e));
+    }
+    finish(buf, start, max)
 }
 
 /// Encodes a successful response whose body is already encoded.
@@ -343,24 +570,31 @@ pub fn encode_response_raw(id: u64, body: &[u8], max: usize) -> Result<Vec<u8>, 
 
 /// Encodes a failed response. An error too large for a frame is replaced by a short one.
 pub fn encode_response_err(id: u64, err: &RpcError, max: usize) -> Vec<u8> {
-    let encode = |err: &RpcError| -> Result<Vec<u8>, RpcError> {
-        let mut buf = Vec::with_capacity(128);
-        let start = begin(&mut buf, KIND_RESPONSE);
+    let mut buf = Vec::with_capacity(128);
+    encode_response_err_into(&mut buf, id, err, max);
+    buf
+}
+
+/// Appends a failed response to `buf`; an error too large for a frame is replaced by a short one.
+pub fn encode_response_err_into(buf: &mut Vec<u8>, id: u64, err: &RpcError, max: usize) {
+    let mut encode = |err: &RpcError| -> Result<(), RpcError> {
+        let start = begin(buf, KIND_RESPONSE);
         buf.extend_from_slice(&id.to_be_bytes());
         buf.push(1);
-        rmp_serde::encode::write(&mut buf, err)
-            .map_err(|e| RpcError::serialize("error reply", e))?;
-        finish(&mut buf, start, max)?;
-        Ok(buf)
+        if let Err(e) = rmp_serde::encode::write(buf, err) {
+            buf.truncate(start);
+            return Err(RpcError::serialize("error reply", e));
+        }
+        finish(buf, start, max)
     };
-    encode(err).unwrap_or_else(|_| {
+    if encode(err).is_err() {
         let short = RpcError::FrameTooLarge {
             size: u64::MAX,
             max: max as u64,
         };
         // A fixed small error always encodes and fits in MIN_FRAME_SIZE.
-        encode(&short).unwrap_or_default()
-    })
+        let _ = encode(&short);
+    }
 }
 
 /// Encodes a resolve request.
@@ -433,13 +667,12 @@ impl Cursor {
         Ok(self.bytes.get_u128())
     }
 
-    fn name(&mut self) -> Result<String, FrameError> {
+    fn name(&mut self) -> Result<Name, FrameError> {
         let len = self.u8()? as usize;
         if self.bytes.len() < len {
             return Err(FrameError::Truncated(self.what));
         }
-        let raw = self.bytes.split_to(len);
-        String::from_utf8(raw.to_vec()).map_err(|_| FrameError::BadName(self.what))
+        Name::new(self.bytes.split_to(len)).ok_or(FrameError::BadName(self.what))
     }
 
     fn end(self) -> Result<(), FrameError> {
@@ -517,14 +750,52 @@ pub fn decode(mut frame: Bytes) -> Result<Frame, FrameError> {
             };
             Ok(Frame::Response { id, result })
         }
+        KIND_TELL_BATCH => {
+            let mut c = Cursor {
+                bytes: frame,
+                what: "tell batch",
+            };
+            let flags = c.u8()?;
+            if flags & !FLAG_TOKEN != 0 {
+                return Err(FrameError::BadField("tell batch flags"));
+            }
+            let token = if flags & FLAG_TOKEN != 0 {
+                Some(AbstractId::from_u128(c.u128()?))
+            } else {
+                None
+            };
+            let endpoint = c.name()?;
+            let message = c.name()?;
+            // Check the payload list is well formed now, so iterating it later cannot fail.
+            let mut rest = &c.bytes[..];
+            if rest.is_empty() {
+                return Err(FrameError::Truncated("tell batch"));
+            }
+            while !rest.is_empty() {
+                if rest.len() < 4 {
+                    return Err(FrameError::Truncated("tell batch"));
+                }
+                let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                if rest.len() - 4 < len {
+                    return Err(FrameError::Truncated("tell batch"));
+                }
+                rest = &rest[4 + len..];
+            }
+            Ok(Frame::TellBatch(TellBatchFrame {
+                token,
+                endpoint,
+                message,
+                payloads: c.bytes,
+            }))
+        }
         KIND_RESOLVE => {
             let mut c = Cursor {
                 bytes: frame,
                 what: "resolve",
             };
             let id = c.u64()?;
-            let endpoint = c.name()?;
-            let gateway = c.name()?;
+            let endpoint = c.name()?.to_string();
+            let gateway = c.name()?.to_string();
             c.end()?;
             Ok(Frame::Resolve {
                 id,
@@ -572,13 +843,77 @@ mod tests {
                     assert_eq!(r.id, 99);
                     assert_eq!(r.token, token);
                     assert_eq!(r.expects_reply, token.is_some());
-                    assert_eq!(r.endpoint, "taskmanager_0");
-                    assert_eq!(r.message, "SubmitTask");
+                    assert_eq!(r.endpoint.as_str(), "taskmanager_0");
+                    assert_eq!(r.message.as_str(), "SubmitTask");
                     let (s, n): (String, u32) = rmp_serde::from_slice(&r.payload).expect("payload");
                     assert_eq!((s.as_str(), n), ("hello", 7));
                 }
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn tells_batch_up_and_round_trip() {
+        let header = RequestHeader {
+            expects_reply: false,
+            token: Some(AbstractId::from_u128(9)),
+            endpoint: "taskmanager_0",
+            message: "Add",
+        };
+        let mut buf = Vec::new();
+        let mut open = None;
+        for i in 0..3u32 {
+            encode_tell_into(&mut buf, &mut open, header, &i, MAX).expect("encodes");
+        }
+        // Another message kind starts a new batch.
+        let other = RequestHeader {
+            message: "Sub",
+            ..header
+        };
+        encode_tell_into(&mut buf, &mut open, other, &7u32, MAX).expect("encodes");
+        let mut stream = BytesMut::from(&buf[..]);
+        let first = decode(split_frame(&mut stream, MAX).unwrap().unwrap()).expect("decodes");
+        let second = decode(split_frame(&mut stream, MAX).unwrap().unwrap()).expect("decodes");
+        assert!(stream.is_empty());
+        match (first, second) {
+            (Frame::TellBatch(a), Frame::TellBatch(b)) => {
+                assert_eq!(a.token, Some(AbstractId::from_u128(9)));
+                assert_eq!(a.endpoint.as_str(), "taskmanager_0");
+                assert_eq!(a.message.as_str(), "Add");
+                let values: Vec<u32> = a
+                    .payloads()
+                    .map(|p| rmp_serde::from_slice(&p).unwrap())
+                    .collect();
+                assert_eq!(values, vec![0, 1, 2]);
+                assert_eq!(b.message.as_str(), "Sub");
+                assert_eq!(b.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A batch never grows past the frame limit.
+        let mut buf = Vec::new();
+        let mut open = None;
+        let big = vec![0u8; 600];
+        for _ in 0..4 {
+            encode_tell_into(&mut buf, &mut open, header, &big, 1024).expect("encodes");
+        }
+        let mut stream = BytesMut::from(&buf[..]);
+        let mut frames = 0;
+        while let Some(f) = split_frame(&mut stream, 1024).expect("within the limit") {
+            assert!(matches!(decode(f), Ok(Frame::TellBatch(_))));
+            frames += 1;
+        }
+        assert_eq!(frames, 4);
+        // Malformed payload lists are refused.
+        for body in [
+            vec![KIND_TELL_BATCH, 0, 1, b'e', 1, b'm'],
+            vec![KIND_TELL_BATCH, 0, 1, b'e', 1, b'm', 0, 0, 0, 9, 1],
+        ] {
+            assert_eq!(
+                decode(Bytes::from(body)),
+                Err(FrameError::Truncated("tell batch"))
+            );
         }
     }
 
@@ -759,7 +1094,7 @@ mod tests {
                 Err(_) => {}
                 // Some bodies are valid by construction: a request's payload is opaque here (the
                 // endpoint decodes it), and GoAway has no body.
-                Ok(Frame::Request(_)) | Ok(Frame::GoAway) | Ok(Frame::Response { .. }) => {}
+                Ok(Frame::Request(_)) | Ok(Frame::TellBatch(_)) | Ok(Frame::GoAway) | Ok(Frame::Response { .. }) => {}
                 Ok(other) => {
                     // rmp bodies: only accept if a real encoder could have produced them.
                     let reencoded = match &other {

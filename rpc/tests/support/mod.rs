@@ -369,6 +369,43 @@ rpc_protocol!(TestEndpoint {
 
 pub struct Leader {
     pub token: LeaderId,
+    pub notes: Vec<u64>,
+}
+
+/// A tell to the fenced endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Note(pub u64);
+impl RpcMessage for Note {
+    type Reply = ();
+}
+
+/// Every note received, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Notes;
+impl RpcMessage for Notes {
+    type Reply = Vec<u64>;
+}
+
+impl Leader {
+    pub fn new(token: LeaderId) -> Self {
+        Leader {
+            token,
+            notes: Vec::new(),
+        }
+    }
+}
+
+impl Handler<Note> for Leader {
+    fn handle(&mut self, msg: Note, _: &mut RpcContext<'_, Self>) -> Response<Self, ()> {
+        self.notes.push(msg.0);
+        Response::ready(())
+    }
+}
+
+impl Handler<Notes> for Leader {
+    fn handle(&mut self, _: Notes, _: &mut RpcContext<'_, Self>) -> Response<Self, Vec<u64>> {
+        Response::ready(self.notes.clone())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -399,7 +436,12 @@ impl Handler<Echo> for Leader {
     }
 }
 
-rpc_protocol!(Leader { WhoLeads, Echo });
+rpc_protocol!(Leader {
+    WhoLeads,
+    Echo,
+    Note,
+    Notes
+});
 
 /// Starts a running `TestEndpoint` on `service`.
 pub fn start_test_endpoint(
