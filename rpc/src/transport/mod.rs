@@ -4,10 +4,12 @@
 //! # Connections
 //!
 //! A connection is symmetric: either side sends requests on it and answers the other's. Each
-//! connection has a reader task (decodes frames, hands requests to endpoint mailboxes, completes
-//! pending asks) and a writer task (batches queued frames into few `write` calls). A connection is
-//! kept in the pool under the peer's advertised `host:port`, and reused by every gateway to that
-//! node; a closed one is dropped from the pool and the next call dials again.
+//! connection has a reader task (takes every frame of a socket read, hands requests to endpoint
+//! mailboxes in batches, completes pending asks) and a writer task. Senders encode frames straight
+//! into the connection's *outbox*, one buffer the writer swaps out and writes whole; consecutive
+//! tells of one kind to one endpoint share one `TellBatch` frame. A connection is kept in the pool
+//! under the peer's advertised `host:port`, and reused by every gateway to that node; a closed one
+//! is dropped from the pool and the next call dials again.
 //!
 //! When two nodes dial each other at once, both end up with two connections. Each side keeps the
 //! one dialed by the service with the smaller instance id (both sides compute the same answer) and
@@ -23,11 +25,11 @@
 //! # Bounds
 //!
 //! Frames are bounded by `rpc.max-frame-size` at both ends. Requests a connection has handed to
-//! endpoints but not yet seen answered are bounded by `max_inbound_in_flight`: past it the reader
-//! stops reading and TCP pushes back on the sender. The writer queue is an unbounded channel: its
-//! producers are asks (each bounded by its caller's concurrency), replies (bounded by the inbound
-//! limit) and tells (notifications that must not block an actor); its byte size is the one
-//! unbounded quantity here, counted in [`TransportStats::queued_bytes`].
+//! endpoints but not yet seen answered are bounded by `max_inbound_in_flight`, checked before each
+//! socket read: past it the reader stops reading and TCP pushes back on the sender. The outbox is
+//! unbounded: its producers are asks (each bounded by its caller's concurrency), replies (bounded
+//! by the inbound limit) and tells (notifications that must not block an actor); its byte size is
+//! the one unbounded quantity here, reported as [`TransportStats::queued_bytes`].
 
 pub(crate) mod connection;
 pub mod frame;
