@@ -54,7 +54,7 @@ impl JobVertex {
             id: JobVertexId::generate(),
             name: name.into(),
             parallelism,
-            max_parallelism: parallelism.max(128),
+            max_parallelism: parallelism.clamp(128, UPPER_BOUND_MAX_PARALLELISM),
             invokable: invokable.into(),
             config: BTreeMap::new(),
             inputs: Vec::new(),
@@ -88,6 +88,12 @@ pub struct JobGraph {
     pub vertices: Vec<JobVertex>,
 }
 
+/// The largest max parallelism a vertex may have (Flink's `KeyGroupRangeAssignment.UPPER_BOUND_MAX_PARALLELISM`).
+pub const UPPER_BOUND_MAX_PARALLELISM: u32 = 1 << 15;
+
+/// The most subtasks a job may have in total: an execution graph is built in memory for each.
+pub const MAX_TOTAL_SUBTASKS: u64 = 1 << 20;
+
 /// Why a job graph cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum JobGraphError {
@@ -103,6 +109,14 @@ pub enum JobGraphError {
         parallelism: u32,
         /// Its max parallelism.
         max_parallelism: u32,
+    },
+    /// The job has more subtasks than the cluster will build an execution graph for.
+    #[error("job has {total} subtasks in all; at most {max} are allowed")]
+    TooManySubtasks {
+        /// Its subtasks.
+        total: u64,
+        /// The limit.
+        max: u64,
     },
     /// Two vertices share an id.
     #[error("vertex id {0} appears twice")]
@@ -149,7 +163,10 @@ impl JobGraph {
                     what: "vertex".into(),
                 });
             }
-            if v.parallelism == 0 || v.parallelism > v.max_parallelism {
+            if v.parallelism == 0
+                || v.parallelism > v.max_parallelism
+                || v.max_parallelism > UPPER_BOUND_MAX_PARALLELISM
+            {
                 return Err(JobGraphError::BadParallelism {
                     vertex: v.name.clone(),
                     parallelism: v.parallelism,
@@ -167,6 +184,13 @@ impl JobGraph {
             if !seen.insert(v.id) {
                 return Err(JobGraphError::DuplicateVertex(v.id));
             }
+        }
+        let total: u64 = self.vertices.iter().map(|v| u64::from(v.parallelism)).sum();
+        if total > MAX_TOTAL_SUBTASKS {
+            return Err(JobGraphError::TooManySubtasks {
+                total,
+                max: MAX_TOTAL_SUBTASKS,
+            });
         }
         Ok(())
     }
@@ -213,8 +237,27 @@ mod tests {
             Err(JobGraphError::BadParallelism { .. })
         ));
         assert!(matches!(
-            JobGraph::new("", vec![a]).validate(),
+            JobGraph::new("", vec![a.clone()]).validate(),
             Err(JobGraphError::BadName { .. })
+        ));
+        // A huge parallelism from a REST body must be refused, not allocated.
+        let mut huge = a.clone();
+        huge.parallelism = 4_000_000_000;
+        huge.max_parallelism = 4_000_000_000;
+        assert!(matches!(
+            JobGraph::new("job", vec![huge]).validate(),
+            Err(JobGraphError::BadParallelism { .. })
+        ));
+        let wide: Vec<JobVertex> = (0..40)
+            .map(|i| {
+                let mut v = JobVertex::new(format!("v{i}"), "NoOpInvokable", 30_000);
+                v.max_parallelism = 30_000;
+                v
+            })
+            .collect();
+        assert!(matches!(
+            JobGraph::new("job", wide).validate(),
+            Err(JobGraphError::TooManySubtasks { .. })
         ));
     }
 }

@@ -807,6 +807,9 @@ impl Connection {
         &self,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), RpcError>,
     ) -> Result<(), SendFailure> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err(SendFailure::Draining);
+        }
         self.outbox.push(true, write)
     }
 
@@ -818,6 +821,9 @@ impl Connection {
         msg: &M,
         max: usize,
     ) -> Result<(), SendFailure> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err(SendFailure::Draining);
+        }
         self.outbox.push_tell(header, msg, max)
     }
 
@@ -831,7 +837,8 @@ impl Connection {
         if let Some(err) = &st.closed {
             return Err(SendFailure::Closed(err.clone()));
         }
-        if st.goaway_sent {
+        if st.goaway_sent || st.draining {
+            // A draining connection takes no new requests, or it would never finish draining.
             return Err(SendFailure::Draining);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -1184,13 +1191,21 @@ async fn read_loop(conn: Arc<Connection>, mut reader: FrameReader, transport: Ar
                         batch.push(item);
                     }
                 }
-                Frame::Response { id, result } => conn.complete(id, result),
+                Frame::Response { id, result } => {
+                    // Requests read before this answer reach their endpoints first: a reply
+                    // never overtakes a request the peer sent before it.
+                    flush(&mut batch, &mut batch_target);
+                    conn.complete(id, result);
+                }
                 Frame::Resolve {
                     id,
                     endpoint,
                     gateway,
                 } => transport.handle_resolve(&conn, id, endpoint, gateway),
-                Frame::GoAway => conn.on_go_away(),
+                Frame::GoAway => {
+                    flush(&mut batch, &mut batch_target);
+                    conn.on_go_away();
+                }
                 Frame::Fatal(err @ RpcError::RecipientUnreachable { .. }) => {
                     flush(&mut batch, &mut batch_target);
                     tracing::debug!(peer = %conn.peer, error = %err, "peer shut down");

@@ -79,6 +79,62 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    fn job_master_ended(&mut self, job_id: JobId, ended: Result<(), rflink_rpc::RpcError>) {
+        let Some(JobEntry::Running {
+            name, submitted, ..
+        }) = self.jobs.get(&job_id)
+        else {
+            return; // Archived normally.
+        };
+        let reason = match ended {
+            Ok(()) => "the job master stopped without reporting a result".to_string(),
+            Err(err) => err.to_string(),
+        };
+        tracing::error!(%job_id, reason, "job master ended unexpectedly; the job is failed");
+        let now = now_millis();
+        let failure = crate::executiongraph::ErrorInfo {
+            kind: "JobMasterFailure".into(),
+            message: reason,
+            task_name: None,
+            location: None,
+            timestamp: now,
+        };
+        let mut overview = placeholder_overview(job_id, name, *submitted);
+        overview.state = JobStatus::Failed;
+        overview.end_time = now;
+        overview.last_modification = now;
+        let details = JobDetails {
+            overview,
+            timestamps: Default::default(),
+            vertices: Vec::new(),
+            now,
+        };
+        let result = JobResult {
+            job_id,
+            status: JobStatus::Failed,
+            net_runtime: now - *submitted,
+            failure: Some(failure.clone()),
+        };
+        self.jobs.insert(
+            job_id,
+            JobEntry::Done {
+                details: Box::new(details),
+                exceptions: JobExceptions {
+                    root: Some(failure.clone()),
+                    history: vec![failure],
+                },
+                result,
+            },
+        );
+        self.events
+            .publish(crate::events::ClusterEvent::JobStatusChanged {
+                job_id,
+                status: JobStatus::Failed,
+            });
+    }
+}
+
 impl RpcEndpoint for Dispatcher {
     type Token = DispatcherId;
     const GATEWAY: &'static str = "DispatcherGateway";
@@ -143,6 +199,11 @@ impl Handler<SubmitJob> for Dispatcher {
         };
         server.start();
         tracing::info!(%job_id, name, job_master = %server.address(), "job submitted");
+        // A JobMaster that dies without reporting (its start failed, a handler panicked) must not
+        // leave the job looking alive forever: archive it as failed.
+        ctx.spawn_then(server.termination(), move |ended, d, _| {
+            d.job_master_ended(job_id, ended)
+        });
         self.jobs.insert(
             job_id,
             JobEntry::Running {

@@ -110,6 +110,9 @@ pub struct JobMaster {
     finished: bool,
     /// Per vertex, what goes into its deployment descriptors: ready once offloading is done.
     deployment_data: Option<HashMap<JobVertexId, MaybeOffloaded<TaskInformation>>>,
+    /// Attempts whose `SubmitTask` the TaskExecutor acknowledged: it must know them until it
+    /// reports their end.
+    acknowledged: std::collections::HashSet<crate::types::ExecutionAttemptId>,
 }
 
 impl JobMaster {
@@ -139,6 +142,7 @@ impl JobMaster {
             deployed: false,
             finished: false,
             deployment_data: None,
+            acknowledged: std::collections::HashSet::new(),
         }
     }
 
@@ -429,9 +433,13 @@ impl JobMaster {
                     let gateway = tm.gateway.clone();
                     ctx.spawn_then(
                         async move { gateway.ask(taskexecutor::CancelTask { attempt }).await },
-                        move |result, _, _| {
-                            if let Err(err) = result {
-                                tracing::warn!(%attempt, error = %err, "cancel task failed");
+                        move |result, _, _| match result {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(err)) => {
+                                tracing::warn!(%attempt, error = %err, "cancel task refused")
+                            }
+                            Err(err) => {
+                                tracing::warn!(%attempt, error = %err, "cancel task failed")
                             }
                         },
                     );
@@ -457,7 +465,11 @@ impl JobMaster {
                     cause: format!("job {} is {status}", self.graph.job_id),
                 };
                 tokio::spawn(async move {
-                    let _ = gateway.ask(msg).await;
+                    match gateway.ask(msg).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(err)) => tracing::debug!(error = %err, "free slot refused"),
+                        Err(err) => tracing::warn!(error = %err, "free slot failed"),
+                    }
                 });
             }
         }
@@ -540,7 +552,10 @@ impl JobMaster {
                     return;
                 }
                 match result {
-                    Ok(_running) => jm.tm_heartbeats.heard_from(resource_id, Instant::now()),
+                    Ok(known) => {
+                        jm.tm_heartbeats.heard_from(resource_id, Instant::now());
+                        jm.reconcile(resource_id, &known, ctx);
+                    }
                     Err(RpcError::RecipientUnreachable { reason, .. }) => {
                         let probing = jm.tm_heartbeats.is_probing(resource_id);
                         match jm.tm_heartbeats.unreachable(resource_id) {
@@ -564,6 +579,51 @@ impl JobMaster {
                 }
             },
         );
+    }
+
+    /// Flink's deployment reconciliation: an attempt this JobMaster deployed to `resource_id`
+    /// (acknowledged there) that the TaskExecutor no longer knows has ended without its final
+    /// state arriving; it is failed (or, if it was being cancelled, counted as cancelled).
+    fn reconcile(
+        &mut self,
+        resource_id: ResourceId,
+        known: &[crate::types::ExecutionAttemptId],
+        ctx: &mut RpcContext<'_, Self>,
+    ) {
+        use crate::executiongraph::ExecutionState;
+        let lost: Vec<(crate::types::ExecutionAttemptId, ExecutionState)> = self
+            .graph
+            .executions()
+            .filter(|e| !e.state.is_terminal())
+            .filter(|e| {
+                e.slot
+                    .as_ref()
+                    .is_some_and(|s| s.resource_id == resource_id)
+            })
+            .filter(|e| self.acknowledged.contains(&e.attempt) && !known.contains(&e.attempt))
+            .map(|e| (e.attempt, e.state))
+            .collect();
+        for (attempt, state) in lost {
+            tracing::warn!(%attempt, %resource_id, "the task manager no longer knows a deployed task");
+            let (to, error) = if state == ExecutionState::Canceling {
+                (ExecutionState::Canceled, None)
+            } else {
+                (
+                    ExecutionState::Failed,
+                    Some(ErrorInfo {
+                        kind: "TaskLost".into(),
+                        message: format!("task manager {resource_id} no longer runs the task"),
+                        task_name: Some(self.graph.task_name(attempt)),
+                        location: None,
+                        timestamp: now_millis(),
+                    }),
+                )
+            };
+            match self.graph.update_execution(attempt, to, error) {
+                Ok(actions) => self.apply(actions, ctx),
+                Err(err) => tracing::warn!(%attempt, error = %err, "reconciliation refused"),
+            }
+        }
     }
 
     fn watch_peers(

@@ -151,7 +151,7 @@ impl ResourceManager {
         match result {
             Ok(report) => {
                 self.tm_heartbeats.heard_from(resource_id, Instant::now());
-                self.slot_manager.report(&report);
+                self.slot_manager.report(resource_id, &report);
                 self.check_requirements(ctx);
             }
             Err(RpcError::RecipientUnreachable { reason, .. }) => {
@@ -250,6 +250,7 @@ impl ResourceManager {
         ctx: &mut RpcContext<'_, Self>,
     ) {
         self.tm_heartbeats.unmonitor(resource_id);
+        self.registration_attempts.remove(&resource_id);
         let Some(reg) = self.task_executors.remove(&resource_id) else {
             return;
         };

@@ -70,7 +70,12 @@ impl SlotManager {
     /// Adds a TaskExecutor's slots as reported (replacing anything known about it).
     pub fn register_task_manager(&mut self, resource_id: ResourceId, report: &SlotReport) {
         self.unregister_task_manager(resource_id);
-        for status in &report.0 {
+        // A TaskExecutor speaks only for its own slots.
+        for status in report
+            .0
+            .iter()
+            .filter(|s| s.slot_id.resource_id == resource_id)
+        {
             let state = match status.allocation {
                 Some((allocation_id, job_id)) => SlotState::Allocated {
                     job_id,
@@ -112,8 +117,12 @@ impl SlotManager {
 
     /// Reconciles with a TaskExecutor's report (from a heartbeat): what it says is allocated is;
     /// what it says is free and is not pending here becomes free.
-    pub fn report(&mut self, report: &SlotReport) {
-        for status in &report.0 {
+    pub fn report(&mut self, resource_id: ResourceId, report: &SlotReport) {
+        for status in report
+            .0
+            .iter()
+            .filter(|s| s.slot_id.resource_id == resource_id)
+        {
             let Some(state) = self.slots.get_mut(&status.slot_id) else {
                 continue;
             };
@@ -381,10 +390,16 @@ mod tests {
         sm.register_task_manager(tm, &r);
         let job = JobId::generate();
         r.0[0].allocation = Some((AllocationId::generate(), job));
-        sm.report(&r);
+        sm.report(tm, &r);
+        assert_eq!(sm.held_by(job), 1);
+        // Another TaskExecutor cannot speak for these slots.
+        let mut forged = r.clone();
+        forged.0[1].allocation = Some((AllocationId::generate(), job));
+        sm.report(ResourceId::from_u128(99), &forged);
+        sm.register_task_manager(ResourceId::from_u128(99), &forged);
         assert_eq!(sm.held_by(job), 1);
         r.0[0].allocation = None;
-        sm.report(&r);
+        sm.report(tm, &r);
         assert_eq!(sm.held_by(job), 0);
         assert_eq!(sm.totals_of(tm), (2, 2));
     }

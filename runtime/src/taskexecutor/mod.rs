@@ -137,6 +137,11 @@ pub struct TaskExecutor {
     blob_cache: Option<BlobCache>,
     /// Jobs holding a lease on the BlobCache: exactly those with a slot here.
     blob_leases: std::collections::HashSet<JobId>,
+    /// Ended tasks whose final state the JobMaster has not acknowledged yet, by attempt: still
+    /// reported in heartbeats so the JobMaster does not take them for lost.
+    unreported: HashMap<ExecutionAttemptId, JobId>,
+    /// Submissions waiting for offloaded data; `true` once cancelled meanwhile.
+    pending_submissions: HashMap<ExecutionAttemptId, bool>,
 }
 
 impl TaskExecutor {
@@ -159,6 +164,8 @@ impl TaskExecutor {
             tasks: HashMap::new(),
             blob_cache: None,
             blob_leases: std::collections::HashSet::new(),
+            unreported: HashMap::new(),
+            pending_submissions: HashMap::new(),
         }
     }
 
@@ -301,8 +308,15 @@ impl TaskExecutor {
     /// Takes the job's lease on the BlobCache, once: its tasks share it while it has slots here.
     fn lease_blobs(&mut self, job_id: JobId) {
         if let Some(cache) = &self.blob_cache {
-            if !self.blob_leases.contains(&job_id) && cache.register_job(job_id).is_ok() {
-                self.blob_leases.insert(job_id);
+            if !self.blob_leases.contains(&job_id) {
+                match cache.register_job(job_id) {
+                    Ok(()) => {
+                        self.blob_leases.insert(job_id);
+                    }
+                    Err(err) => {
+                        tracing::warn!(%job_id, error = %err, "cannot register the job with the blob cache")
+                    }
+                }
             }
         }
     }
@@ -495,8 +509,22 @@ impl TaskExecutor {
             if let Some(abort) = conn.registration {
                 abort.abort();
             }
+            // If the JobMaster is alive after all (say it stalled), it must not wait for tasks
+            // that are gone: tell it, as Flink's TaskExecutor does.
+            if let Some(gateway) = conn.gateway {
+                let _ = gateway.tell(jobmaster::DisconnectTaskManager {
+                    resource_id: self.resource_id,
+                    cause: cause.to_string(),
+                });
+            }
         }
-        tracing::info!(%job_id, cause, "job master lost; failing its tasks");
+        self.unreported.retain(|_, j| *j != job_id);
+        let running = self.tasks.values().filter(|t| t.job_id == job_id).count();
+        if running > 0 {
+            tracing::info!(%job_id, cause, running, "job master lost; failing its tasks");
+        } else {
+            tracing::debug!(%job_id, cause, "job master disconnected");
+        }
         for task in self.tasks.values().filter(|t| t.job_id == job_id) {
             task.cancel.cancel();
         }
@@ -534,22 +562,63 @@ impl TaskExecutor {
         let job_id = task.job_id;
         if state.is_terminal() {
             self.tasks.remove(&attempt);
+            self.unreported.insert(attempt, job_id);
         }
+        self.report_task_state(job_id, attempt, state, error, 0, ctx);
+    }
+
+    /// Sends a task's state to its JobMaster. A final state is retried on transport errors (with
+    /// growing pauses) for as long as the job's JobMaster connection lasts: losing it would leave
+    /// the JobMaster waiting for a task that ended.
+    fn report_task_state(
+        &mut self,
+        job_id: JobId,
+        attempt: ExecutionAttemptId,
+        state: ExecutionState,
+        error: Option<ErrorInfo>,
+        tries: u32,
+        ctx: &mut RpcContext<'_, Self>,
+    ) {
         let Some(gateway) = self.jobs.get(&job_id).and_then(|c| c.gateway.clone()) else {
             tracing::debug!(%attempt, %state, "no job master to report the task state to");
+            self.unreported.remove(&attempt);
             return;
         };
         let msg = jobmaster::UpdateTaskExecutionState {
             attempt,
             state,
-            error,
+            error: error.clone(),
         };
-        ctx.spawn_then(async move { gateway.ask(msg).await }, move |result, te, _ctx| {
-            if let Ok(Err(err)) = &result {
-                // The JobMaster does not know the attempt: stop it (Flink fails the task).
-                tracing::warn!(%attempt, error = %err, "job master refused the task state; cancelling the task");
-                if let Some(task) = te.tasks.get(&attempt) {
-                    task.cancel.cancel();
+        let sent_to = gateway.fencing_token();
+        ctx.spawn_then(async move { gateway.ask(msg).await }, move |result, te, ctx| {
+            match result {
+                Ok(Ok(_)) => {
+                    te.unreported.remove(&attempt);
+                }
+                Ok(Err(err)) => {
+                    te.unreported.remove(&attempt);
+                    // The JobMaster does not know the attempt: stop it (Flink fails the task).
+                    tracing::warn!(%attempt, error = %err, "job master refused the task state; cancelling the task");
+                    if let Some(task) = te.tasks.get(&attempt) {
+                        task.cancel.cancel();
+                    }
+                }
+                Err(err) if state.is_terminal() && tries < 10 => {
+                    let still_same_master =
+                        te.jobs.get(&job_id).and_then(|c| c.gateway.as_ref()).map(|g| g.fencing_token()) == Some(sent_to);
+                    if still_same_master {
+                        tracing::warn!(%attempt, %state, error = %err, tries, "reporting the final task state failed; retrying");
+                        let delay = Duration::from_millis(50 << tries.min(6));
+                        ctx.schedule_run_async(delay, move |te, ctx| {
+                            te.report_task_state(job_id, attempt, state, error, tries + 1, ctx)
+                        });
+                    } else {
+                        te.unreported.remove(&attempt);
+                    }
+                }
+                Err(err) => {
+                    te.unreported.remove(&attempt);
+                    tracing::warn!(%attempt, %state, error = %err, "could not report the task state");
                 }
             }
         });
@@ -794,8 +863,21 @@ impl TaskExecutor {
                 received: job_master_id,
             });
         }
-        if self.tasks.contains_key(&tdd.attempt) {
+        if self.tasks.contains_key(&tdd.attempt)
+            || self.pending_submissions.contains_key(&tdd.attempt)
+        {
             return Err(TaskSubmissionError::Duplicate(tdd.attempt));
+        }
+        if let MaybeOffloaded::Inline(info) = &tdd.task_information {
+            if tdd.attempt.vertex.subtask_index >= info.number_of_subtasks {
+                return Err(TaskSubmissionError::Invokable {
+                    invokable: info.invokable.clone(),
+                    reason: format!(
+                        "subtask {} of a vertex with {} subtasks",
+                        tdd.attempt.vertex.subtask_index, info.number_of_subtasks
+                    ),
+                });
+            }
         }
         if self.slot_table.state_of(tdd.allocation_id).is_none()
             || self
@@ -836,7 +918,7 @@ impl TaskExecutor {
             task_name: format!(
                 "{} ({}/{})",
                 task_information.vertex_name,
-                tdd.attempt.vertex.subtask_index + 1,
+                tdd.attempt.vertex.subtask_index.saturating_add(1),
                 task_information.number_of_subtasks
             ),
             parallelism: task_information.number_of_subtasks,
@@ -911,13 +993,25 @@ impl Handler<SubmitTask> for TaskExecutor {
                     )));
                 };
                 let job_id = tdd.job_id;
+                self.pending_submissions.insert(tdd.attempt, false);
                 Response::then(
                     load_offloaded::<TaskInformation>(cache, job_id, blob_key),
                     move |loaded, te: &mut TaskExecutor, ctx| {
+                        let cancelled =
+                            te.pending_submissions.remove(&tdd.attempt).unwrap_or(false);
                         let info = loaded?;
                         // The world may have moved on while the blob was fetched: check again.
                         te.check_submission(&tdd, job_master_id)?;
-                        te.start_task(tdd, info, ctx)
+                        let attempt = tdd.attempt;
+                        let ack = te.start_task(tdd, info, ctx)?;
+                        if cancelled {
+                            // Cancelled while its data was being fetched: it starts cancelled
+                            // and reports CANCELED at once.
+                            if let Some(task) = te.tasks.get(&attempt) {
+                                task.cancel.cancel();
+                            }
+                        }
+                        Ok(ack)
                     },
                 )
             }
@@ -931,13 +1025,15 @@ impl Handler<CancelTask> for TaskExecutor {
         msg: CancelTask,
         _: &mut RpcContext<'_, Self>,
     ) -> Response<Self, Result<Ack, TaskExecutorError>> {
-        match self.tasks.get(&msg.attempt) {
-            Some(task) => {
-                task.cancel.cancel();
-                Response::ready(Ok(Ack))
-            }
-            None => Response::ready(Err(TaskExecutorError::UnknownTask(msg.attempt))),
+        if let Some(task) = self.tasks.get(&msg.attempt) {
+            task.cancel.cancel();
+            return Response::ready(Ok(Ack));
         }
+        if let Some(cancelled) = self.pending_submissions.get_mut(&msg.attempt) {
+            *cancelled = true;
+            return Response::ready(Ok(Ack));
+        }
+        Response::ready(Err(TaskExecutorError::UnknownTask(msg.attempt)))
     }
 }
 
@@ -948,13 +1044,22 @@ impl Handler<HeartbeatFromJobManager> for TaskExecutor {
         _: &mut RpcContext<'_, Self>,
     ) -> Response<Self, Vec<ExecutionAttemptId>> {
         self.jm_heartbeats.heard_from(msg.job_id, Instant::now());
-        let running = self
+        // Every attempt of the job this TaskExecutor still knows: running, starting, or ended
+        // with its final state not yet acknowledged.
+        let known = self
             .tasks
             .iter()
             .filter(|(_, t)| t.job_id == msg.job_id)
             .map(|(a, _)| *a)
+            .chain(self.pending_submissions.keys().copied())
+            .chain(
+                self.unreported
+                    .iter()
+                    .filter(|(_, j)| **j == msg.job_id)
+                    .map(|(a, _)| *a),
+            )
             .collect();
-        Response::ready(running)
+        Response::ready(known)
     }
 }
 
