@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p rflink-bench -- rpc [options]
+//! cargo run --release -p rflink-bench -- submit [options]
+//! cargo build --release -p rflink && cargo run --release -p rflink-bench -- startup [options]
 //! ```
 //!
 //! Every benchmark prints human-readable lines and ends with exactly one JSON object on the last
@@ -9,7 +11,9 @@
 
 mod cli;
 mod rpc;
+mod startup;
 mod stats;
+mod submit;
 mod threads;
 
 use std::process::ExitCode;
@@ -21,13 +25,25 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 enum Command {
     Help,
     Rpc(rpc::Options),
+    Submit(submit::Options),
+    Startup(startup::Options),
 }
 
 /// The benchmarks, for the usage text. Add new subcommands here and in [`parse`].
-const BENCHMARKS: &[(&str, &str)] = &[(
-    "rpc",
-    "remote ask latency and tell throughput of rflink-rpc on loopback, each against raw TCP",
-)];
+const BENCHMARKS: &[(&str, &str)] = &[
+    (
+        "rpc",
+        "remote ask latency and tell throughput of rflink-rpc on loopback, each against raw TCP",
+    ),
+    (
+        "submit",
+        "submit-to-RUNNING/FINISHED of no-op jobs on a warm MiniCluster, against Dispatcher asks",
+    ),
+    (
+        "startup",
+        "rflink-node JobManager/TaskManager start-to-ready and idle RSS, against process spawns",
+    ),
+];
 
 fn usage() -> String {
     let mut text = String::from("usage: rflink-bench <benchmark> [options]\n\nbenchmarks:\n");
@@ -36,6 +52,10 @@ fn usage() -> String {
     }
     text.push_str("\noptions of rpc:\n");
     text.push_str(rpc::OPTIONS_HELP);
+    text.push_str("\n\noptions of submit:\n");
+    text.push_str(submit::OPTIONS_HELP);
+    text.push_str("\n\noptions of startup:\n");
+    text.push_str(startup::OPTIONS_HELP);
     text.push_str("\n  -h, --help   show this help\n");
     text
 }
@@ -49,7 +69,19 @@ fn parse(args: &[String]) -> Result<Command, String> {
     }
     match name.as_str() {
         "rpc" => rpc::Options::parse(rest).map(Command::Rpc),
+        "submit" => submit::Options::parse(rest).map(Command::Submit),
+        "startup" => startup::Options::parse(rest).map(Command::Startup),
         other => Err(format!("unknown benchmark {other:?}")),
+    }
+}
+
+/// Logs of the in-process cluster go to stderr, only if `RUST_LOG` asks for them.
+fn init_tracing() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
     }
 }
 
@@ -68,6 +100,11 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Rpc(options) => rpc::run(&options),
+        Command::Submit(options) => {
+            init_tracing();
+            submit::run(&options)
+        }
+        Command::Startup(options) => startup::run(&options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,5 +151,29 @@ mod tests {
         assert!(parse(&args(&["rpc", "--rounds", "0"])).is_err());
         assert!(parse(&args(&["rpc", "--bogus", "1"])).is_err());
         assert!(parse(&args(&["rpc", "extra"])).is_err());
+    }
+
+    #[test]
+    fn submit_parses_its_options() {
+        match parse(&args(&["submit", "--jobs", "50", "--warmup=0"])) {
+            Ok(Command::Submit(o)) => {
+                assert_eq!((o.jobs, o.warmup, o.parallelism), (50, 0, 2));
+                assert_eq!((o.task_managers, o.slots), (2, 2));
+            }
+            _ => panic!("expected submit options"),
+        }
+        assert!(parse(&args(&["submit", "--jobs", "0"])).is_err());
+        // More parallelism than slots can never run.
+        assert!(parse(&args(&["submit", "--parallelism", "5"])).is_err());
+        assert!(parse(&args(&["submit", "--parallelism", "4"])).is_ok());
+    }
+
+    #[test]
+    fn startup_parses_its_options() {
+        match parse(&args(&["startup", "--rounds", "3", "--settle-ms", "0"])) {
+            Ok(Command::Startup(o)) => assert_eq!((o.rounds, o.settle_ms), (3, 0)),
+            _ => panic!("expected startup options"),
+        }
+        assert!(parse(&args(&["startup", "--rounds", "0"])).is_err());
     }
 }

@@ -20,6 +20,30 @@ impl Latency {
     }
 }
 
+/// Percentiles of a set of durations, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Millis {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Millis {
+    /// Summarizes `samples`. `None` when there are none.
+    pub fn of(samples: &[Duration]) -> Option<Millis> {
+        let mut ns: Vec<u64> = samples.iter().copied().map(nanos).collect();
+        ns.sort_unstable();
+        let ms = |p: f64| percentile(&ns, p).map(|v| v as f64 / 1e6);
+        Some(Millis {
+            p50: ms(50.0)?,
+            p90: ms(90.0)?,
+            p99: ms(99.0)?,
+            max: ms(100.0)?,
+        })
+    }
+}
+
 /// The nearest-rank `p`-th percentile of sorted `values`.
 pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
@@ -76,6 +100,14 @@ mod tests {
         assert_eq!(percentile(&v, 100.0), Some(100));
         assert_eq!(percentile(&[7], 99.0), Some(7));
         assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn millis_summarize_durations() {
+        let d: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        let m = Millis::of(&d).expect("samples");
+        assert_eq!((m.p50, m.p90, m.p99, m.max), (50.0, 90.0, 99.0, 100.0));
+        assert!(Millis::of(&[]).is_none());
     }
 
     #[test]
