@@ -27,6 +27,22 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
+use rflink_rpc::{PeerEvent, RpcContext, RpcEndpoint, RpcError};
+use tokio::sync::broadcast;
+
+/// What a heartbeat RPC's outcome means for the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It answered: it is alive.
+    Alive,
+    /// It is lost (the failure threshold was reached); it is no longer monitored.
+    Lost(Loss),
+    /// It did not answer while being probed after a lost connection: probe again soon.
+    ProbeAgain,
+    /// Nothing to do (a timeout, a failure below the threshold): the regular checks go on.
+    Wait,
+}
+
 /// Heartbeat settings (`heartbeat.*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeartbeatSettings {
@@ -164,6 +180,25 @@ impl<K: Copy + Eq + Hash> HeartbeatMonitor<K> {
         }
     }
 
+    /// Records a heartbeat RPC's outcome and says what it means.
+    pub fn rpc_result<T>(&mut self, key: K, result: &Result<T, RpcError>, now: Instant) -> Verdict {
+        match result {
+            Ok(_) => {
+                self.heard_from(key, now);
+                Verdict::Alive
+            }
+            Err(RpcError::RecipientUnreachable { .. }) => {
+                let probing = self.is_probing(key);
+                match self.unreachable(key) {
+                    Some(loss) => Verdict::Lost(loss),
+                    None if probing => Verdict::ProbeAgain,
+                    None => Verdict::Wait,
+                }
+            }
+            Err(_) => Verdict::Wait,
+        }
+    }
+
     /// The monitored keys reached through `node`, which just lost its connection; marks them as
     /// being probed and returns those not already being probed.
     pub fn start_probing(&mut self, node: &str) -> Vec<K> {
@@ -198,6 +233,33 @@ impl<K: Copy + Eq + Hash> HeartbeatMonitor<K> {
             })
             .collect()
     }
+}
+
+/// Calls `on_lost(endpoint, node, reason, ctx)` on `E`'s main thread for every connection to a
+/// peer that the RPC layer reports lost, for as long as the endpoint runs.
+pub fn watch_peers<E: RpcEndpoint>(
+    mut rx: broadcast::Receiver<PeerEvent>,
+    ctx: &mut RpcContext<'_, E>,
+    on_lost: fn(&mut E, &str, &str, &mut RpcContext<'_, E>),
+) {
+    ctx.spawn_then(
+        async move {
+            let event = rx.recv().await;
+            (rx, event)
+        },
+        move |(rx, event), endpoint, ctx| {
+            match event {
+                Ok(PeerEvent::ConnectionLost { node, reason }) => {
+                    on_lost(endpoint, &node, &reason, ctx)
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "missed peer events")
+                }
+            }
+            watch_peers(rx, ctx, on_lost);
+        },
+    );
 }
 
 #[cfg(test)]
@@ -246,6 +308,34 @@ mod tests {
         assert_eq!(m.unreachable(1), Some(Loss::Unreachable { failures: 2 }));
         assert!(!m.is_monitored(1));
         assert_eq!(m.unreachable(1), None, "no longer monitored");
+    }
+
+    #[test]
+    fn rpc_results_become_verdicts() {
+        let (mut m, t0) = monitor();
+        let gone: Result<(), RpcError> = Err(RpcError::RecipientUnreachable {
+            recipient: "a".into(),
+            message: "Heartbeat".into(),
+            reason: "refused".into(),
+        });
+        let slow: Result<(), RpcError> = Err(RpcError::Timeout {
+            recipient: "a".into(),
+            message: "Heartbeat".into(),
+            timeout: Duration::from_secs(1),
+        });
+        assert_eq!(m.rpc_result(1, &Ok(()), t0), Verdict::Alive);
+        assert_eq!(m.rpc_result(1, &slow, t0), Verdict::Wait);
+        assert_eq!(m.start_probing("a:1"), vec![1]);
+        assert_eq!(m.rpc_result(1, &gone, t0), Verdict::ProbeAgain);
+        assert_eq!(
+            m.rpc_result(1, &gone, t0),
+            Verdict::Lost(Loss::Unreachable { failures: 2 })
+        );
+        assert_eq!(
+            m.rpc_result(2, &gone, t0),
+            Verdict::Wait,
+            "not probing: wait for the next beat"
+        );
     }
 
     #[test]

@@ -31,10 +31,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::{AbortHandle, Abortable};
 use rflink_rpc::{
-    rpc_protocol, AbstractId, Handler, PeerEvent, Response, RpcAddress, RpcContext, RpcEndpoint,
-    RpcError, RpcGateway, RpcService,
+    rpc_protocol, AbstractId, Handler, Response, RpcAddress, RpcContext, RpcEndpoint, RpcError,
+    RpcGateway, RpcService,
 };
-use tokio::sync::broadcast;
 
 pub use gateway::*;
 use slot_pool::SlotPool;
@@ -45,7 +44,7 @@ use crate::events::{ClusterEvent, EventSink};
 use crate::executiongraph::{
     now_millis, ErrorInfo, ExecutionGraph, GraphAction, JobStatus, SlotAssignment,
 };
-use crate::heartbeat::{HeartbeatMonitor, HeartbeatSettings};
+use crate::heartbeat::{watch_peers, HeartbeatMonitor, HeartbeatSettings, Verdict};
 use crate::jobgraph::JobGraph;
 use crate::leaderretrieval::LeaderInfo;
 use crate::registration::{register_with_retries, RegistrationResponse, RetryPolicy};
@@ -112,7 +111,7 @@ pub struct JobMaster {
     deployment_data: Option<HashMap<JobVertexId, MaybeOffloaded<TaskInformation>>>,
     /// Attempts whose `SubmitTask` the TaskExecutor acknowledged: it must know them until it
     /// reports their end.
-    acknowledged: std::collections::HashSet<crate::types::ExecutionAttemptId>,
+    acknowledged: HashMap<crate::types::ExecutionAttemptId, Instant>,
 }
 
 impl JobMaster {
@@ -142,7 +141,7 @@ impl JobMaster {
             deployed: false,
             finished: false,
             deployment_data: None,
-            acknowledged: std::collections::HashSet::new(),
+            acknowledged: HashMap::new(),
         }
     }
 
@@ -384,7 +383,11 @@ impl JobMaster {
                 async move { gateway.ask(msg).await },
                 move |result, jm, ctx| {
                     let reason = match result {
-                        Ok(Ok(Ack)) => return,
+                        Ok(Ok(Ack)) => {
+                            // From now on its TaskExecutor must know it until it reports its end.
+                            jm.acknowledged.insert(attempt, Instant::now());
+                            return;
+                        }
                         Ok(Err(err)) => err.to_string(),
                         Err(err) => err.to_string(),
                     };
@@ -545,36 +548,38 @@ impl JobMaster {
             job_id: self.graph.job_id,
         };
         let timeout = self.settings.heartbeat.interval;
+        let sent = Instant::now();
         ctx.spawn_then(
             async move { gateway.ask_with_timeout(msg, timeout).await },
             move |result, jm, ctx| {
                 if jm.task_managers.get(&resource_id).map(|t| t.session_id) != Some(session) {
                     return;
                 }
-                match result {
-                    Ok(known) => {
-                        jm.tm_heartbeats.heard_from(resource_id, Instant::now());
-                        jm.reconcile(resource_id, &known, ctx);
-                    }
-                    Err(RpcError::RecipientUnreachable { reason, .. }) => {
-                        let probing = jm.tm_heartbeats.is_probing(resource_id);
-                        match jm.tm_heartbeats.unreachable(resource_id) {
-                            Some(loss) => jm.task_manager_lost(
-                                resource_id,
-                                &format!("{loss} ({reason})"),
-                                ctx,
-                            ),
-                            None if probing => {
-                                let delay = jm.settings.heartbeat.probe_interval;
-                                ctx.schedule_run_async(delay, move |jm, ctx| {
-                                    jm.request_tm_heartbeat(resource_id, ctx)
-                                });
-                            }
-                            None => {}
+                let reason = result
+                    .as_ref()
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                match jm
+                    .tm_heartbeats
+                    .rpc_result(resource_id, &result, Instant::now())
+                {
+                    Verdict::Alive => {
+                        if let Ok(known) = result {
+                            jm.reconcile(resource_id, &known, sent, ctx);
                         }
                     }
-                    Err(err) => {
-                        tracing::debug!(%resource_id, error = %err, "task manager heartbeat failed")
+                    Verdict::Lost(loss) => {
+                        jm.task_manager_lost(resource_id, &format!("{loss} ({reason})"), ctx)
+                    }
+                    Verdict::ProbeAgain => {
+                        let delay = jm.settings.heartbeat.probe_interval;
+                        ctx.schedule_run_async(delay, move |jm, ctx| {
+                            jm.request_tm_heartbeat(resource_id, ctx)
+                        });
+                    }
+                    Verdict::Wait => {
+                        tracing::debug!(%resource_id, reason, "task manager heartbeat failed")
                     }
                 }
             },
@@ -584,10 +589,14 @@ impl JobMaster {
     /// Flink's deployment reconciliation: an attempt this JobMaster deployed to `resource_id`
     /// (acknowledged there) that the TaskExecutor no longer knows has ended without its final
     /// state arriving; it is failed (or, if it was being cancelled, counted as cancelled).
+    ///
+    /// Only attempts acknowledged before the heartbeat request was sent count: the TaskExecutor
+    /// handles messages in order, so it had those when it answered.
     fn reconcile(
         &mut self,
         resource_id: ResourceId,
         known: &[crate::types::ExecutionAttemptId],
+        sent: Instant,
         ctx: &mut RpcContext<'_, Self>,
     ) {
         use crate::executiongraph::ExecutionState;
@@ -600,7 +609,12 @@ impl JobMaster {
                     .as_ref()
                     .is_some_and(|s| s.resource_id == resource_id)
             })
-            .filter(|e| self.acknowledged.contains(&e.attempt) && !known.contains(&e.attempt))
+            .filter(|e| {
+                self.acknowledged
+                    .get(&e.attempt)
+                    .is_some_and(|at| *at < sent)
+            })
+            .filter(|e| !known.contains(&e.attempt))
             .map(|e| (e.attempt, e.state))
             .collect();
         for (attempt, state) in lost {
@@ -626,29 +640,11 @@ impl JobMaster {
         }
     }
 
-    fn watch_peers(
-        &mut self,
-        mut rx: broadcast::Receiver<PeerEvent>,
-        ctx: &mut RpcContext<'_, Self>,
-    ) {
-        ctx.spawn_then(
-            async move {
-                let event = rx.recv().await;
-                (rx, event)
-            },
-            |(rx, event), jm, ctx| {
-                match event {
-                    Ok(PeerEvent::ConnectionLost { node, .. }) => {
-                        for resource_id in jm.tm_heartbeats.start_probing(&node) {
-                            jm.request_tm_heartbeat(resource_id, ctx);
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                }
-                jm.watch_peers(rx, ctx);
-            },
-        );
+    /// A peer's connection died: probe every TaskExecutor of this job reached through it now.
+    fn on_connection_lost(&mut self, node: &str, _reason: &str, ctx: &mut RpcContext<'_, Self>) {
+        for resource_id in self.tm_heartbeats.start_probing(node) {
+            self.request_tm_heartbeat(resource_id, ctx);
+        }
     }
 }
 
@@ -700,7 +696,7 @@ impl RpcEndpoint for JobMaster {
             .unwrap_or(0);
         self.slot_pool.set_required(needed);
         self.prepare_deployment_data(ctx);
-        self.watch_peers(service.peer_events(), ctx);
+        watch_peers(service.peer_events(), ctx, Self::on_connection_lost);
         self.connect_to_resource_manager("start", ctx);
         ctx.run_interval(self.settings.heartbeat.interval, |jm, ctx| {
             jm.heartbeat_tick(ctx)

@@ -32,17 +32,15 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rflink_rpc::{
-    rpc_protocol, Handler, PeerEvent, Response, RpcContext, RpcEndpoint, RpcError, RpcGateway,
-    RpcService,
+    rpc_protocol, Handler, Response, RpcContext, RpcEndpoint, RpcError, RpcGateway, RpcService,
 };
-use tokio::sync::broadcast;
 
 pub use gateway::*;
 use slot_manager::{SlotManager, SlotRequest};
 
 use crate::dispatcher::TaskManagerInfo;
 use crate::events::{ClusterEvent, EventSink};
-use crate::heartbeat::{HeartbeatMonitor, HeartbeatSettings};
+use crate::heartbeat::{watch_peers, HeartbeatMonitor, HeartbeatSettings, Verdict};
 use crate::jobmaster::{self, JobMaster};
 use crate::registration::RegistrationResponse;
 use crate::taskexecutor::{self, TaskExecutor};
@@ -148,29 +146,32 @@ impl ResourceManager {
         if self.task_executors.get(&resource_id).map(|r| r.instance_id) != Some(instance_id) {
             return; // An answer about an older registration.
         }
-        match result {
-            Ok(report) => {
-                self.tm_heartbeats.heard_from(resource_id, Instant::now());
-                self.slot_manager.report(resource_id, &report);
-                self.check_requirements(ctx);
-            }
-            Err(RpcError::RecipientUnreachable { reason, .. }) => {
-                let probing = self.tm_heartbeats.is_probing(resource_id);
-                match self.tm_heartbeats.unreachable(resource_id) {
-                    Some(loss) => {
-                        self.close_task_manager(resource_id, &format!("{loss} ({reason})"), ctx)
-                    }
-                    None if probing => {
-                        let delay = self.settings.heartbeat.probe_interval;
-                        ctx.schedule_run_async(delay, move |rm, ctx| {
-                            rm.request_tm_heartbeat(resource_id, ctx)
-                        });
-                    }
-                    None => {}
+        let reason = result
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        match self
+            .tm_heartbeats
+            .rpc_result(resource_id, &result, Instant::now())
+        {
+            Verdict::Alive => {
+                if let Ok(report) = result {
+                    self.slot_manager.report(resource_id, &report);
+                    self.check_requirements(ctx);
                 }
             }
-            Err(err) => {
-                tracing::debug!(%resource_id, error = %err, "task executor heartbeat failed")
+            Verdict::Lost(loss) => {
+                self.close_task_manager(resource_id, &format!("{loss} ({reason})"), ctx)
+            }
+            Verdict::ProbeAgain => {
+                let delay = self.settings.heartbeat.probe_interval;
+                ctx.schedule_run_async(delay, move |rm, ctx| {
+                    rm.request_tm_heartbeat(resource_id, ctx)
+                });
+            }
+            Verdict::Wait => {
+                tracing::debug!(%resource_id, reason, "task executor heartbeat failed")
             }
         }
     }
@@ -190,57 +191,29 @@ impl ResourceManager {
                 if rm.job_masters.get(&job_id).map(|r| r.job_master_id) != Some(job_master_id) {
                     return;
                 }
-                match result {
-                    Ok(()) => rm.jm_heartbeats.heard_from(job_id, Instant::now()),
-                    Err(RpcError::RecipientUnreachable { .. }) => {
-                        let probing = rm.jm_heartbeats.is_probing(job_id);
-                        match rm.jm_heartbeats.unreachable(job_id) {
-                            Some(loss) => rm.close_job_master(job_id, &loss.to_string()),
-                            None if probing => {
-                                let delay = rm.settings.heartbeat.probe_interval;
-                                ctx.schedule_run_async(delay, move |rm, ctx| {
-                                    rm.request_jm_heartbeat(job_id, ctx)
-                                });
-                            }
-                            None => {}
-                        }
+                match rm.jm_heartbeats.rpc_result(job_id, &result, Instant::now()) {
+                    Verdict::Alive => {}
+                    Verdict::Lost(loss) => rm.close_job_master(job_id, &loss.to_string()),
+                    Verdict::ProbeAgain => {
+                        let delay = rm.settings.heartbeat.probe_interval;
+                        ctx.schedule_run_async(delay, move |rm, ctx| {
+                            rm.request_jm_heartbeat(job_id, ctx)
+                        });
                     }
-                    Err(err) => {
-                        tracing::debug!(%job_id, error = %err, "job master heartbeat failed")
-                    }
+                    Verdict::Wait => tracing::debug!(%job_id, "job master heartbeat failed"),
                 }
             },
         );
     }
 
-    fn watch_peers(
-        &mut self,
-        mut rx: broadcast::Receiver<PeerEvent>,
-        ctx: &mut RpcContext<'_, Self>,
-    ) {
-        ctx.spawn_then(
-            async move {
-                let event = rx.recv().await;
-                (rx, event)
-            },
-            |(rx, event), rm, ctx| {
-                match event {
-                    Ok(PeerEvent::ConnectionLost { node, .. }) => {
-                        for resource_id in rm.tm_heartbeats.start_probing(&node) {
-                            rm.request_tm_heartbeat(resource_id, ctx);
-                        }
-                        for job_id in rm.jm_heartbeats.start_probing(&node) {
-                            rm.request_jm_heartbeat(job_id, ctx);
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "resource manager missed peer events")
-                    }
-                }
-                rm.watch_peers(rx, ctx);
-            },
-        );
+    /// A peer's connection died: probe every TaskExecutor and JobMaster reached through it now.
+    fn on_connection_lost(&mut self, node: &str, _reason: &str, ctx: &mut RpcContext<'_, Self>) {
+        for resource_id in self.tm_heartbeats.start_probing(node) {
+            self.request_tm_heartbeat(resource_id, ctx);
+        }
+        for job_id in self.jm_heartbeats.start_probing(node) {
+            self.request_jm_heartbeat(job_id, ctx);
+        }
     }
 
     fn close_task_manager(
@@ -359,7 +332,7 @@ impl RpcEndpoint for ResourceManager {
         ctx: &mut RpcContext<'_, Self>,
     ) -> Result<(), rflink_rpc::LifecycleError> {
         let service = Self::service(ctx)?;
-        self.watch_peers(service.peer_events(), ctx);
+        watch_peers(service.peer_events(), ctx, Self::on_connection_lost);
         ctx.run_interval(self.settings.heartbeat.interval, |rm, ctx| {
             rm.heartbeat_tick(ctx)
         });

@@ -34,10 +34,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::{AbortHandle, Abortable};
 use rflink_rpc::{
-    rpc_protocol, AbstractId, Handler, PeerEvent, Response, RpcAddress, RpcContext, RpcEndpoint,
-    RpcError, RpcGateway, RpcService, Unfenced,
+    rpc_protocol, AbstractId, Handler, Response, RpcAddress, RpcContext, RpcEndpoint, RpcError,
+    RpcGateway, RpcService, Unfenced,
 };
-use tokio::sync::broadcast;
 
 pub use gateway::*;
 use invokable::{CancelSignal, InvokableRegistry};
@@ -634,35 +633,13 @@ impl TaskExecutor {
         }
     }
 
-    fn watch_peers(
-        &mut self,
-        mut rx: broadcast::Receiver<PeerEvent>,
-        ctx: &mut RpcContext<'_, Self>,
-    ) {
-        ctx.spawn_then(
-            async move {
-                let event = rx.recv().await;
-                (rx, event)
-            },
-            |(rx, event), te, ctx| {
-                match event {
-                    Ok(PeerEvent::ConnectionLost { node, reason }) => {
-                        // The ResourceManager's connection died: register again right away (the
-                        // registration retries until the JobManager is back).
-                        let rm_node = te.rm.as_ref().map(|rm| rm.gateway.address().node());
-                        if rm_node.as_deref() == Some(node.as_str()) {
-                            te.connect_to_resource_manager(
-                                &format!("connection lost: {reason}"),
-                                ctx,
-                            );
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
-                }
-                te.watch_peers(rx, ctx);
-            },
-        );
+    /// A peer's connection died: if it was the ResourceManager's, register again right away
+    /// (the registration retries until the JobManager is back).
+    fn on_connection_lost(&mut self, node: &str, reason: &str, ctx: &mut RpcContext<'_, Self>) {
+        let rm_node = self.rm.as_ref().map(|rm| rm.gateway.address().node());
+        if rm_node.as_deref() == Some(node) {
+            self.connect_to_resource_manager(&format!("connection lost: {reason}"), ctx);
+        }
     }
 }
 
@@ -751,7 +728,7 @@ impl RpcEndpoint for TaskExecutor {
         ctx: &mut RpcContext<'_, Self>,
     ) -> Result<(), rflink_rpc::LifecycleError> {
         let service = Self::service(ctx)?;
-        self.watch_peers(service.peer_events(), ctx);
+        crate::heartbeat::watch_peers(service.peer_events(), ctx, Self::on_connection_lost);
         tracing::info!(resource_id = %self.resource_id, address = %ctx.address(), slots = self.settings.number_of_slots, "task executor started");
         self.connect_to_resource_manager("start", ctx);
         let timeout = self.settings.registration_timeout;
