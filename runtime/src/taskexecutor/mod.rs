@@ -141,6 +141,8 @@ pub struct TaskExecutor {
     unreported: HashMap<ExecutionAttemptId, JobId>,
     /// Submissions waiting for offloaded data; `true` once cancelled meanwhile.
     pending_submissions: HashMap<ExecutionAttemptId, bool>,
+    /// Read once at construction, off the mailbox.
+    hardware: HardwareDescription,
 }
 
 impl TaskExecutor {
@@ -165,6 +167,7 @@ impl TaskExecutor {
             blob_leases: std::collections::HashSet::new(),
             unreported: HashMap::new(),
             pending_submissions: HashMap::new(),
+            hardware: hardware_description(),
         }
     }
 
@@ -198,7 +201,7 @@ impl TaskExecutor {
             resource_id: self.resource_id,
             data_port: self.settings.data_port,
             number_of_slots: self.settings.number_of_slots,
-            hardware: hardware_description(),
+            hardware: self.hardware.clone(),
         };
         let jm = self.settings.jobmanager_address.clone();
         let policy = self.settings.registration;
@@ -691,7 +694,8 @@ pub fn split_host_port(s: &str) -> Result<(String, u16), RpcError> {
     Ok((host.to_string(), port))
 }
 
-/// This machine's hardware, as far as it can be read cheaply.
+/// This machine's hardware, as far as it can be read cheaply (reads `/proc`: call it off any
+/// mailbox).
 fn hardware_description() -> HardwareDescription {
     let cpu_cores = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
