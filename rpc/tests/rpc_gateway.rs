@@ -28,7 +28,9 @@ struct Setup {
     gw: RpcGateway<TestEndpoint>,
 }
 
-async fn setup(shape: Shape, config: RpcConfig) -> Setup {
+/// The service hosting the endpoint and the one calling it, for `shape`: the same service
+/// (forcing serialization for `Forced`), or two services for `Remote`.
+async fn services(shape: Shape, config: RpcConfig) -> (RpcService, RpcService) {
     let host = service_with(RpcConfig {
         force_serialization: shape == Shape::Forced,
         ..config.clone()
@@ -39,6 +41,11 @@ async fn setup(shape: Shape, config: RpcConfig) -> Setup {
     } else {
         host.clone()
     };
+    (host, caller)
+}
+
+async fn setup(shape: Shape, config: RpcConfig) -> Setup {
+    let (host, caller) = services(shape, config).await;
     let (server, _) = start_test_endpoint(&host);
     let gw = bounded("connect", caller.connect::<TestEndpoint>(server.address()))
         .await
@@ -282,16 +289,7 @@ async fn connect_checks_address_endpoint_and_gateway_type() {
 #[actix_rt::test]
 async fn fencing_tokens_are_checked_before_any_handler() {
     for shape in SHAPES {
-        let host = service_with(RpcConfig {
-            force_serialization: shape == Shape::Forced,
-            ..RpcConfig::default()
-        })
-        .await;
-        let caller = if shape == Shape::Remote {
-            service().await
-        } else {
-            host.clone()
-        };
+        let (host, caller) = services(shape, RpcConfig::default()).await;
         let token = LeaderId::generate();
         let server = host.start_server(Leader::new(token)).expect("starts");
         server.start();
@@ -478,16 +476,7 @@ async fn gateways_work_from_other_threads() {
 #[actix_rt::test]
 async fn batched_tells_are_fenced_and_ordered() {
     for shape in SHAPES {
-        let host = service_with(RpcConfig {
-            force_serialization: shape == Shape::Forced,
-            ..RpcConfig::default()
-        })
-        .await;
-        let caller = if shape == Shape::Remote {
-            service().await
-        } else {
-            host.clone()
-        };
+        let (host, caller) = services(shape, RpcConfig::default()).await;
         let token = LeaderId::generate();
         let server = host.start_server(Leader::new(token)).expect("starts");
         server.start();

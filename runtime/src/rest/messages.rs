@@ -162,49 +162,23 @@ pub struct TaskStateCounts {
 }
 
 impl TaskStateCounts {
-    /// The count for one state.
-    pub fn get(&self, state: ExecutionState) -> u32 {
-        use ExecutionState::*;
-        match state {
-            Created => self.created,
-            Scheduled => self.scheduled,
-            Deploying => self.deploying,
-            Initializing => self.initializing,
-            Running => self.running,
-            Finished => self.finished,
-            Canceling => self.canceling,
-            Canceled => self.canceled,
-            Failed => self.failed,
-            Reconciling => self.reconciling,
-        }
-    }
-
-    fn slot(&mut self, state: ExecutionState) -> &mut u32 {
-        use ExecutionState::*;
-        match state {
-            Created => &mut self.created,
-            Scheduled => &mut self.scheduled,
-            Deploying => &mut self.deploying,
-            Initializing => &mut self.initializing,
-            Running => &mut self.running,
-            Finished => &mut self.finished,
-            Canceling => &mut self.canceling,
-            Canceled => &mut self.canceled,
-            Failed => &mut self.failed,
-            Reconciling => &mut self.reconciling,
-        }
-    }
-
-    /// The counts of a gateway view.
+    /// The counts of a gateway view: the same counts as [`ExecutionStateCounts`], spelled in
+    /// lower case, with the total.
     pub fn from_view(t: &TaskCounts) -> Self {
-        let mut c = TaskStateCounts {
+        let c = ExecutionStateCounts::from_view(t);
+        TaskStateCounts {
+            running: c.running,
+            canceling: c.canceling,
+            canceled: c.canceled,
             total: t.total,
-            ..Default::default()
-        };
-        for s in ExecutionState::ALL {
-            *c.slot(s) = t.get(s);
+            created: c.created,
+            scheduled: c.scheduled,
+            deploying: c.deploying,
+            reconciling: c.reconciling,
+            finished: c.finished,
+            initializing: c.initializing,
+            failed: c.failed,
         }
-        c
     }
 }
 
