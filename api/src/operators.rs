@@ -1,0 +1,809 @@
+//! The operator runtime inside a chain: typed outputs, operators, fan-out and the network output.
+//!
+//! A chain is a tree of [`Output`]s built tail first: every operator owns its output (the next
+//! operator, a [`FanOut`] of several, or a [`NetworkOutput`]), records pass by value, and
+//! lifecycle calls (`open`, `finish`, `flush`, `close`) cascade down the tree. Types are erased
+//! only while the tree is assembled ([`AnyBox`] holding a `Box<dyn Output<T>>`), never per record.
+
+use std::any::{type_name, Any};
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxHashMap;
+
+use crate::functions::SplitMix64;
+use crate::state::{EndOfInputContext, KeyedContext, StateRegistry, StateStores};
+use crate::task::PartitionWriter;
+use crate::{
+    Collector, Key, KeyedProcessFunction, Numeric, Partitioner, Record, RuntimeContext,
+    SinkFunction, SourceFunction, SourceStatus,
+};
+
+/// A type-erased `Box<dyn Output<T>>`, only while a chain is assembled.
+pub(crate) type AnyBox = Box<dyn Any>;
+
+/// Builds an operator around its (erased) output; returns the operator as an erased input.
+pub(crate) type OperatorBuilder =
+    Arc<dyn Fn(&BuildContext, AnyBox) -> Result<AnyBox, String> + Send + Sync>;
+/// Builds a source driver around its (erased) output.
+pub(crate) type SourceBuilder =
+    Arc<dyn Fn(&BuildContext, AnyBox) -> Result<Box<dyn SourceDriver>, String> + Send + Sync>;
+/// Combines a node's outputs (erased `Box<dyn Output<O>>`s) into one.
+pub(crate) type FanOutFn = fn(Vec<AnyBox>) -> Result<AnyBox, String>;
+/// Wraps a chain head's erased input into an [`InputDriver`].
+pub(crate) type HeadFn = fn(AnyBox) -> Result<Box<dyn InputDriver>, String>;
+/// Builds a network output for one edge of the producing node's type.
+pub(crate) type NetworkOutputBuilder =
+    Arc<dyn Fn(NetworkSpec, Box<dyn PartitionWriter>) -> Result<AnyBox, String> + Send + Sync>;
+/// `(record, max_parallelism, parallelism) -> subtask` of a Hash edge.
+pub(crate) type HashFn<T> = Arc<dyn Fn(&T, u32, u32) -> u32 + Send + Sync>;
+/// A shared key selector.
+pub(crate) type KeyFn<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
+
+/// How a node is instantiated.
+#[derive(Clone)]
+pub(crate) enum NodeLogic {
+    Source(SourceBuilder),
+    Operator {
+        build: OperatorBuilder,
+        head: HeadFn,
+    },
+}
+
+/// The first error of a vertex instance, shared by every part of its chain.
+#[derive(Clone, Default)]
+pub(crate) struct ErrorSlot(Arc<ErrorInner>);
+
+#[derive(Default)]
+struct ErrorInner {
+    failed: AtomicBool,
+    message: Mutex<Option<String>>,
+}
+
+impl ErrorSlot {
+    /// Records `message` unless an earlier error is already recorded.
+    pub(crate) fn set(&self, message: String) {
+        let mut slot = self
+            .0
+            .message
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(message);
+            self.0.failed.store(true, Ordering::Release);
+        }
+    }
+
+    /// The recorded error, if any.
+    #[inline]
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !self.0.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let slot = self
+            .0
+            .message
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Err(slot.clone().unwrap_or_else(|| "task failed".to_owned()))
+    }
+}
+
+/// What an operator needs while it is built for one subtask.
+pub(crate) struct BuildContext {
+    pub(crate) runtime: RuntimeContext,
+    pub(crate) batch_emission: bool,
+    pub(crate) errors: ErrorSlot,
+}
+
+/// A typed stage of a chain.
+pub(crate) trait Output<T>: Collector<T> + Send {
+    /// Opens this stage and everything downstream (downstream first).
+    fn open(&mut self) -> Result<(), String>;
+    /// Input has ended: emit what is held back, then finish downstream.
+    fn finish(&mut self) -> Result<(), String>;
+    /// Pushes out buffered records.
+    fn flush(&mut self) -> Result<(), String>;
+    /// Releases everything; must be safe after a failure and when called twice.
+    fn close(&mut self);
+}
+
+pub(crate) type BoxOutput<T> = Box<dyn Output<T>>;
+
+pub(crate) fn erase<T: Record>(output: BoxOutput<T>) -> AnyBox {
+    Box::new(output)
+}
+
+pub(crate) fn unerase<T: Record>(erased: AnyBox) -> Result<BoxOutput<T>, String> {
+    erased.downcast::<BoxOutput<T>>().map(|b| *b).map_err(|_| {
+        format!(
+            "internal error: chain output is not of type {}",
+            type_name::<T>()
+        )
+    })
+}
+
+/// [`FanOutFn`] for element type `T`.
+pub(crate) fn fan_out<T: Record>(outputs: Vec<AnyBox>) -> Result<AnyBox, String> {
+    let mut typed = outputs
+        .into_iter()
+        .map(unerase::<T>)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(match typed.len() {
+        0 => erase::<T>(Box::new(Discard)),
+        1 => match typed.pop() {
+            Some(only) => erase(only),
+            None => erase::<T>(Box::new(Discard)),
+        },
+        _ => erase::<T>(Box::new(FanOut { outputs: typed })),
+    })
+}
+
+/// [`HeadFn`] for element type `T`.
+pub(crate) fn head<T: Record>(chain: AnyBox) -> Result<Box<dyn InputDriver>, String> {
+    Ok(Box::new(TypedInput {
+        chain: unerase::<T>(chain)?,
+    }))
+}
+
+/// Drops everything (a node without outputs).
+struct Discard;
+
+impl<T> Collector<T> for Discard {
+    fn collect(&mut self, _record: T) {}
+}
+
+impl<T: Send> Output<T> for Discard {
+    fn open(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn close(&mut self) {}
+}
+
+/// Sends every record to several outputs (cloning for all but the last).
+struct FanOut<T> {
+    outputs: Vec<BoxOutput<T>>,
+}
+
+impl<T: Clone> Collector<T> for FanOut<T> {
+    fn collect(&mut self, record: T) {
+        if let Some((last, rest)) = self.outputs.split_last_mut() {
+            for output in rest {
+                output.collect(record.clone());
+            }
+            last.collect(record);
+        }
+    }
+}
+
+impl<T: Clone + Send> Output<T> for FanOut<T> {
+    fn open(&mut self) -> Result<(), String> {
+        self.outputs.iter_mut().try_for_each(|o| o.open())
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        self.outputs.iter_mut().try_for_each(|o| o.finish())
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        self.outputs.iter_mut().try_for_each(|o| o.flush())
+    }
+    fn close(&mut self) {
+        self.outputs.iter_mut().for_each(|o| o.close());
+    }
+}
+
+macro_rules! forward_lifecycle {
+    () => {
+        fn open(&mut self) -> Result<(), String> {
+            self.out.open()
+        }
+        fn finish(&mut self) -> Result<(), String> {
+            self.out.finish()
+        }
+        fn flush(&mut self) -> Result<(), String> {
+            self.out.flush()
+        }
+        fn close(&mut self) {
+            self.out.close()
+        }
+    };
+}
+
+/// `map`.
+pub(crate) struct MapOp<F, I, O> {
+    pub(crate) f: Arc<F>,
+    pub(crate) out: BoxOutput<O>,
+    pub(crate) _in: PhantomData<fn(I)>,
+}
+
+impl<F: Fn(I) -> O, I, O> Collector<I> for MapOp<F, I, O> {
+    #[inline]
+    fn collect(&mut self, record: I) {
+        self.out.collect((self.f)(record));
+    }
+}
+
+impl<F: Fn(I) -> O + Send + Sync, I, O: Send> Output<I> for MapOp<F, I, O> {
+    forward_lifecycle!();
+}
+
+/// `filter`.
+pub(crate) struct FilterOp<F, T> {
+    pub(crate) f: Arc<F>,
+    pub(crate) out: BoxOutput<T>,
+}
+
+impl<F: Fn(&T) -> bool, T> Collector<T> for FilterOp<F, T> {
+    #[inline]
+    fn collect(&mut self, record: T) {
+        if (self.f)(&record) {
+            self.out.collect(record);
+        }
+    }
+}
+
+impl<F: Fn(&T) -> bool + Send + Sync, T: Send> Output<T> for FilterOp<F, T> {
+    forward_lifecycle!();
+}
+
+/// `flat_map`.
+pub(crate) struct FlatMapOp<F, I, O> {
+    pub(crate) f: Arc<F>,
+    pub(crate) out: BoxOutput<O>,
+    pub(crate) _in: PhantomData<fn(I)>,
+}
+
+impl<F: Fn(I, &mut dyn Collector<O>), I, O> Collector<I> for FlatMapOp<F, I, O> {
+    #[inline]
+    fn collect(&mut self, record: I) {
+        (self.f)(record, &mut *self.out);
+    }
+}
+
+impl<F: Fn(I, &mut dyn Collector<O>) + Send + Sync, I, O: Send> Output<I> for FlatMapOp<F, I, O> {
+    forward_lifecycle!();
+}
+
+/// Keyed `reduce`. Streaming: emits the new aggregate on every record. Batch: emits each key's
+/// final aggregate at end of input.
+pub(crate) struct ReduceOp<T, K> {
+    pub(crate) key: KeyFn<T, K>,
+    pub(crate) f: Arc<dyn Fn(T, T) -> T + Send + Sync>,
+    pub(crate) batch: bool,
+    pub(crate) state: FxHashMap<K, Option<T>>,
+    pub(crate) out: BoxOutput<T>,
+}
+
+impl<T: Record, K: Key> Collector<T> for ReduceOp<T, K> {
+    fn collect(&mut self, record: T) {
+        let slot = self.state.entry((self.key)(&record)).or_insert(None);
+        let next = match slot.take() {
+            Some(acc) => (self.f)(acc, record),
+            None => record,
+        };
+        if !self.batch {
+            self.out.collect(next.clone());
+        }
+        *slot = Some(next);
+    }
+}
+
+impl<T: Record, K: Key> Output<T> for ReduceOp<T, K> {
+    fn open(&mut self) -> Result<(), String> {
+        self.out.open()
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        if self.batch {
+            for (_, value) in self.state.drain() {
+                if let Some(value) = value {
+                    self.out.collect(value);
+                }
+            }
+        }
+        self.out.finish()
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        self.out.flush()
+    }
+    fn close(&mut self) {
+        self.state.clear();
+        self.out.close();
+    }
+}
+
+/// Keyed `sum`: the first record of a key, with the field replaced by the running sum.
+pub(crate) struct SumOp<T, K, N> {
+    pub(crate) key: KeyFn<T, K>,
+    pub(crate) field: fn(&mut T) -> &mut N,
+    pub(crate) batch: bool,
+    pub(crate) state: FxHashMap<K, T>,
+    pub(crate) out: BoxOutput<T>,
+}
+
+impl<T: Record, K: Key, N: Numeric> Collector<T> for SumOp<T, K, N> {
+    fn collect(&mut self, mut record: T) {
+        let key = (self.key)(&record);
+        let acc = match self.state.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => {
+                let acc = entry.into_mut();
+                let add = *(self.field)(&mut record);
+                (self.field)(acc).add_assign(add);
+                acc
+            }
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(record),
+        };
+        if !self.batch {
+            let emitted = acc.clone();
+            self.out.collect(emitted);
+        }
+    }
+}
+
+impl<T: Record, K: Key, N: Numeric> Output<T> for SumOp<T, K, N> {
+    fn open(&mut self) -> Result<(), String> {
+        self.out.open()
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        if self.batch {
+            for (_, value) in self.state.drain() {
+                self.out.collect(value);
+            }
+        }
+        self.out.finish()
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        self.out.flush()
+    }
+    fn close(&mut self) {
+        self.state.clear();
+        self.out.close();
+    }
+}
+
+/// Keyed `process`.
+pub(crate) struct ProcessOp<K, I, O, F> {
+    pub(crate) key: KeyFn<I, K>,
+    pub(crate) f: F,
+    pub(crate) stores: StateStores,
+    pub(crate) runtime: RuntimeContext,
+    pub(crate) errors: ErrorSlot,
+    pub(crate) failed: bool,
+    pub(crate) out: BoxOutput<O>,
+}
+
+impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> ProcessOp<K, I, O, F> {
+    fn check_state(&mut self) {
+        if let Some(error) = self.stores.error.take() {
+            self.errors.set(error);
+            self.failed = true;
+        }
+    }
+}
+
+impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> Collector<I>
+    for ProcessOp<K, I, O, F>
+{
+    fn collect(&mut self, record: I) {
+        if self.failed {
+            return;
+        }
+        let key = (self.key)(&record);
+        let mut ctx = KeyedContext::new(&key, &mut self.stores, &self.runtime);
+        self.f.process_element(record, &mut ctx, &mut *self.out);
+        if self.stores.error.is_some() {
+            self.check_state();
+        }
+    }
+}
+
+impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> Output<I>
+    for ProcessOp<K, I, O, F>
+{
+    fn open(&mut self) -> Result<(), String> {
+        self.out.open()?;
+        let mut registry = StateRegistry::default();
+        self.f.open(&mut registry)?;
+        if let Some(error) = registry.take_error() {
+            return Err(error);
+        }
+        self.stores = StateStores::new(registry.len());
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        if !self.failed {
+            let mut ctx = EndOfInputContext::new(&mut self.stores, &self.runtime);
+            self.f.end_of_input(&mut ctx, &mut *self.out);
+            self.check_state();
+        }
+        self.out.finish()
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        self.out.flush()
+    }
+    fn close(&mut self) {
+        self.f.close();
+        self.stores = StateStores::new(0);
+        self.out.close();
+    }
+}
+
+/// A sink at the end of a chain.
+pub(crate) struct SinkOp<T> {
+    pub(crate) sink: Box<dyn SinkFunction<T>>,
+    pub(crate) runtime: RuntimeContext,
+    pub(crate) errors: ErrorSlot,
+    pub(crate) failed: bool,
+    pub(crate) closed: bool,
+}
+
+impl<T: 'static> Collector<T> for SinkOp<T> {
+    #[inline]
+    fn collect(&mut self, record: T) {
+        if self.failed {
+            return;
+        }
+        if let Err(error) = self.sink.invoke(record) {
+            self.failed = true;
+            self.errors.set(error);
+        }
+    }
+}
+
+impl<T: Send + 'static> Output<T> for SinkOp<T> {
+    fn open(&mut self) -> Result<(), String> {
+        self.sink.open(&self.runtime)
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        self.sink.finish()
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        self.sink.flush()
+    }
+    fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.sink.close();
+        }
+    }
+}
+
+/// Drives a source subtask: polls it into its chain.
+pub(crate) trait SourceDriver: Send {
+    fn open(&mut self) -> Result<(), String>;
+    fn poll(&mut self, max_records: usize) -> Result<SourceStatus, String>;
+    fn finish(&mut self) -> Result<(), String>;
+    fn flush(&mut self) -> Result<(), String>;
+    fn close(&mut self);
+}
+
+pub(crate) struct TypedSource<T> {
+    pub(crate) source: Box<dyn SourceFunction<T>>,
+    pub(crate) runtime: RuntimeContext,
+    pub(crate) out: BoxOutput<T>,
+    pub(crate) finished: bool,
+    pub(crate) closed: bool,
+}
+
+impl<T: Record> SourceDriver for TypedSource<T> {
+    fn open(&mut self) -> Result<(), String> {
+        self.out.open()?;
+        self.source.open(&self.runtime)
+    }
+    fn poll(&mut self, max_records: usize) -> Result<SourceStatus, String> {
+        if self.finished {
+            return Ok(SourceStatus::Finished);
+        }
+        let status = self.source.poll_next(&mut *self.out, max_records)?;
+        if status == SourceStatus::Finished {
+            self.finished = true;
+        }
+        Ok(status)
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        self.out.finish()
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        self.out.flush()
+    }
+    fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.source.close();
+        }
+        self.out.close();
+    }
+}
+
+/// Feeds records arriving from the network into a chain head.
+pub(crate) trait InputDriver: Send {
+    fn process_record(&mut self, record: &[u8]) -> Result<(), String>;
+    fn process_batch(&mut self, batch: Box<dyn Any + Send>) -> Result<(), String>;
+    fn open(&mut self) -> Result<(), String>;
+    fn finish(&mut self) -> Result<(), String>;
+    fn flush(&mut self) -> Result<(), String>;
+    fn close(&mut self);
+}
+
+struct TypedInput<T> {
+    chain: BoxOutput<T>,
+}
+
+impl<T: Record> InputDriver for TypedInput<T> {
+    fn process_record(&mut self, record: &[u8]) -> Result<(), String> {
+        let value = crate::codec::decode_exact::<T>(record)
+            .map_err(|e| format!("cannot decode a record of type {}: {e}", type_name::<T>()))?;
+        self.chain.collect(value);
+        Ok(())
+    }
+    fn process_batch(&mut self, batch: Box<dyn Any + Send>) -> Result<(), String> {
+        let batch = batch
+            .downcast::<Vec<T>>()
+            .map_err(|_| format!("received a batch that is not a Vec<{}>", type_name::<T>()))?;
+        for value in *batch {
+            self.chain.collect(value);
+        }
+        Ok(())
+    }
+    fn open(&mut self) -> Result<(), String> {
+        self.chain.open()
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        self.chain.finish()
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        self.chain.flush()
+    }
+    fn close(&mut self) {
+        self.chain.close();
+    }
+}
+
+/// What a network output needs to know about its edge, for one producer subtask.
+pub(crate) struct NetworkSpec {
+    pub(crate) partitioner: Partitioner,
+    pub(crate) subtask_index: u32,
+    pub(crate) consumer_parallelism: u32,
+    pub(crate) consumer_max_parallelism: u32,
+    pub(crate) errors: ErrorSlot,
+}
+
+/// [`NetworkOutputBuilder`] for records of type `T` (with the key hash for Hash edges).
+pub(crate) fn network_output_builder<T: Record>(hash: Option<HashFn<T>>) -> NetworkOutputBuilder {
+    Arc::new(move |spec: NetworkSpec, writer: Box<dyn PartitionWriter>| {
+        Ok(erase::<T>(Box::new(NetworkOutput::new(
+            spec,
+            writer,
+            hash.clone(),
+        )?)))
+    })
+}
+
+/// Builds a key hash function for a Hash edge from a key selector.
+pub(crate) fn hash_fn<T: 'static, K: Hash + 'static>(key: KeyFn<T, K>) -> HashFn<T> {
+    Arc::new(move |record: &T, max_parallelism, parallelism| {
+        crate::hash::assign_key_to_subtask(&key(record), max_parallelism, parallelism)
+    })
+}
+
+enum Selector<T> {
+    Forward,
+    Rebalance {
+        next: usize,
+    },
+    Shuffle {
+        rng: SplitMix64,
+    },
+    Broadcast,
+    Hash {
+        hash: HashFn<T>,
+        max_parallelism: u32,
+        parallelism: u32,
+    },
+}
+
+/// The chain tail's output for one edge: picks subpartitions by the partitioner and hands
+/// records to the runtime's [`PartitionWriter`], as typed batches (local) or bytes (remote).
+pub(crate) struct NetworkOutput<T> {
+    writer: Box<dyn PartitionWriter>,
+    selector: Selector<T>,
+    subpartitions: usize,
+    local: Vec<bool>,
+    any_remote: bool,
+    batch_records: usize,
+    batches: Vec<Vec<T>>,
+    scratch: Vec<u8>,
+    errors: ErrorSlot,
+    failed: bool,
+}
+
+impl<T: Record> NetworkOutput<T> {
+    fn new(
+        spec: NetworkSpec,
+        writer: Box<dyn PartitionWriter>,
+        hash: Option<HashFn<T>>,
+    ) -> Result<Self, String> {
+        let subpartitions = writer.num_subpartitions();
+        let expected = match spec.partitioner {
+            Partitioner::Forward => 1,
+            _ => spec.consumer_parallelism as usize,
+        };
+        if subpartitions != expected {
+            return Err(format!(
+                "a {} output needs {expected} subpartitions, the writer has {subpartitions}",
+                spec.partitioner
+            ));
+        }
+        let selector = match spec.partitioner {
+            Partitioner::Forward => Selector::Forward,
+            Partitioner::Rebalance => Selector::Rebalance {
+                next: spec.subtask_index as usize % subpartitions,
+            },
+            Partitioner::Shuffle => Selector::Shuffle {
+                rng: SplitMix64::for_index(0x5eed, u64::from(spec.subtask_index)),
+            },
+            Partitioner::Broadcast => Selector::Broadcast,
+            Partitioner::Hash => match hash {
+                Some(hash) => Selector::Hash {
+                    hash,
+                    max_parallelism: spec.consumer_max_parallelism,
+                    parallelism: spec.consumer_parallelism,
+                },
+                None => return Err("internal error: hash edge without a key selector".into()),
+            },
+        };
+        Ok(NetworkOutput {
+            writer,
+            selector,
+            subpartitions,
+            local: vec![false; subpartitions],
+            any_remote: true,
+            batch_records: 1,
+            batches: (0..subpartitions).map(|_| Vec::new()).collect(),
+            scratch: Vec::new(),
+            errors: spec.errors,
+            failed: false,
+        })
+    }
+
+    fn fail(&mut self, error: String) {
+        self.failed = true;
+        self.errors.set(error);
+    }
+
+    #[inline]
+    fn emit(&mut self, subpartition: usize, record: T) {
+        if self.local[subpartition] {
+            let batch = &mut self.batches[subpartition];
+            batch.push(record);
+            if batch.len() >= self.batch_records {
+                self.send_batch(subpartition);
+            }
+        } else {
+            self.scratch.clear();
+            record.encode(&mut self.scratch);
+            if let Err(e) = self.writer.write_record(subpartition, &self.scratch) {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn send_batch(&mut self, subpartition: usize) {
+        let full = std::mem::replace(
+            &mut self.batches[subpartition],
+            Vec::with_capacity(self.batch_records),
+        );
+        let records = full.len();
+        if records == 0 {
+            return;
+        }
+        if let Err(e) = self
+            .writer
+            .write_batch(subpartition, Box::new(full), records)
+        {
+            self.fail(e);
+        }
+    }
+
+    fn send_all_batches(&mut self) {
+        for s in 0..self.subpartitions {
+            if self.failed {
+                return;
+            }
+            if !self.batches[s].is_empty() {
+                self.send_batch(s);
+            }
+        }
+    }
+}
+
+impl<T: Record> Collector<T> for NetworkOutput<T> {
+    fn collect(&mut self, record: T) {
+        if self.failed {
+            return;
+        }
+        match &mut self.selector {
+            Selector::Forward => self.emit(0, record),
+            Selector::Rebalance { next } => {
+                let s = *next;
+                *next = if s + 1 == self.subpartitions {
+                    0
+                } else {
+                    s + 1
+                };
+                self.emit(s, record);
+            }
+            Selector::Shuffle { rng } => {
+                let s = rng.gen_range(self.subpartitions as u64) as usize;
+                self.emit(s, record);
+            }
+            Selector::Hash {
+                hash,
+                max_parallelism,
+                parallelism,
+            } => {
+                let s = hash(&record, *max_parallelism, *parallelism) as usize;
+                self.emit(s, record);
+            }
+            Selector::Broadcast => {
+                if self.any_remote {
+                    self.scratch.clear();
+                    record.encode(&mut self.scratch);
+                }
+                for s in 0..self.subpartitions {
+                    if self.failed {
+                        return;
+                    }
+                    if self.local[s] {
+                        self.batches[s].push(record.clone());
+                        if self.batches[s].len() >= self.batch_records {
+                            self.send_batch(s);
+                        }
+                    } else if let Err(e) = self.writer.write_record(s, &self.scratch) {
+                        self.fail(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: Record> Output<T> for NetworkOutput<T> {
+    fn open(&mut self) -> Result<(), String> {
+        // Locality and batch size are fixed from here on: a subpartition must not switch between
+        // typed batches and bytes while records are in flight.
+        self.local = (0..self.subpartitions)
+            .map(|s| self.writer.is_local(s))
+            .collect();
+        self.any_remote = self.local.iter().any(|l| !l);
+        self.batch_records = self.writer.local_batch_records().max(1);
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        self.send_all_batches();
+        if !self.failed {
+            if let Err(e) = self.writer.finish() {
+                self.fail(e);
+            }
+        }
+        self.errors.check()
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        self.send_all_batches();
+        if !self.failed {
+            if let Err(e) = self.writer.flush() {
+                self.fail(e);
+            }
+        }
+        self.errors.check()
+    }
+    fn close(&mut self) {
+        self.batches.iter_mut().for_each(Vec::clear);
+    }
+}
