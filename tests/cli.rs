@@ -200,6 +200,7 @@ impl RestfulGateway for FakeGateway {
                         end_time: overview.end_time,
                         duration: overview.duration,
                         tasks: TaskCounts::of(std::iter::repeat_n(state, v.parallelism as usize)),
+                        inputs: Vec::new(),
                     })
                     .collect(),
                 overview,

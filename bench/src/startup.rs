@@ -17,7 +17,7 @@
 //! 6. stop both with SIGTERM and reap them.
 //!
 //! Lines are timestamped by reader threads as they arrive. The binary is `$RFLINK_NODE` if set,
-//! else `rflink-node` next to this executable (`cargo build --release -p rflink` first).
+//! else `rflink-node` next to this executable (`cargo build --release -p rflink-dist` first).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -35,7 +35,7 @@ use crate::BoxError;
 pub const OPTIONS_HELP: &str =
     "  --rounds N      rounds (baselines, JobManager, TaskManager) (default 10)
   --settle-ms N   idle time before reading the processes' RSS (default 1000)
-  (binary: $RFLINK_NODE, else rflink-node next to rflink-bench: cargo build --release -p rflink)";
+  (binary: $RFLINK_NODE, else rflink-node next to rflink-bench: cargo build --release -p rflink-dist)";
 
 /// How long a node may take to print its ready line or to register.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -94,7 +94,7 @@ fn node_binary() -> Result<PathBuf, BoxError> {
     };
     if !path.is_file() {
         return Err(format!(
-            "{} not found: run `cargo build --release -p rflink` or set RFLINK_NODE",
+            "{} not found: run `cargo build --release -p rflink-dist` or set RFLINK_NODE",
             path.display()
         )
         .into());

@@ -21,11 +21,13 @@ use crate::events::EventSink;
 use crate::heartbeat::HeartbeatSettings;
 use crate::jobmaster::{BlobOffload, JobMasterSettings};
 use crate::leaderretrieval::{LeaderInfo, LeaderRetrieval, LEADERS_ENDPOINT};
+use crate::network::{NetworkConfig, ShuffleEnvironment};
 use crate::registration::RetryPolicy;
 use crate::resourcemanager::{ResourceManager, ResourceManagerSettings};
 use crate::rest::{RestServer, RestServerConfig};
 use crate::taskexecutor::invokable::InvokableRegistry;
 use crate::taskexecutor::{FatalErrorHandler, TaskExecutor, TaskExecutorSettings};
+use crate::tasks::Jobs;
 use crate::types::ResourceId;
 
 /// Why a process could not start.
@@ -40,6 +42,9 @@ pub enum EntrypointError {
     /// The REST server failed.
     #[error("rest server: {0}")]
     Rest(String),
+    /// The data plane (shuffle server) could not start.
+    #[error("data plane: {0}")]
+    DataPlane(String),
     /// A directory could not be prepared.
     #[error("cannot prepare {path}: {reason}")]
     Directory {
@@ -259,6 +264,36 @@ pub struct TaskManagerSettings {
     pub rpc: RpcConfig,
     /// Its TaskExecutor.
     pub task_executor: TaskExecutorSettings,
+    /// Its data plane, started with the TaskManager; `None` for none (control-plane tests).
+    pub data: Option<DataPlaneSettings>,
+}
+
+/// Where a TaskManager's data (shuffle) server listens and how its buffers are sized.
+#[derive(Debug, Clone)]
+pub struct DataPlaneSettings {
+    /// Buffers and flow control.
+    pub network: NetworkConfig,
+    /// Local address the data server binds (`taskmanager.bind-host`).
+    pub bind_host: String,
+    /// Host consumers connect to (`taskmanager.host`, else the bind host).
+    pub advertised_host: String,
+    /// `taskmanager.data.port`; 0 picks a free port.
+    pub port: u16,
+}
+
+/// The data plane's settings from `taskmanager.network.*` and `taskmanager.memory.segment-size`.
+pub fn network_config(config: &Configuration) -> NetworkConfig {
+    let n = &config.network;
+    NetworkConfig {
+        segment_size: usize::try_from(n.segment_size).unwrap_or(32 * 1024),
+        total_buffers: n.number_of_buffers,
+        buffers_per_channel: n.buffers_per_channel,
+        floating_buffers_per_gate: n.floating_buffers_per_gate,
+        max_buffers_per_channel: n.max_buffers_per_channel,
+        local_batch_records: n.local_batch_records,
+        request_backoff_initial: n.request_backoff_initial,
+        request_backoff_max: n.request_backoff_max,
+    }
 }
 
 impl TaskManagerSettings {
@@ -267,9 +302,17 @@ impl TaskManagerSettings {
         config: &Configuration,
         work_dir: &std::path::Path,
         invokables: InvokableRegistry,
+        jobs: Jobs,
         fatal_error: FatalErrorHandler,
     ) -> Self {
+        let tm = &config.taskmanager;
         TaskManagerSettings {
+            data: Some(DataPlaneSettings {
+                network: network_config(config),
+                bind_host: tm.bind_host.clone(),
+                advertised_host: tm.host.clone().unwrap_or_else(|| tm.bind_host.clone()),
+                port: tm.data_port,
+            }),
             rpc: config.rpc_config(ProcessRole::TaskManager),
             task_executor: TaskExecutorSettings {
                 jobmanager_address: rflink_rpc::RpcAddress::new(
@@ -289,7 +332,8 @@ impl TaskManagerSettings {
                 registration: retry_policy(config),
                 registration_timeout: config.taskmanager.registration_timeout,
                 slot_timeout: config.taskmanager.slot_timeout,
-                data_port: -1,
+                shuffle: None,
+                jobs,
                 invokables,
                 fatal_error,
                 blob_cache_dir: work_dir.join("blob-cache"),
@@ -304,6 +348,7 @@ pub struct TaskManagerRunner {
     service: RpcService,
     server: RpcServer<TaskExecutor>,
     resource_id: ResourceId,
+    shuffle: Option<ShuffleEnvironment>,
 }
 
 impl TaskManagerRunner {
@@ -312,8 +357,28 @@ impl TaskManagerRunner {
         settings: TaskManagerSettings,
         events: EventSink,
     ) -> Result<Self, EntrypointError> {
-        let service = RpcService::start(settings.rpc).await?;
-        let te = TaskExecutor::new(settings.task_executor, events);
+        let mut te_settings = settings.task_executor;
+        if let Some(data) = &settings.data {
+            let shuffle = ShuffleEnvironment::start(
+                data.network.clone(),
+                &data.bind_host,
+                &data.advertised_host,
+                data.port,
+            )
+            .map_err(|e| EntrypointError::DataPlane(e.to_string()))?;
+            te_settings.shuffle = Some(shuffle);
+        }
+        let shuffle = te_settings.shuffle.clone();
+        let service = match RpcService::start(settings.rpc).await {
+            Ok(service) => service,
+            Err(err) => {
+                if let Some(shuffle) = &shuffle {
+                    shuffle.shutdown();
+                }
+                return Err(err.into());
+            }
+        };
+        let te = TaskExecutor::new(te_settings, events);
         let resource_id = te.resource_id();
         let server = service.start_server(te)?;
         server.start();
@@ -321,7 +386,18 @@ impl TaskManagerRunner {
             service,
             server,
             resource_id,
+            shuffle,
         })
+    }
+
+    /// Its data plane, if it has one.
+    pub fn shuffle(&self) -> Option<&ShuffleEnvironment> {
+        self.shuffle.as_ref()
+    }
+
+    /// Its data server's `host:port`, if it has one.
+    pub fn data_address(&self) -> Option<String> {
+        self.shuffle.as_ref().map(ShuffleEnvironment::data_address)
     }
 
     /// Its resource id.
@@ -341,7 +417,11 @@ impl TaskManagerRunner {
 
     /// Stops it (the TaskExecutor tells the ResourceManager it leaves).
     pub async fn close(self) -> Result<(), EntrypointError> {
-        self.service.close().await?;
+        let closed = self.service.close().await;
+        if let Some(shuffle) = &self.shuffle {
+            shuffle.shutdown();
+        }
+        closed?;
         Ok(())
     }
 }

@@ -19,6 +19,44 @@ pub enum DistributionPattern {
     AllToAll,
 }
 
+/// How records of an edge are routed to the consumer's subtasks. Flink: the edge's
+/// `StreamPartitioner` (`ForwardPartitioner`, `RebalancePartitioner`, `KeyGroupStreamPartitioner`,
+/// `BroadcastPartitioner`, `ShufflePartitioner`), shown in the plan as its ship strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ShipStrategy {
+    /// Subtask i feeds subtask i (equal parallelism); one subpartition per producer.
+    Forward,
+    /// Round robin over every consumer subtask.
+    Rebalance,
+    /// By key group of the record's key.
+    Hash,
+    /// Every record to every consumer subtask.
+    Broadcast,
+    /// Randomly over the consumer subtasks.
+    Shuffle,
+}
+
+impl ShipStrategy {
+    /// Flink's name for it, as the REST plan shows (`FORWARD`, `REBALANCE`, `HASH`, ...).
+    pub fn flink_name(self) -> &'static str {
+        match self {
+            ShipStrategy::Forward => "FORWARD",
+            ShipStrategy::Rebalance => "REBALANCE",
+            ShipStrategy::Hash => "HASH",
+            ShipStrategy::Broadcast => "BROADCAST",
+            ShipStrategy::Shuffle => "SHUFFLE",
+        }
+    }
+
+    /// The distribution pattern it implies: forward is pointwise, the rest all-to-all.
+    pub fn pattern(self) -> DistributionPattern {
+        match self {
+            ShipStrategy::Forward => DistributionPattern::Pointwise,
+            _ => DistributionPattern::AllToAll,
+        }
+    }
+}
+
 /// An input of a vertex: which vertex feeds it and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobEdge {
@@ -26,7 +64,29 @@ pub struct JobEdge {
     pub source: JobVertexId,
     /// How subtasks connect.
     pub pattern: DistributionPattern,
+    /// How records are routed, for edges that carry data (streaming jobs).
+    #[serde(default)]
+    pub ship_strategy: Option<ShipStrategy>,
 }
+
+/// The program a streaming job runs: an entry of the job registry compiled into every node,
+/// with its arguments. The client and every TaskExecutor run the same build function with
+/// these arguments; the fingerprint proves they built the same graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobProgram {
+    /// The registry name, e.g. `wordcount`.
+    pub entry: String,
+    /// Program arguments, e.g. `["--input", "/data/words.txt"]`.
+    pub args: Vec<String>,
+    /// The stream graph's fingerprint as the client built it.
+    pub fingerprint: String,
+}
+
+/// The configuration key of a streaming vertex naming its index in the job's plan.
+pub const STREAM_VERTEX_KEY: &str = "stream.vertex";
+
+/// The invokable every streaming vertex runs. Flink: `OneInputStreamTask` / `SourceStreamTask`.
+pub const STREAM_TASK_INVOKABLE: &str = "StreamTask";
 
 /// One vertex (an operator chain, once the data plane exists). Flink: `JobVertex`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +132,7 @@ impl JobVertex {
         self.inputs.push(JobEdge {
             source: source.id,
             pattern,
+            ship_strategy: None,
         });
         self
     }
@@ -86,6 +147,10 @@ pub struct JobGraph {
     pub name: String,
     /// Vertices in topological order (sources first).
     pub vertices: Vec<JobVertex>,
+    /// The streaming program, for jobs built with the DataStream API; `None` for graphs of
+    /// plain invokables (the testing ones).
+    #[serde(default)]
+    pub program: Option<JobProgram>,
 }
 
 /// The largest max parallelism a vertex may have (Flink's `KeyGroupRangeAssignment.UPPER_BOUND_MAX_PARALLELISM`).
@@ -129,6 +194,16 @@ pub enum JobGraphError {
         /// The missing source.
         source_id: JobVertexId,
     },
+    /// A forward edge joins vertices of different parallelism.
+    #[error("vertex {vertex:?} reads with forward partitioning from a vertex of parallelism {source_parallelism}, but has parallelism {parallelism}")]
+    ForwardParallelism {
+        /// The consuming vertex's name.
+        vertex: String,
+        /// Its parallelism.
+        parallelism: u32,
+        /// The producer's.
+        source_parallelism: u32,
+    },
     /// A name is empty or too long.
     #[error("{what} name must be 1 to 255 characters")]
     BadName {
@@ -144,6 +219,7 @@ impl JobGraph {
             job_id: JobId::generate(),
             name: name.into(),
             vertices,
+            program: None,
         }
     }
 
@@ -179,6 +255,20 @@ impl JobGraph {
                         vertex: v.name.clone(),
                         source_id: input.source,
                     });
+                }
+                if input.ship_strategy.is_some() && input.pattern == DistributionPattern::Pointwise
+                {
+                    let source_parallelism = self
+                        .vertex(input.source)
+                        .map(|s| s.parallelism)
+                        .unwrap_or(v.parallelism);
+                    if source_parallelism != v.parallelism {
+                        return Err(JobGraphError::ForwardParallelism {
+                            vertex: v.name.clone(),
+                            parallelism: v.parallelism,
+                            source_parallelism,
+                        });
+                    }
                 }
             }
             if !seen.insert(v.id) {

@@ -4,6 +4,7 @@
 //! JobMaster, TaskExecutor and BlobServer, one module per Flink package.
 
 pub mod blob;
+pub mod client;
 pub mod config;
 pub mod dispatcher;
 pub mod entrypoint;
@@ -14,8 +15,10 @@ pub mod jobgraph;
 pub mod jobmaster;
 pub mod leaderretrieval;
 pub mod minicluster;
+pub mod network;
 pub mod registration;
 pub mod resourcemanager;
 pub mod rest;
 pub mod taskexecutor;
+pub mod tasks;
 pub mod types;

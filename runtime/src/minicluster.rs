@@ -12,23 +12,26 @@ use std::time::Duration;
 use rflink_rpc::{RpcConfig, RpcError, RpcGateway, RpcServer, RpcService};
 
 use crate::blob::{BlobServer, BlobServerConfig};
+use crate::client::{build_job_graph, ClientError};
 use crate::dispatcher::{
     ClusterOverview, Dispatcher, DispatcherError, JobExceptions, JobResult, RequestClusterOverview,
     RequestJobExceptions, RequestJobResult, RequestJobStatus, SubmitJob,
 };
 use crate::entrypoint::{
-    fresh_work_dir, EntrypointError, JobManagerRunner, JobManagerSettings, TaskManagerRunner,
-    TaskManagerSettings,
+    fresh_work_dir, DataPlaneSettings, EntrypointError, JobManagerRunner, JobManagerSettings,
+    TaskManagerRunner, TaskManagerSettings,
 };
 use crate::events::{ClusterEvent, EventSink};
 use crate::executiongraph::JobStatus;
 use crate::heartbeat::HeartbeatSettings;
 use crate::jobgraph::JobGraph;
+use crate::network::NetworkConfig;
 use crate::registration::RetryPolicy;
 use crate::resourcemanager::ResourceManager;
 use crate::rest::RestServerConfig;
 use crate::taskexecutor::invokable::InvokableRegistry;
 use crate::taskexecutor::TaskExecutorSettings;
+use crate::tasks::Jobs;
 use crate::types::{JobId, ResourceId};
 
 /// How a MiniCluster is built. Flink: `MiniClusterConfiguration`.
@@ -58,6 +61,10 @@ pub struct MiniClusterConfig {
     pub blob_offload_min_size: u64,
     /// `blob.service.cleanup.interval`. Default 1 h.
     pub blob_cleanup_interval: Duration,
+    /// The streaming jobs TaskExecutors can run.
+    pub jobs: Jobs,
+    /// Each TaskExecutor's data plane (buffers, flow control); `None` starts none.
+    pub network: Option<NetworkConfig>,
 }
 
 impl Default for MiniClusterConfig {
@@ -75,6 +82,8 @@ impl Default for MiniClusterConfig {
             invokables: InvokableRegistry::with_testing_invokables(),
             blob_offload_min_size: 1024 * 1024,
             blob_cleanup_interval: Duration::from_secs(3600),
+            jobs: Jobs::default(),
+            network: Some(NetworkConfig::default()),
         }
     }
 }
@@ -102,6 +111,47 @@ pub enum MiniClusterError {
     /// No TaskManager with that index runs.
     #[error("no task manager {0}")]
     NoSuchTaskManager(usize),
+    /// The job's graph could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The actix system could not run.
+    #[error("cannot run the cluster: {0}")]
+    System(String),
+}
+
+/// Runs streaming job `entry` with `args` on a fresh MiniCluster in this thread and returns
+/// its result once it ends, then stops the cluster. The cluster gets as many slots as the
+/// job's widest vertex needs (slot sharing), on `config.num_task_managers` TaskManagers.
+/// Flink: `StreamExecutionEnvironment.execute()` in a local environment.
+pub fn execute_locally(
+    mut config: MiniClusterConfig,
+    entry: &str,
+    args: &[String],
+    timeout: Duration,
+) -> Result<JobResult, MiniClusterError> {
+    let job_graph = build_job_graph(&config.jobs, entry, args)?;
+    let needed = job_graph
+        .vertices
+        .iter()
+        .map(|v| v.parallelism)
+        .max()
+        .unwrap_or(1);
+    let tms = config.num_task_managers.max(1);
+    config.num_task_managers = tms;
+    config.slots_per_task_manager = config.slots_per_task_manager.max(needed.div_ceil(tms));
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let cluster = MiniCluster::start(config).await?;
+        let result = async {
+            let job_id = cluster.submit_job(job_graph).await?;
+            cluster.request_job_result(job_id, timeout).await
+        }
+        .await;
+        let closed = cluster.close().await;
+        let result = result?;
+        closed?;
+        Ok(result)
+    })
 }
 
 /// A running MiniCluster.
@@ -163,6 +213,21 @@ impl MiniCluster {
         let fatal = Arc::clone(&self.fatal_errors);
         let index = self.task_managers.len();
         let settings = TaskManagerSettings {
+            data: self
+                .config
+                .network
+                .clone()
+                .map(|network| DataPlaneSettings {
+                    network,
+                    bind_host: self.config.rpc.bind_host.clone(),
+                    advertised_host: self
+                        .config
+                        .rpc
+                        .advertised_host
+                        .clone()
+                        .unwrap_or_else(|| self.config.rpc.bind_host.clone()),
+                    port: 0,
+                }),
             rpc: self.config.rpc.clone(),
             task_executor: TaskExecutorSettings {
                 jobmanager_address: self.jm().service().address().to_string(),
@@ -171,7 +236,8 @@ impl MiniCluster {
                 registration: self.config.registration,
                 registration_timeout: self.config.registration_timeout,
                 slot_timeout: self.config.slot_timeout,
-                data_port: -1,
+                shuffle: None,
+                jobs: self.config.jobs.clone(),
                 invokables: self.config.invokables.clone(),
                 fatal_error: Arc::new(move |msg| {
                     fatal.lock().unwrap_or_else(|p| p.into_inner()).push(msg)
@@ -297,6 +363,20 @@ impl MiniCluster {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Builds streaming job `entry` of this cluster's job registry with `args` (as the CLI
+    /// does), submits it and waits for its result, at most `timeout`. Flink:
+    /// `LocalStreamEnvironment.execute()`.
+    pub async fn execute(
+        &self,
+        entry: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<JobResult, MiniClusterError> {
+        let job_graph = build_job_graph(&self.config.jobs, entry, args)?;
+        let job_id = self.submit_job(job_graph).await?;
+        self.request_job_result(job_id, timeout).await
     }
 
     /// Waits for the job's result (it reached a terminal status), at most `timeout`.

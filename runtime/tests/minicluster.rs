@@ -326,6 +326,7 @@ async fn stale_job_master_ids_are_refused_by_the_task_executor() {
         allocation_id,
         job_information: MaybeOffloaded::Inline(JobInformation {
             job_name: "x".into(),
+            program: None,
         }),
         task_information: MaybeOffloaded::Inline(TaskInformation {
             vertex_name: "x".into(),
@@ -334,6 +335,8 @@ async fn stale_job_master_ids_are_refused_by_the_task_executor() {
             invokable: "NoOpInvokable".into(),
             config: Default::default(),
         }),
+        produced_partitions: Vec::new(),
+        input_gates: Vec::new(),
     };
     let stale = JobMasterId::generate();
     match te
@@ -471,6 +474,7 @@ async fn a_task_executor_that_cannot_register_is_fatal() {
     let sink = Arc::clone(&fatal);
     let settings = TaskManagerSettings {
         rpc: RpcConfig::default(),
+        data: None,
         task_executor: TaskExecutorSettings {
             jobmanager_address: format!("127.0.0.1:{port}"),
             number_of_slots: 1,
@@ -478,7 +482,8 @@ async fn a_task_executor_that_cannot_register_is_fatal() {
             registration: Default::default(),
             registration_timeout: Duration::from_millis(300),
             slot_timeout: Duration::from_secs(10),
-            data_port: -1,
+            shuffle: None,
+            jobs: Default::default(),
             invokables: InvokableRegistry::with_testing_invokables(),
             fatal_error: Arc::new(move |m| sink.lock().expect("lock").push(m)),
             blob_cache_dir: std::env::temp_dir().join(format!(

@@ -139,6 +139,7 @@ impl FakeJob {
                 end_time: overview.end_time,
                 duration: overview.duration,
                 tasks: TaskCounts::of(std::iter::repeat_n(state, v.parallelism as usize)),
+                inputs: Vec::new(),
             })
             .collect();
         JobDetails {

@@ -21,6 +21,7 @@ use rflink_runtime::entrypoint::{
 };
 use rflink_runtime::events::EventSink;
 use rflink_runtime::taskexecutor::invokable::InvokableRegistry;
+use rflink_runtime::tasks::Jobs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Role {
@@ -232,6 +233,7 @@ async fn run(args: Args, config: Configuration) -> i32 {
                 &config,
                 &work_dir.join(format!("tm-{i}")),
                 InvokableRegistry::with_testing_invokables(),
+                Jobs::new(rflink_examples::registry()),
                 Arc::clone(&fatal),
             );
             match TaskManagerRunner::start(settings, events.clone()).await {
@@ -246,6 +248,9 @@ async fn run(args: Args, config: Configuration) -> i32 {
             if let Some(tm) = task_managers.first() {
                 ready.insert("rpc".into(), tm.service().address().into());
                 ready.insert("resource_id".into(), tm.resource_id().to_string().into());
+                if let Some(data) = tm.data_address() {
+                    ready.insert("data".into(), data.into());
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The `rflink` command-line client. Flink: `bin/flink` (`CliFrontend` with `RestClusterClient`).
 //!
 //! ```text
+//! rflink [-m host:port] run --example NAME [-d] [--name NAME] [PROGRAM ARGS...]
 //! rflink [-m host:port] run --job noop|blocking|failing|sleeping [--vertices N] [-p P]
 //!                           [--name NAME] [--millis MS] [--message TEXT] [-d]
 //! rflink [-m host:port] list [-r] [-s] [-a]
@@ -10,9 +11,12 @@
 //! ```
 //!
 //! The JobManager's REST address comes from `-m/--jobmanager`, else `RFLINK_JOBMANAGER`, else
-//! `localhost:8081`. Until the data plane exists, `run` submits a *testing* job: a chain of
+//! `localhost:8081`. `run --example NAME ARGS...` builds a streaming program of the job registry
+//! compiled into rflink and rflink-node (`wordcount`, `sequence-sum`) with its arguments, and
+//! submits its job graph; the TaskExecutors rebuild the same program and run their vertices.
+//! Files a program reads (`--input`) are read by the TaskManagers, so they must exist at the same
+//! path on every TaskManager, as with Flink. `run --job` submits a *testing* job: a chain of
 //! `--vertices` vertices, each running the chosen testing invokable with parallelism `-p`.
-//! (`run --example wordcount` will join `--job` in the same argument group.)
 //!
 //! Exit codes: 0 success (attached run: the job FINISHED); 1 the job FAILED or was CANCELED;
 //! 2 usage errors (clap's message); 3 the JobManager could not be reached or refused the request.
@@ -23,10 +27,12 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use rflink_runtime::client::build_job_graph;
 use rflink_runtime::executiongraph::JobStatus;
 use rflink_runtime::jobgraph::{DistributionPattern, JobGraph, JobVertex};
 use rflink_runtime::rest::client::{RestClient, RestClientError};
 use rflink_runtime::rest::messages::{ApplicationStatus, JobSummary};
+use rflink_runtime::tasks::Jobs;
 use rflink_runtime::types::JobId;
 
 /// Environment variable naming the JobManager when `-m` is absent.
@@ -111,6 +117,16 @@ struct RunArgs {
     /// Prints the job id and exits right after submission instead of waiting for the job.
     #[arg(short = 'd', long)]
     detached: bool,
+
+    /// Arguments of the `--example` program (everything after its name), e.g. `--input
+    /// /data/text --output /data/counts`. `-m/--jobmanager HOST:PORT` among them is taken as the
+    /// client's option, as in `rflink run --example wordcount --input f -m host:8081`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM ARGS"
+    )]
+    program_args: Vec<String>,
 }
 
 /// What to run (one of).
@@ -120,6 +136,11 @@ struct Program {
     /// A testing job: every vertex runs the named testing invokable.
     #[arg(long, value_enum)]
     job: Option<TestingJob>,
+
+    /// A streaming program of the job registry compiled into rflink (and into every
+    /// rflink-node): `wordcount`, `sequence-sum`. Its arguments follow it.
+    #[arg(long, value_name = "NAME")]
+    example: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -190,8 +211,13 @@ impl From<Outcome> for ExitCode {
 
 fn main() -> ExitCode {
     // Usage errors exit 2 with clap's message; --help and --version exit 0.
-    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    let mut cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
     init_tracing();
+    if let Command::Run(run) = &mut cli.command {
+        if let Some(m) = take_jobmanager_flag(&mut run.program_args) {
+            cli.jobmanager = Some(m);
+        }
+    }
     let address = jobmanager_address(cli.jobmanager.as_deref());
     let graph = match &cli.command {
         Command::Run(run) => Some(build_graph(run)),
@@ -262,11 +288,63 @@ fn jobmanager_address(flag: Option<&str>) -> String {
     host_port.to_string()
 }
 
-/// The testing job graph of `run`: a pointwise chain of `--vertices` vertices.
+/// Removes `-m X` / `--jobmanager X` / `--jobmanager=X` from a program's arguments; returns
+/// the last one given.
+fn take_jobmanager_flag(args: &mut Vec<String>) -> Option<String> {
+    let mut found = None;
+    let mut kept = Vec::with_capacity(args.len());
+    let mut iter = std::mem::take(args).into_iter();
+    while let Some(arg) = iter.next() {
+        if arg == "-m" || arg == "--jobmanager" {
+            match iter.next() {
+                Some(value) => found = Some(value),
+                None => usage_error(ErrorKind::InvalidValue, format!("{arg} needs HOST:PORT")),
+            }
+        } else if let Some(value) = arg.strip_prefix("--jobmanager=") {
+            found = Some(value.to_string());
+        } else {
+            kept.push(arg);
+        }
+    }
+    *args = kept;
+    found
+}
+
+/// The job graph of `run`: an example program's, or a testing chain.
 fn build_graph(run: &RunArgs) -> JobGraph {
+    if let Some(example) = &run.program.example {
+        let jobs = Jobs::new(rflink_examples::registry());
+        return match build_job_graph(&jobs, example, &run.program_args) {
+            Ok(mut graph) => {
+                if let Some(name) = &run.name {
+                    graph.name = name.clone();
+                }
+                graph
+            }
+            Err(err) => usage_error(
+                ErrorKind::InvalidValue,
+                format!(
+                    "cannot build {example}: {err} (known programs: {})",
+                    jobs.0.names().join(", ")
+                ),
+            ),
+        };
+    }
     let Some(job) = run.program.job else {
-        usage_error(ErrorKind::MissingRequiredArgument, "run needs --job");
+        usage_error(
+            ErrorKind::MissingRequiredArgument,
+            "run needs --job or --example",
+        );
     };
+    if !run.program_args.is_empty() {
+        usage_error(
+            ErrorKind::UnknownArgument,
+            format!(
+                "unexpected arguments {:?}: only --example programs take arguments",
+                run.program_args
+            ),
+        );
+    }
     if run.millis.is_some() && job != TestingJob::Sleeping {
         usage_error(
             ErrorKind::ArgumentConflict,

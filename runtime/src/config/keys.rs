@@ -342,6 +342,24 @@ key_table! {
         "taskmanager.slot.timeout" => taskmanager.slot_timeout: Dur,
             "A slot allocated but not activated, or left inactive, this long is freed.";
     }
+    "Network (TaskManager data plane)" {
+        "taskmanager.memory.segment-size" => network.segment_size: Size,
+            "Size of one network buffer; records are serialized into buffers of this size.";
+        "taskmanager.network.numberOfBuffers" => network.number_of_buffers: Int<usize>,
+            "Network buffers of a TaskManager, shared by all its result partitions and input gates.";
+        "taskmanager.network.memory.buffers-per-channel" => network.buffers_per_channel: Int<usize>,
+            "Exclusive buffers of each remote input channel: its initial credit.";
+        "taskmanager.network.memory.floating-buffers-per-gate" => network.floating_buffers_per_gate: Int<usize>,
+            "Buffers an input gate lends to channels with a backlog.";
+        "taskmanager.network.memory.max-buffers-per-channel" => network.max_buffers_per_channel: Int<usize>,
+            "Most buffers one subpartition may hold queued.";
+        "taskmanager.network.local-batch.records" => network.local_batch_records: Int<usize>,
+            "Most records in one typed batch to a consumer in the same process (no serialization).";
+        "taskmanager.network.request-backoff.initial" => network.request_backoff_initial: Dur,
+            "First pause before asking again for a partition not registered yet.";
+        "taskmanager.network.request-backoff.max" => network.request_backoff_max: Dur,
+            "The pause doubles up to this; then the partition request fails.";
+    }
     "Heartbeat" {
         "heartbeat.interval" => heartbeat.interval: Dur,
             "How often heartbeat requests are sent (Flink: 10 s).";

@@ -106,6 +106,8 @@ pub struct Configuration {
     pub execution: ExecutionConfig,
     /// `minicluster.*`: the in-process cluster.
     pub minicluster: MiniClusterConfig,
+    /// `taskmanager.network.*`, `taskmanager.memory.segment-size`: the data plane.
+    pub network: NetworkSettings,
 }
 
 /// `cluster.*`.
@@ -362,6 +364,53 @@ impl Default for ExecutionConfig {
     fn default() -> Self {
         ExecutionConfig {
             default_parallelism: 1,
+        }
+    }
+}
+
+/// The data plane: network buffers, credit-based flow control, partition requests.
+///
+/// Flink sizes network memory as a fraction of the TaskManager's memory; rflink counts buffers
+/// (Flink's legacy `taskmanager.network.numberOfBuffers`), which is what the flow control
+/// reasons about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// `taskmanager.memory.segment-size`, default 32 kb: the size of one network buffer.
+    pub segment_size: u64,
+    /// `taskmanager.network.numberOfBuffers`, default 2048 (64 MiB at 32 kb): every network
+    /// buffer of a TaskManager, shared by all its tasks' partitions and gates.
+    pub number_of_buffers: usize,
+    /// `taskmanager.network.memory.buffers-per-channel`, default 2: exclusive buffers of each
+    /// remote input channel, which is its initial credit.
+    pub buffers_per_channel: usize,
+    /// `taskmanager.network.memory.floating-buffers-per-gate`, default 8: buffers an input gate
+    /// lends to whichever of its channels has a backlog.
+    pub floating_buffers_per_gate: usize,
+    /// `taskmanager.network.memory.max-buffers-per-channel`, default 10: most buffers one
+    /// subpartition may hold queued, so one slow consumer cannot take a producer's whole pool.
+    pub max_buffers_per_channel: usize,
+    /// `taskmanager.network.local-batch.records`, default 1024 (rflink): most records in one
+    /// typed batch handed to a consumer in the same process, which skips serialization.
+    pub local_batch_records: usize,
+    /// `taskmanager.network.request-backoff.initial`, default 100 ms: first pause before asking
+    /// again for a partition whose producer has not registered it yet.
+    pub request_backoff_initial: Duration,
+    /// `taskmanager.network.request-backoff.max`, default 10 s: the pause doubles up to this,
+    /// then the request fails.
+    pub request_backoff_max: Duration,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            segment_size: 32 * 1024,
+            number_of_buffers: 2048,
+            buffers_per_channel: 2,
+            floating_buffers_per_gate: 8,
+            max_buffers_per_channel: 10,
+            local_batch_records: 1024,
+            request_backoff_initial: Duration::from_millis(100),
+            request_backoff_max: Duration::from_secs(10),
         }
     }
 }

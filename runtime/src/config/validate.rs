@@ -107,6 +107,53 @@ impl Configuration {
         p.positive("taskmanager.registration.timeout", tm.registration_timeout);
         p.positive("taskmanager.slot.timeout", tm.slot_timeout);
 
+        let net = &self.network;
+        p.require(
+            (4096..=(16 << 20)).contains(&net.segment_size),
+            "taskmanager.memory.segment-size",
+            || {
+                format!(
+                    "{} is outside 4 kb ..= 16 mb",
+                    format_size(net.segment_size)
+                )
+            },
+        );
+        p.require(
+            net.buffers_per_channel >= 1,
+            "taskmanager.network.memory.buffers-per-channel",
+            || "must be at least 1".into(),
+        );
+        p.require(
+            net.max_buffers_per_channel >= 1,
+            "taskmanager.network.memory.max-buffers-per-channel",
+            || "must be at least 1".into(),
+        );
+        p.require(
+            net.local_batch_records >= 1,
+            "taskmanager.network.local-batch.records",
+            || "must be at least 1".into(),
+        );
+        p.require(
+            net.number_of_buffers >= 4,
+            "taskmanager.network.numberOfBuffers",
+            || "must be at least 4".into(),
+        );
+        p.positive(
+            "taskmanager.network.request-backoff.initial",
+            net.request_backoff_initial,
+        );
+        p.require(
+            net.request_backoff_max >= net.request_backoff_initial,
+            "taskmanager.network.request-backoff.max",
+            || {
+                format!(
+                    "{} must not be below taskmanager.network.request-backoff.initial ({})",
+                    format_duration(net.request_backoff_max),
+                    format_duration(net.request_backoff_initial)
+                )
+            },
+        );
+
         let hb = &self.heartbeat;
         p.positive("heartbeat.interval", hb.interval);
         p.require(hb.timeout > hb.interval, "heartbeat.timeout", || {

@@ -125,6 +125,9 @@ pub struct VertexDetails {
     pub duration: i64,
     /// Subtasks per state.
     pub tasks: TaskCounts,
+    /// Inputs: producing vertex and ship strategy (`HASH`, `FORWARD`, ...).
+    #[serde(default)]
+    pub inputs: Vec<(JobVertexId, String)>,
 }
 
 /// A job's details. Flink: `JobDetailsInfo` (`/jobs/{id}`).

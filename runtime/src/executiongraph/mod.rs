@@ -87,6 +87,8 @@ pub struct ExecutionJobVertex {
     pub parallelism: u32,
     /// Its max parallelism.
     pub max_parallelism: u32,
+    /// Its inputs: producing vertex and ship strategy (Flink's name, e.g. `HASH`).
+    pub inputs: Vec<(JobVertexId, String)>,
     /// The current attempt of each subtask, by index.
     pub executions: Vec<Execution>,
 }
@@ -185,6 +187,18 @@ impl ExecutionGraph {
                 name: v.name.clone(),
                 parallelism: v.parallelism,
                 max_parallelism: v.max_parallelism,
+                inputs: v
+                    .inputs
+                    .iter()
+                    .map(|e| {
+                        let strategy = match (e.ship_strategy, e.pattern) {
+                            (Some(s), _) => s.flink_name(),
+                            (None, crate::jobgraph::DistributionPattern::Pointwise) => "FORWARD",
+                            (None, crate::jobgraph::DistributionPattern::AllToAll) => "REBALANCE",
+                        };
+                        (e.source, strategy.to_string())
+                    })
+                    .collect(),
                 executions: (0..v.parallelism)
                     .map(|i| Execution {
                         attempt: ExecutionAttemptId {

@@ -40,6 +40,9 @@ pub struct RegisterTaskManager {
     pub resource_id: ResourceId,
     /// Its process session: a new one means it restarted.
     pub session_id: AbstractId,
+    /// Its data (shuffle) server, `host:port`, which consumers of its results connect to.
+    #[serde(default)]
+    pub data_address: Option<String>,
 }
 impl RpcMessage for RegisterTaskManager {
     type Reply = RegistrationResponse<JmTmRegistrationSuccess>;

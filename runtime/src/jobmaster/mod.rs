@@ -22,6 +22,7 @@
 //! fails the attempts it ran. Slots that do not all arrive within `slot.request.timeout` fail the
 //! job with `NoResourceAvailable`.
 
+pub mod deployment;
 pub mod gateway;
 pub mod slot_pool;
 pub mod views;
@@ -87,6 +88,7 @@ struct RmConnection {
 struct TmConnection {
     gateway: RpcGateway<TaskExecutor>,
     session_id: AbstractId,
+    data_address: Option<String>,
 }
 
 /// The JobMaster endpoint.
@@ -330,18 +332,60 @@ impl JobMaster {
         let groups = self.slot_pool.assign_groups();
         let job_information = JobInformation {
             job_name: self.graph.job_name.clone(),
+            program: self.job_graph.program.clone(),
         };
         let data = self.deployment_data.clone().unwrap_or_default();
+        // Where every subtask runs, for the data-plane descriptors of streaming jobs.
+        let placements: Vec<Vec<Option<deployment::Placement>>> = self
+            .graph
+            .vertices
+            .iter()
+            .map(|vertex| {
+                vertex
+                    .executions
+                    .iter()
+                    .enumerate()
+                    .map(|(k, exec)| {
+                        let slot = groups.get(&(k as u32))?;
+                        let tm = self.task_managers.get(&slot.resource_id)?;
+                        Some(deployment::Placement {
+                            attempt: exec.attempt,
+                            resource_id: slot.resource_id,
+                            data_address: tm.data_address.clone().unwrap_or_default(),
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let place = |v: usize, k: u32| {
+            placements
+                .get(v)
+                .and_then(|p| p.get(k as usize))
+                .and_then(Option::as_ref)
+        };
+        let streaming = self.job_graph.program.is_some();
         let mut submissions = Vec::new();
         for (v, vertex) in self.graph.vertices.iter().enumerate() {
             let Some(task_information) = data.get(&vertex.id) else {
                 continue;
             };
             for (k, exec) in vertex.executions.iter().enumerate() {
-                submissions.push((v, k, exec.attempt, task_information.clone()));
+                let shuffle = if streaming {
+                    deployment::shuffle_descriptors(&self.job_graph, v, k as u32, &place)
+                } else {
+                    Ok((Vec::new(), Vec::new()))
+                };
+                submissions.push((v, k, exec.attempt, task_information.clone(), shuffle));
             }
         }
-        for (_, k, attempt, task_information) in submissions {
+        for (_, k, attempt, task_information, shuffle) in submissions {
+            let (produced_partitions, input_gates) = match shuffle {
+                Ok(descriptors) => descriptors,
+                Err(reason) => {
+                    self.deployment_failed(attempt, reason, ctx);
+                    continue;
+                }
+            };
             let Some(slot) = groups.get(&(k as u32)) else {
                 self.deployment_failed(attempt, format!("no slot for subtask group {k}"), ctx);
                 continue;
@@ -373,6 +417,8 @@ impl JobMaster {
                 allocation_id: slot.allocation_id,
                 job_information: MaybeOffloaded::Inline(job_information.clone()),
                 task_information,
+                produced_partitions,
+                input_gates,
             };
             let gateway = tm.gateway.clone();
             let msg = taskexecutor::SubmitTask {
@@ -789,6 +835,7 @@ impl Handler<RegisterTaskManager> for JobMaster {
                             TmConnection {
                                 gateway,
                                 session_id: msg.session_id,
+                                data_address: msg.data_address.clone(),
                             },
                         );
                         RegistrationResponse::Success(success)

@@ -76,6 +76,7 @@ pub fn details(graph: &ExecutionGraph) -> JobDetails {
                 end_time,
                 duration,
                 tasks: TaskCounts::of(v.executions.iter().map(|e| e.state)),
+                inputs: v.inputs.clone(),
             }
         })
         .collect();

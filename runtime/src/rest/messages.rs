@@ -493,8 +493,7 @@ pub struct PlanNode {
     /// Empty.
     #[serde(default)]
     pub optimizer_properties: BTreeMap<String, String>,
-    /// The node's inputs; absent for sources (and, until the gateway's view carries edges, for
-    /// every rflink node).
+    /// The node's inputs; absent for sources.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<PlanInput>,
 }
@@ -531,7 +530,17 @@ impl JobPlan {
                     operator_strategy: String::new(),
                     description: v.name.clone(),
                     optimizer_properties: BTreeMap::new(),
-                    inputs: Vec::new(),
+                    inputs: v
+                        .inputs
+                        .iter()
+                        .enumerate()
+                        .map(|(num, (source, strategy))| PlanInput {
+                            id: *source,
+                            num: num as u32,
+                            exchange: "pipelined_bounded".into(),
+                            ship_strategy: strategy.clone(),
+                        })
+                        .collect(),
                 })
                 .collect(),
         }

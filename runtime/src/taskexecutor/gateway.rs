@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use rflink_rpc::RpcMessage;
 use serde::{Deserialize, Serialize};
 
+use crate::jobgraph::{JobProgram, ShipStrategy};
 use crate::resourcemanager::SlotReport;
 use crate::types::{
-    Ack, AllocationId, ExecutionAttemptId, JobId, JobMasterId, ResourceId, ResourceManagerId,
-    SlotId,
+    Ack, AllocationId, ExecutionAttemptId, JobId, JobMasterId, JobVertexId, ResourceId,
+    ResourceManagerId, SlotId,
 };
 
 /// Why a TaskExecutor refused a slot request or a slot operation.
@@ -98,6 +99,53 @@ pub struct TaskDeploymentDescriptor {
     pub job_information: MaybeOffloaded<JobInformation>,
     /// Vertex-wide information, inline or offloaded.
     pub task_information: MaybeOffloaded<TaskInformation>,
+    /// The results this subtask produces, one per outgoing edge of its vertex.
+    #[serde(default)]
+    pub produced_partitions: Vec<ResultPartitionDeploymentDescriptor>,
+    /// The results it consumes, one gate per incoming edge, in the vertex's input order.
+    #[serde(default)]
+    pub input_gates: Vec<InputGateDeploymentDescriptor>,
+}
+
+/// One result a subtask produces. Flink: `ResultPartitionDeploymentDescriptor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultPartitionDeploymentDescriptor {
+    /// Index among the producing vertex's outgoing edges (the partition id is this plus the
+    /// producing attempt).
+    pub result_index: u32,
+    /// The consuming vertex.
+    pub consumer: JobVertexId,
+    /// How records are routed.
+    pub ship_strategy: ShipStrategy,
+    /// For each subpartition (one per consumer subtask; one for forward), whether its consumer
+    /// runs on this same TaskExecutor, so that records go to it as typed batches.
+    pub local: Vec<bool>,
+}
+
+/// One result a subtask consumes. Flink: `InputGateDeploymentDescriptor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputGateDeploymentDescriptor {
+    /// The producing vertex.
+    pub producer: JobVertexId,
+    /// One channel per producer subtask read from (one for forward).
+    pub channels: Vec<ShuffleDescriptor>,
+}
+
+/// Where one input channel reads from. Flink: `NettyShuffleDescriptor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShuffleDescriptor {
+    /// The producing attempt.
+    pub producer: ExecutionAttemptId,
+    /// The producer's result index.
+    pub result_index: u32,
+    /// The subpartition this consumer reads.
+    pub subpartition: u32,
+    /// The producer's TaskExecutor.
+    pub producer_resource_id: ResourceId,
+    /// Its data server, `host:port`.
+    pub data_address: String,
+    /// Whether the producer runs on the consuming TaskExecutor.
+    pub local: bool,
 }
 
 /// Job-wide deployment information. Flink: `JobInformation`.
@@ -105,6 +153,9 @@ pub struct TaskDeploymentDescriptor {
 pub struct JobInformation {
     /// The job's name.
     pub job_name: String,
+    /// Its streaming program, if it has one.
+    #[serde(default)]
+    pub program: Option<JobProgram>,
 }
 
 /// Vertex-wide deployment information. Flink: `TaskInformation`.

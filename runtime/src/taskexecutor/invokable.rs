@@ -5,6 +5,7 @@
 //! and a sleeping one): the control-plane tests need them for good, whatever the data plane adds.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,24 +22,57 @@ pub enum TaskError {
     Failed(String),
 }
 
+/// A wake-up run when a task is cancelled (interrupting a blocked buffer request or input
+/// read, say).
+pub type CancelHook = Box<dyn Fn() + Send + Sync>;
+
 /// Lets a task see its cancellation promptly, from its own thread.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct CancelSignal {
     cancelled: Mutex<bool>,
+    /// Mirrors `cancelled` for the per-record check on a task's hot path.
+    flag: AtomicBool,
     cv: Condvar,
+    hooks: Mutex<Vec<CancelHook>>,
+}
+
+impl std::fmt::Debug for CancelSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelSignal")
+            .field("cancelled", &self.is_cancelled())
+            .finish_non_exhaustive()
+    }
 }
 
 impl CancelSignal {
-    /// Requests cancellation; wakes every waiter.
+    /// Requests cancellation; wakes every waiter and runs every hook.
     pub fn cancel(&self) {
-        let mut c = self.cancelled.lock().unwrap_or_else(|p| p.into_inner());
-        *c = true;
-        self.cv.notify_all();
+        {
+            let mut c = self.cancelled.lock().unwrap_or_else(|p| p.into_inner());
+            *c = true;
+            self.flag.store(true, Ordering::Release);
+            self.cv.notify_all();
+        }
+        let hooks = std::mem::take(&mut *self.hooks.lock().unwrap_or_else(|p| p.into_inner()));
+        for hook in hooks {
+            hook();
+        }
     }
 
-    /// True once cancellation was requested.
+    /// Runs `hook` on cancellation, or at once if the task is cancelled already.
+    pub fn on_cancel(&self, hook: CancelHook) {
+        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        if self.flag.load(Ordering::Acquire) {
+            drop(hooks);
+            hook();
+        } else {
+            hooks.push(hook);
+        }
+    }
+
+    /// True once cancellation was requested (one atomic load).
     pub fn is_cancelled(&self) -> bool {
-        *self.cancelled.lock().unwrap_or_else(|p| p.into_inner())
+        self.flag.load(Ordering::Acquire)
     }
 
     /// Blocks up to `timeout` (forever if `None`) or until cancelled; true if cancelled.

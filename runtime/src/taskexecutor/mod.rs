@@ -39,7 +39,11 @@ use rflink_rpc::{
 };
 
 pub use gateway::*;
-use invokable::{CancelSignal, InvokableRegistry};
+use invokable::{CancelSignal, Invokable, InvokableRegistry};
+
+use crate::jobgraph::{STREAM_TASK_INVOKABLE, STREAM_VERTEX_KEY};
+use crate::network::{ChannelLocation, InputChannelSpec, ResultPartitionId, ShuffleEnvironment};
+use crate::tasks::{Jobs, StreamTask};
 use slot_table::{TaskSlotState, TaskSlotTable};
 
 use crate::blob::{BlobCache, BlobCacheConfig, BlobKey};
@@ -77,8 +81,11 @@ pub struct TaskExecutorSettings {
     pub registration_timeout: Duration,
     /// `taskmanager.slot.timeout`: an allocated slot not accepted in time is freed.
     pub slot_timeout: Duration,
-    /// The data port to report, -1 without a data plane.
-    pub data_port: i32,
+    /// Its data plane (shuffle server, buffers, partitions); `None` runs only tasks that
+    /// exchange no records (the testing invokables), and reports data port -1.
+    pub shuffle: Option<ShuffleEnvironment>,
+    /// The streaming jobs it can run (their build functions).
+    pub jobs: Jobs,
     /// The invokables it can run.
     pub invokables: InvokableRegistry,
     /// What to do on a fatal error.
@@ -199,7 +206,11 @@ impl TaskExecutor {
         let registration = TaskExecutorRegistration {
             address: ctx.address().to_string(),
             resource_id: self.resource_id,
-            data_port: self.settings.data_port,
+            data_port: self
+                .settings
+                .shuffle
+                .as_ref()
+                .map_or(-1, |s| i32::from(s.data_port())),
             number_of_slots: self.settings.number_of_slots,
             hardware: self.hardware.clone(),
         };
@@ -355,6 +366,7 @@ impl TaskExecutor {
         };
         let (job_master_id, own_address) = (conn.job_master_id, ctx.address().to_string());
         let (resource_id, session_id) = (self.resource_id, self.session_id);
+        let data_address = self.settings.shuffle.as_ref().map(|s| s.data_address());
         let policy = self.settings.registration;
         let (abort, reg) = AbortHandle::new_pair();
         conn.registration = Some(abort);
@@ -365,6 +377,7 @@ impl TaskExecutor {
                 |timeout| {
                     let (service, address, own_address) =
                         (service.clone(), address.clone(), own_address.clone());
+                    let data_address = data_address.clone();
                     async move {
                         let gateway = service
                             .connect_fenced::<JobMaster>(&address, job_master_id)
@@ -374,6 +387,7 @@ impl TaskExecutor {
                             address: own_address,
                             resource_id,
                             session_id,
+                            data_address,
                         };
                         let response = gateway.ask_with_timeout(msg, timeout).await?;
                         Ok(response.map(|s| (gateway, s)))
@@ -883,14 +897,17 @@ impl TaskExecutor {
         ctx: &mut RpcContext<'_, Self>,
     ) -> Result<Ack, TaskSubmissionError> {
         let job_id = tdd.job_id;
-        let invokable = self
-            .settings
-            .invokables
-            .instantiate(&task_information.invokable, &task_information.config)
-            .map_err(|reason| TaskSubmissionError::Invokable {
-                invokable: task_information.invokable.clone(),
-                reason,
-            })?;
+        let invokable = if task_information.invokable == STREAM_TASK_INVOKABLE {
+            self.stream_task(&tdd, &task_information)?
+        } else {
+            self.settings
+                .invokables
+                .instantiate(&task_information.invokable, &task_information.config)
+                .map_err(|reason| TaskSubmissionError::Invokable {
+                    invokable: task_information.invokable.clone(),
+                    reason,
+                })?
+        };
         // Submission may come before the offer's answer: it activates the slot (Flink allows it).
         self.slot_table.mark_active(job_id, tdd.allocation_id);
         let cancel = Arc::new(CancelSignal::default());
@@ -925,6 +942,91 @@ impl TaskExecutor {
             },
         );
         Ok(Ack)
+    }
+}
+
+impl TaskExecutor {
+    /// A streaming vertex's task: its result partitions are registered now, on the main thread
+    /// (so consumers asking for them soon find them), and its input channels start requesting
+    /// their subpartitions. Flink: `Task.setupPartitionsAndGates`, done here before the thread
+    /// starts because registering never blocks.
+    fn stream_task(
+        &self,
+        tdd: &TaskDeploymentDescriptor,
+        info: &TaskInformation,
+    ) -> Result<Box<dyn Invokable>, TaskSubmissionError> {
+        let fail = |reason: String| TaskSubmissionError::Invokable {
+            invokable: STREAM_TASK_INVOKABLE.into(),
+            reason,
+        };
+        let Some(shuffle) = &self.settings.shuffle else {
+            return Err(fail("this TaskExecutor has no data plane".into()));
+        };
+        let program = match &tdd.job_information {
+            MaybeOffloaded::Inline(JobInformation {
+                program: Some(program),
+                ..
+            }) => program.clone(),
+            MaybeOffloaded::Inline(_) => {
+                return Err(fail("the job has no streaming program".into()));
+            }
+            MaybeOffloaded::Offloaded { .. } => {
+                return Err(fail("offloaded job information is not supported".into()));
+            }
+        };
+        let vertex = info
+            .config
+            .get(STREAM_VERTEX_KEY)
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or_else(|| fail(format!("the vertex has no valid {STREAM_VERTEX_KEY:?}")))?;
+        let mut partitions = Vec::with_capacity(tdd.produced_partitions.len());
+        for produced in &tdd.produced_partitions {
+            let id = ResultPartitionId {
+                producer: tdd.attempt,
+                result_index: produced.result_index,
+            };
+            let writer = shuffle
+                .create_result_partition(id, produced.local.clone())
+                .map_err(|e| fail(format!("cannot register result partition {id}: {e}")))?;
+            partitions.push(writer);
+        }
+        let gate = if tdd.input_gates.is_empty() {
+            None
+        } else {
+            let mut channels = Vec::new();
+            let mut inputs = Vec::new();
+            for (input, gate) in tdd.input_gates.iter().enumerate() {
+                for channel in &gate.channels {
+                    inputs.push(input);
+                    channels.push(InputChannelSpec {
+                        partition: ResultPartitionId {
+                            producer: channel.producer,
+                            result_index: channel.result_index,
+                        },
+                        subpartition: channel.subpartition,
+                        location: if channel.local {
+                            ChannelLocation::Local
+                        } else {
+                            ChannelLocation::Remote {
+                                address: channel.data_address.clone(),
+                            }
+                        },
+                    });
+                }
+            }
+            let gate = shuffle
+                .create_input_gate(channels)
+                .map_err(|e| fail(format!("cannot create the input gate: {e}")))?;
+            Some((gate, inputs))
+        };
+        Ok(Box::new(StreamTask {
+            jobs: self.settings.jobs.clone(),
+            program,
+            vertex,
+            max_parallelism: info.max_parallelism,
+            partitions,
+            gate,
+        }))
     }
 }
 

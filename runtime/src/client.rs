@@ -1,0 +1,115 @@
+//! The client's half of running a streaming job: run the job's build function, fuse the
+//! operator chains and turn the plan into the JobGraph the Dispatcher schedules. Flink:
+//! `StreamingJobGraphGenerator` as called by `PipelineExecutorUtils.getJobGraph`.
+//!
+//! Each plan vertex (an operator chain) becomes a JobVertex running the
+//! [`StreamTask`](crate::tasks::StreamTask) invokable, with its index in the plan in its
+//! configuration; each plan edge becomes a JobEdge with its ship strategy. The program (registry
+//! entry, arguments, graph fingerprint) travels with the JobGraph so that every TaskExecutor can
+//! rebuild the same graph.
+
+use rflink::{JobArgs, JobPlan, Partitioner};
+
+use crate::jobgraph::{
+    JobEdge, JobGraph, JobGraphError, JobProgram, JobVertex, ShipStrategy, STREAM_TASK_INVOKABLE,
+    STREAM_VERTEX_KEY,
+};
+use crate::tasks::Jobs;
+use crate::types::{JobId, JobVertexId};
+
+/// Why a job graph could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The build function refused (unknown job, bad argument, invalid graph).
+    #[error("{0}")]
+    Job(String),
+    /// The resulting graph is not runnable.
+    #[error("invalid job graph: {0}")]
+    Graph(#[from] JobGraphError),
+}
+
+/// The ship strategy of a plan edge.
+pub fn ship_strategy(partitioner: Partitioner) -> ShipStrategy {
+    match partitioner {
+        Partitioner::Forward => ShipStrategy::Forward,
+        Partitioner::Rebalance => ShipStrategy::Rebalance,
+        Partitioner::Hash => ShipStrategy::Hash,
+        Partitioner::Broadcast => ShipStrategy::Broadcast,
+        Partitioner::Shuffle => ShipStrategy::Shuffle,
+    }
+}
+
+/// Runs job `entry` of `jobs` with `args` and returns its JobGraph (with a fresh job id).
+pub fn build_job_graph(jobs: &Jobs, entry: &str, args: &[String]) -> Result<JobGraph, ClientError> {
+    let job_args = JobArgs::from_args(args.to_vec());
+    let graph = jobs
+        .0
+        .build(entry, &job_args)
+        .map_err(|e| ClientError::Job(e.to_string()))?;
+    let plan = graph.plan();
+    let job_graph = job_graph_from_plan(
+        &plan,
+        JobProgram {
+            entry: entry.to_string(),
+            args: args.to_vec(),
+            fingerprint: plan.fingerprint.clone(),
+        },
+    );
+    job_graph.validate()?;
+    Ok(job_graph)
+}
+
+/// The JobGraph of a plan: one vertex per chain, edges in the plan's input order.
+pub fn job_graph_from_plan(plan: &JobPlan, program: JobProgram) -> JobGraph {
+    let ids: Vec<JobVertexId> = plan
+        .vertices
+        .iter()
+        .map(|_| JobVertexId::generate())
+        .collect();
+    let vertices = plan
+        .vertices
+        .iter()
+        .enumerate()
+        .map(|(i, v)| JobVertex {
+            id: ids[i],
+            name: truncate_name(&v.name),
+            parallelism: v.parallelism,
+            max_parallelism: v.max_parallelism.max(v.parallelism),
+            invokable: STREAM_TASK_INVOKABLE.into(),
+            config: [(STREAM_VERTEX_KEY.to_string(), i.to_string())]
+                .into_iter()
+                .collect(),
+            inputs: v
+                .inputs
+                .iter()
+                .filter_map(|&e| plan.edges.get(e))
+                .map(|edge| {
+                    let strategy = ship_strategy(edge.partitioner);
+                    JobEdge {
+                        source: ids[edge.source_vertex],
+                        pattern: strategy.pattern(),
+                        ship_strategy: Some(strategy),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    JobGraph {
+        job_id: JobId::generate(),
+        name: truncate_name(&plan.job_name),
+        vertices,
+        program: Some(program),
+    }
+}
+
+/// Names are shown in REST responses and must fit 255 bytes.
+fn truncate_name(name: &str) -> String {
+    if name.len() <= 255 {
+        return name.to_string();
+    }
+    let mut end = 252;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &name[..end])
+}
