@@ -117,16 +117,6 @@ struct RunArgs {
     /// Prints the job id and exits right after submission instead of waiting for the job.
     #[arg(short = 'd', long)]
     detached: bool,
-
-    /// Arguments of the `--example` program (everything after its name), e.g. `--input
-    /// /data/text --output /data/counts`. `-m/--jobmanager HOST:PORT` among them is taken as the
-    /// client's option, as in `rflink run --example wordcount --input f -m host:8081`.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "PROGRAM ARGS"
-    )]
-    program_args: Vec<String>,
 }
 
 /// What to run (one of).
@@ -138,9 +128,12 @@ struct Program {
     job: Option<TestingJob>,
 
     /// A streaming program of the job registry compiled into rflink (and into every
-    /// rflink-node): `wordcount`, `sequence-sum`. Its arguments follow it.
-    #[arg(long, value_name = "NAME")]
-    example: Option<String>,
+    /// rflink-node): `wordcount`, `sequence-sum`. Everything after its name is the program's
+    /// arguments (e.g. `--input /data/text --parallelism 2`), except `-m/--jobmanager
+    /// HOST:PORT`, which stays the client's option, as in `rflink run --example wordcount
+    /// --input f -m host:8081`. Other `run` options go before `--example`.
+    #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "NAME [ARGS]")]
+    example: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,7 +207,7 @@ fn main() -> ExitCode {
     let mut cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
     init_tracing();
     if let Command::Run(run) = &mut cli.command {
-        if let Some(m) = take_jobmanager_flag(&mut run.program_args) {
+        if let Some(m) = run.program.example.as_mut().and_then(take_jobmanager_flag) {
             cli.jobmanager = Some(m);
         }
     }
@@ -313,8 +306,11 @@ fn take_jobmanager_flag(args: &mut Vec<String>) -> Option<String> {
 /// The job graph of `run`: an example program's, or a testing chain.
 fn build_graph(run: &RunArgs) -> JobGraph {
     if let Some(example) = &run.program.example {
+        let Some((example, program_args)) = example.split_first() else {
+            usage_error(ErrorKind::InvalidValue, "--example needs a program name");
+        };
         let jobs = Jobs::new(rflink_examples::registry());
-        return match build_job_graph(&jobs, example, &run.program_args) {
+        return match build_job_graph(&jobs, example, program_args) {
             Ok(mut graph) => {
                 if let Some(name) = &run.name {
                     graph.name = name.clone();
@@ -336,15 +332,6 @@ fn build_graph(run: &RunArgs) -> JobGraph {
             "run needs --job or --example",
         );
     };
-    if !run.program_args.is_empty() {
-        usage_error(
-            ErrorKind::UnknownArgument,
-            format!(
-                "unexpected arguments {:?}: only --example programs take arguments",
-                run.program_args
-            ),
-        );
-    }
     if run.millis.is_some() && job != TestingJob::Sleeping {
         usage_error(
             ErrorKind::ArgumentConflict,

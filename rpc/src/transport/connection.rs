@@ -582,7 +582,10 @@ impl Transport {
                     address: self.advertised.clone(),
                     endpoint: endpoint.to_string(),
                 };
-                tracing::warn!(peer = %conn.peer, error = %err, "request for an unknown endpoint");
+                // Info, not warn: it is the usual race of a peer still talking to an endpoint
+                // that has just stopped (a finished job's JobMaster), like Akka's dead letters.
+                // The caller gets the typed error either way.
+                tracing::info!(peer = %conn.peer, error = %err, "request for an unknown endpoint");
                 Err(err)
             }
         }

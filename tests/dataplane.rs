@@ -1,0 +1,262 @@
+//! The data plane across OS processes: streaming jobs on a JobManager process and two
+//! TaskManager processes (one slot each, so every keyBy shuffle crosses TCP between them),
+//! submitted with the `rflink` CLI as a user would.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rflink_runtime::executiongraph::JobStatus;
+use support::Cluster;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Runs `rflink` with `args`, killed past `WAIT`; returns (exit code, stdout, stderr).
+fn rflink(args: &[String]) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rflink"))
+        .args(args)
+        .env_remove("RFLINK_JOBMANAGER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the rflink binary starts");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rflink {args:?} did not end within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        code,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
+
+fn reference_counts(text: &str) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        rflink_examples::tokenize(line, |w| *counts.entry(w).or_insert(0) += 1);
+    }
+    counts
+}
+
+fn random_text(seed: u64, lines: usize) -> String {
+    let vocab = [
+        "flink", "Rust", "stream", "KEY", "window", "état", "a", "b", "zz9", "credit", "buffer",
+    ];
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut text = String::new();
+    for _ in 0..lines {
+        for w in 0..(next() % 15) {
+            if w > 0 {
+                text.push_str([" ", ", ", "--", "\t"][(next() % 4) as usize]);
+            }
+            text.push_str(vocab[(next() % vocab.len() as u64) as usize]);
+        }
+        text.push('\n');
+    }
+    text
+}
+
+async fn two_task_managers() -> Cluster {
+    let cluster = Cluster::start(2, 1, &[]);
+    cluster
+        .wait_for_overview("2 task managers with a slot each", WAIT, |o| {
+            o.taskmanagers == 2 && o.slots_total == 2
+        })
+        .await;
+    cluster
+}
+
+/// WordCount submitted with `rflink run --example wordcount` runs on two TaskManager
+/// processes and its output equals the sequential reference.
+#[actix_rt::test]
+async fn wordcount_runs_across_two_task_manager_processes() {
+    let cluster = two_task_managers().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (seed, p) in [(1u64, 2u32), (2, 1)] {
+        let input = dir.path().join(format!("input-{seed}.txt"));
+        let output = dir.path().join(format!("output-{seed}.txt"));
+        let text = random_text(seed, 20_000);
+        std::fs::write(&input, &text).expect("write input");
+        let (code, stdout, stderr) = rflink(&[
+            "run".into(),
+            "--example".into(),
+            "wordcount".into(),
+            "--input".into(),
+            input.display().to_string(),
+            "--output".into(),
+            output.display().to_string(),
+            "--parallelism".into(),
+            p.to_string(),
+            // As a user may type it: the JobManager option after the program's arguments.
+            "-m".into(),
+            cluster.jm.ready("rest"),
+        ]);
+        assert_eq!(
+            code,
+            0,
+            "stdout:\n{stdout}\nstderr:\n{stderr}\n{}",
+            cluster.logs()
+        );
+        let written = std::fs::read_to_string(&output).expect("the sink wrote its file");
+        let mut got = BTreeMap::new();
+        for line in written.lines() {
+            let (word, count) = line.rsplit_once(' ').expect("`word count` lines");
+            got.insert(word.to_string(), count.parse::<u64>().expect("a count"));
+        }
+        assert_eq!(got, reference_counts(&text), "parallelism {p}");
+    }
+}
+
+/// A program the registry does not know, or bad program arguments, are usage errors of the
+/// CLI (exit 2) and never reach the cluster.
+#[actix_rt::test]
+async fn bad_program_arguments_are_usage_errors() {
+    let cluster = two_task_managers().await;
+    for args in [
+        vec!["--example", "no-such-job"],
+        vec!["--example", "wordcount", "--parallelism", "zero"],
+        vec!["--example", "wordcount", "--frobnicate"],
+    ] {
+        let mut all: Vec<String> = vec!["-m".into(), cluster.jm.ready("rest"), "run".into()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let (code, _, stderr) = rflink(&all);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains("cannot build"), "{stderr}");
+    }
+    let jobs = cluster.rest.job_ids().await.expect("jobs");
+    assert!(jobs.is_empty(), "nothing was submitted: {jobs:?}");
+}
+
+/// Garbage sent to a TaskManager's data port closes only that connection: the TaskManager
+/// stays up and the next job runs across both TaskManagers.
+#[actix_rt::test]
+async fn garbage_on_the_data_port_leaves_the_task_manager_serving() {
+    let cluster = two_task_managers().await;
+    for tm in &cluster.tms {
+        let address = tm.ready("data");
+        assert!(!address.is_empty(), "the ready line names the data server");
+        let mut socket = std::net::TcpStream::connect(&address).expect("connects");
+        socket
+            .set_read_timeout(Some(WAIT))
+            .expect("read timeout");
+        let _ = socket.write_all(b"GET / HTTP/1.1\r\n\r\n\xff\xff\xff\xff\x00\x01garbage");
+        // The server answers with its preamble and/or an error, then closes: read to EOF.
+        let mut sink = Vec::new();
+        let _ = socket.read_to_end(&mut sink);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.txt");
+    let output = dir.path().join("out.txt");
+    std::fs::write(&input, "one two two\nthree three three\n").expect("write");
+    let (code, stdout, stderr) = rflink(&[
+        "-m".into(),
+        cluster.jm.ready("rest"),
+        "run".into(),
+        "--example".into(),
+        "wordcount".into(),
+        "--input".into(),
+        input.display().to_string(),
+        "--output".into(),
+        output.display().to_string(),
+        "--parallelism".into(),
+        "2".into(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}\n{}", cluster.logs());
+    let written = std::fs::read_to_string(&output).expect("output");
+    let mut lines: Vec<&str> = written.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, vec!["one 1", "three 3", "two 2"]);
+}
+
+/// SIGKILL of a TaskManager while an unbounded job shuffles across both: the job fails (there
+/// are no restarts yet) with an error, the surviving TaskManager stays up, frees its slot and
+/// runs the next job.
+#[actix_rt::test]
+async fn losing_a_task_manager_fails_the_streaming_job_and_the_other_keeps_serving() {
+    let mut cluster = two_task_managers().await;
+    let (code, stdout, stderr) = rflink(&[
+        "-m".into(),
+        cluster.jm.ready("rest"),
+        "run".into(),
+        "-d".into(),
+        "--example".into(),
+        "sequence-sum".into(),
+        "--parallelism".into(),
+        "2".into(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let job_id: rflink_runtime::types::JobId = stdout
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("a job id in {stdout:?}"));
+    cluster.wait_for_running_tasks(job_id, 4, WAIT).await;
+    cluster.tms[1].kill();
+    let deadline = Instant::now() + WAIT;
+    let status = cluster
+        .rest
+        .wait_for_status(job_id, JobStatus::is_terminal, deadline)
+        .await
+        .expect("terminal");
+    assert_eq!(status, JobStatus::Failed, "{}", cluster.logs());
+    let exceptions = cluster.rest.job_exceptions(job_id).await.expect("exceptions");
+    let root = exceptions
+        .exception_history
+        .entries
+        .first()
+        .unwrap_or_else(|| panic!("the failure is reported: {exceptions:?}"));
+    eprintln!("the job failed with: {}", root.stacktrace);
+    cluster
+        .wait_for_overview("one task manager with its slot free", WAIT, |o| {
+            o.taskmanagers == 1 && o.slots_available == 1
+        })
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.txt");
+    let output = dir.path().join("out.txt");
+    std::fs::write(&input, "still here\n").expect("write");
+    let (code, stdout, stderr) = rflink(&[
+        "-m".into(),
+        cluster.jm.ready("rest"),
+        "run".into(),
+        "--example".into(),
+        "wordcount".into(),
+        "--input".into(),
+        input.display().to_string(),
+        "--output".into(),
+        output.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}\n{}", cluster.logs());
+    let written = std::fs::read_to_string(&output).expect("output");
+    assert_eq!(written.lines().count(), 2);
+}
