@@ -247,3 +247,217 @@ impl Invokable for StreamTask {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use rflink::{JobArgs, JobError, JobRegistry, StreamExecutionEnvironment};
+
+    use super::*;
+    use crate::network::ShuffleEnvironment;
+    use crate::network::{ChannelLocation, InputChannelSpec, NetworkConfig, ResultPartitionId};
+    use crate::taskexecutor::invokable::CancelSignal;
+    use crate::types::{ExecutionAttemptId, ExecutionGraphId, ExecutionVertexId, JobVertexId};
+
+    fn two_stage(env: &mut StreamExecutionEnvironment, _: &JobArgs) -> Result<(), JobError> {
+        env.from_collection(vec![1u64, 2, 3])
+            .rebalance()
+            .collect("tasks-unit-test");
+        Ok(())
+    }
+
+    fn attempt(subtask: u32) -> ExecutionAttemptId {
+        ExecutionAttemptId {
+            execution_graph_id: ExecutionGraphId::generate(),
+            vertex: ExecutionVertexId {
+                job_vertex_id: JobVertexId::generate(),
+                subtask_index: subtask,
+            },
+            attempt_number: 0,
+        }
+    }
+
+    fn setup() -> (Jobs, JobProgram, usize, u32) {
+        let mut registry = JobRegistry::new();
+        registry.register("two-stage", "a source and a rebalanced sink", two_stage);
+        let jobs = Jobs::new(registry);
+        let graph = jobs
+            .0
+            .build("two-stage", &JobArgs::from_args(Vec::new()))
+            .expect("builds");
+        let plan = graph.plan();
+        let consumer = plan
+            .vertices
+            .iter()
+            .position(|v| !v.is_source)
+            .expect("a consumer vertex");
+        let program = JobProgram {
+            entry: "two-stage".into(),
+            args: Vec::new(),
+            fingerprint: plan.fingerprint.clone(),
+        };
+        (
+            jobs,
+            program,
+            consumer,
+            plan.vertices[consumer].max_parallelism,
+        )
+    }
+
+    fn context(cancel: Arc<CancelSignal>) -> TaskContext {
+        TaskContext {
+            attempt: attempt(0),
+            task_name: "Sink (1/1)".into(),
+            subtask_index: 0,
+            parallelism: 1,
+            config: Default::default(),
+            cancel,
+        }
+    }
+
+    /// A producer that answers a partition request with garbage fails the consuming task with
+    /// an error naming the peer; the TaskExecutor's data plane keeps serving.
+    #[test]
+    fn a_malformed_data_frame_fails_the_consuming_task_with_a_clear_error() {
+        let (jobs, program, consumer, max_parallelism) = setup();
+        let env = ShuffleEnvironment::start(NetworkConfig::default(), "127.0.0.1", "127.0.0.1", 0)
+            .expect("data plane starts");
+        let fake = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let fake_address = fake.local_addr().expect("address").to_string();
+        let server = std::thread::spawn(move || {
+            if let Ok((mut socket, _)) = fake.accept() {
+                let mut preamble = [0u8; 6];
+                let _ = socket.read_exact(&mut preamble);
+                let _ = socket.write_all(b"RFDP\x00\x01");
+                let _ = socket.write_all(&[0, 0, 0, 9, 0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4]);
+                let mut rest = Vec::new();
+                let _ = socket.read_to_end(&mut rest);
+            }
+        });
+        let gate = env
+            .create_input_gate(vec![InputChannelSpec {
+                partition: ResultPartitionId {
+                    producer: attempt(0),
+                    result_index: 0,
+                },
+                subpartition: 0,
+                location: ChannelLocation::Remote {
+                    address: fake_address.clone(),
+                },
+            }])
+            .expect("gate");
+        let mut task = StreamTask {
+            jobs,
+            program,
+            vertex: consumer,
+            max_parallelism,
+            partitions: Vec::new(),
+            gate: Some((gate, vec![0])),
+        };
+        let outcome = task.invoke(&context(Arc::new(CancelSignal::default())));
+        let Err(TaskError::Failed(message)) = outcome else {
+            panic!("the task must fail, got {outcome:?}");
+        };
+        assert!(message.contains(&fake_address), "names the peer: {message}");
+        assert!(
+            message.to_lowercase().contains("protocol") || message.contains("magic"),
+            "says what was wrong: {message}"
+        );
+        drop(task);
+        let _ = server.join();
+
+        // The data plane still serves: a local partition and gate move a record.
+        let id = ResultPartitionId {
+            producer: attempt(0),
+            result_index: 0,
+        };
+        let mut writer = env
+            .create_result_partition(id, vec![true])
+            .expect("partition");
+        let mut gate = env
+            .create_input_gate(vec![InputChannelSpec {
+                partition: id,
+                subpartition: 0,
+                location: ChannelLocation::Local,
+            }])
+            .expect("gate");
+        writer
+            .write_batch(0, Box::new(vec![7u64]), 1)
+            .expect("write");
+        writer.finish().expect("finish");
+        let mut got = Vec::new();
+        loop {
+            match gate.next().expect("reads") {
+                crate::network::GateItem::Batch { batch, .. } => {
+                    let records = batch.take().downcast::<Vec<u64>>().expect("a Vec<u64>");
+                    got.extend(*records);
+                }
+                crate::network::GateItem::End => break,
+                _ => {}
+            }
+        }
+        assert_eq!(got, vec![7]);
+        env.shutdown();
+    }
+
+    /// A TaskExecutor whose build of the job differs from the client's refuses to run it.
+    #[test]
+    fn a_fingerprint_mismatch_fails_the_task() {
+        let (jobs, mut program, consumer, max_parallelism) = setup();
+        program.fingerprint = "0123456789abcdef0123456789abcdef".into();
+        let mut task = StreamTask {
+            jobs,
+            program,
+            vertex: consumer,
+            max_parallelism,
+            partitions: Vec::new(),
+            gate: None,
+        };
+        let outcome = task.invoke(&context(Arc::new(CancelSignal::default())));
+        let Err(TaskError::Failed(message)) = outcome else {
+            panic!("the task must fail, got {outcome:?}");
+        };
+        assert!(message.contains("fingerprint"), "{message}");
+    }
+
+    /// A cancelled task blocked on its input returns at once as canceled.
+    #[test]
+    fn cancellation_interrupts_a_task_blocked_on_input() {
+        let (jobs, program, consumer, max_parallelism) = setup();
+        let env = ShuffleEnvironment::start(NetworkConfig::default(), "127.0.0.1", "127.0.0.1", 0)
+            .expect("data plane starts");
+        let id = ResultPartitionId {
+            producer: attempt(0),
+            result_index: 0,
+        };
+        // The producer registers but never writes: the consumer blocks in `next()`.
+        let _writer = env
+            .create_result_partition(id, vec![true])
+            .expect("partition");
+        let gate = env
+            .create_input_gate(vec![InputChannelSpec {
+                partition: id,
+                subpartition: 0,
+                location: ChannelLocation::Local,
+            }])
+            .expect("gate");
+        let mut task = StreamTask {
+            jobs,
+            program,
+            vertex: consumer,
+            max_parallelism,
+            partitions: Vec::new(),
+            gate: Some((gate, vec![0])),
+        };
+        let cancel = Arc::new(CancelSignal::default());
+        let ctx = context(Arc::clone(&cancel));
+        let thread = std::thread::spawn(move || task.invoke(&ctx));
+        // Cancel whenever: before the task blocks (the hook runs at once when registered) or
+        // while it is blocked (the hook interrupts the gate).
+        cancel.cancel();
+        assert_eq!(thread.join().expect("joins"), Err(TaskError::Canceled));
+        env.shutdown();
+    }
+}
