@@ -167,9 +167,7 @@ async fn garbage_on_the_data_port_leaves_the_task_manager_serving() {
         let address = tm.ready("data");
         assert!(!address.is_empty(), "the ready line names the data server");
         let mut socket = std::net::TcpStream::connect(&address).expect("connects");
-        socket
-            .set_read_timeout(Some(WAIT))
-            .expect("read timeout");
+        socket.set_read_timeout(Some(WAIT)).expect("read timeout");
         let _ = socket.write_all(b"GET / HTTP/1.1\r\n\r\n\xff\xff\xff\xff\x00\x01garbage");
         // The server answers with its preamble and/or an error, then closes: read to EOF.
         let mut sink = Vec::new();
@@ -229,7 +227,11 @@ async fn losing_a_task_manager_fails_the_streaming_job_and_the_other_keeps_servi
         .await
         .expect("terminal");
     assert_eq!(status, JobStatus::Failed, "{}", cluster.logs());
-    let exceptions = cluster.rest.job_exceptions(job_id).await.expect("exceptions");
+    let exceptions = cluster
+        .rest
+        .job_exceptions(job_id)
+        .await
+        .expect("exceptions");
     let root = exceptions
         .exception_history
         .entries
