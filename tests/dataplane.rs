@@ -98,12 +98,18 @@ async fn two_task_managers() -> Cluster {
 }
 
 /// WordCount submitted with `rflink run --example wordcount` runs on two TaskManager
-/// processes and its output equals the sequential reference.
+/// processes (slots are spread over both, so the shuffle crosses TCP) at parallelism 1–4, and
+/// its output equals the sequential reference.
 #[actix_rt::test]
 async fn wordcount_runs_across_two_task_manager_processes() {
-    let cluster = two_task_managers().await;
+    let cluster = Cluster::start(2, 2, &[]);
+    cluster
+        .wait_for_overview("2 task managers with 2 slots each", WAIT, |o| {
+            o.taskmanagers == 2 && o.slots_total == 4
+        })
+        .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    for (seed, p) in [(1u64, 2u32), (2, 1)] {
+    for (seed, p) in [(1u64, 4u32), (2, 3), (3, 2), (4, 1)] {
         let input = dir.path().join(format!("input-{seed}.txt"));
         let output = dir.path().join(format!("output-{seed}.txt"));
         let text = random_text(seed, 20_000);
