@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --release -p rflink-bench -- rpc [options]
 //! cargo run --release -p rflink-bench -- submit [options]
-//! cargo build --release -p rflink && cargo run --release -p rflink-bench -- startup [options]
+//! cargo run --release -p rflink-bench -- wordcount [options]
+//! cargo build --release -p rflink-dist && cargo run --release -p rflink-bench -- startup [options]
 //! ```
 //!
 //! Every benchmark prints human-readable lines and ends with exactly one JSON object on the last
@@ -15,6 +16,7 @@ mod startup;
 mod stats;
 mod submit;
 mod threads;
+mod wordcount;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,7 @@ enum Command {
     Rpc(rpc::Options),
     Submit(submit::Options),
     Startup(startup::Options),
+    Wordcount(wordcount::Options),
 }
 
 /// The benchmarks, for the usage text. Add new subcommands here and in [`parse`].
@@ -43,6 +46,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
         "startup",
         "rflink-node JobManager/TaskManager start-to-ready and idle RSS, against process spawns",
     ),
+    (
+        "wordcount",
+        "the wordcount example job on a MiniCluster (p=1, p=2), against a 1-thread Rust word count",
+    ),
 ];
 
 fn usage() -> String {
@@ -56,6 +63,8 @@ fn usage() -> String {
     text.push_str(submit::OPTIONS_HELP);
     text.push_str("\n\noptions of startup:\n");
     text.push_str(startup::OPTIONS_HELP);
+    text.push_str("\n\noptions of wordcount:\n");
+    text.push_str(wordcount::OPTIONS_HELP);
     text.push_str("\n  -h, --help   show this help\n");
     text
 }
@@ -71,6 +80,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         "rpc" => rpc::Options::parse(rest).map(Command::Rpc),
         "submit" => submit::Options::parse(rest).map(Command::Submit),
         "startup" => startup::Options::parse(rest).map(Command::Startup),
+        "wordcount" => wordcount::Options::parse(rest).map(Command::Wordcount),
         other => Err(format!("unknown benchmark {other:?}")),
     }
 }
@@ -105,6 +115,10 @@ fn main() -> ExitCode {
             submit::run(&options)
         }
         Command::Startup(options) => startup::run(&options),
+        Command::Wordcount(options) => {
+            init_tracing();
+            wordcount::run(&options)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,7 +140,7 @@ mod tests {
     #[test]
     fn unknown_or_missing_benchmark_is_a_usage_error() {
         assert!(parse(&args(&[])).is_err());
-        assert!(parse(&args(&["wordcount"])).is_err());
+        assert!(parse(&args(&["nosuch"])).is_err());
         assert!(parse(&args(&["--rounds", "3"])).is_err());
     }
 
@@ -175,5 +189,17 @@ mod tests {
             _ => panic!("expected startup options"),
         }
         assert!(parse(&args(&["startup", "--rounds", "0"])).is_err());
+    }
+
+    #[test]
+    fn wordcount_parses_its_options() {
+        match parse(&args(&["wordcount", "--words", "200000", "--runs=1"])) {
+            Ok(Command::Wordcount(o)) => {
+                assert_eq!((o.words, o.vocab, o.runs), (200_000, 10_000, 1));
+                assert!(o.keep_input.is_none());
+            }
+            _ => panic!("expected wordcount options"),
+        }
+        assert!(parse(&args(&["wordcount", "--runs", "0"])).is_err());
     }
 }
