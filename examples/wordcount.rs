@@ -11,6 +11,10 @@
 //! `rflink -m HOST:8081 run --example wordcount --input ...`.
 
 use std::process::ExitCode;
+
+/// As in `rflink-node`: records allocated on one task thread are freed on another.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use rflink_runtime::executiongraph::JobStatus;

@@ -12,8 +12,9 @@ use rustc_hash::FxHashMap;
 use crate::env::{Builder, NodeSpec};
 use crate::graph::{ChainingStrategy, NodeImpl, NodeKind};
 use crate::operators::{
-    erase, fan_out, hash_fn, head, network_output_builder, unerase, FilterOp, FlatMapOp, HashFn,
-    KeyFn, MapOp, NodeLogic, OperatorBuilder, ProcessOp, ReduceOp, SinkOp, SumOp,
+    erase, fan_out, hash_fn, head, network_output_builder, unerase, BorrowedKey, FilterOp,
+    FlatMapOp, HashFn, KeyFn, MapOp, NodeLogic, OperatorBuilder, OwnedKey, ProcessOp, ReduceOp,
+    SinkOp, SumOp,
 };
 use crate::sinks::{CollectSink, PrintSink, TextFileSink};
 use crate::state::StateStores;
@@ -248,7 +249,22 @@ impl<T: Record> DataStream<T> {
     {
         KeyedStream {
             stream: self.clone(),
-            key: Arc::new(f),
+            key: Arc::new(OwnedKey(f)),
+        }
+    }
+
+    /// Like [`key_by`](Self::key_by), with a key borrowed from the record (`|pair| &pair.0`):
+    /// partitioning and keyed operators then look the key up without copying it, which for
+    /// `String` keys saves two allocations per record. The key is copied only when a keyed
+    /// operator stores it for the first time.
+    pub fn key_by_ref<K, F>(&self, f: F) -> KeyedStream<T, K>
+    where
+        K: Key,
+        F: for<'a> Fn(&'a T) -> &'a K + Send + Sync + 'static,
+    {
+        KeyedStream {
+            stream: self.clone(),
+            key: Arc::new(BorrowedKey(f)),
         }
     }
 

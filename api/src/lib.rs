@@ -68,6 +68,7 @@ pub use graph::{
     StreamEdge, StreamGraph, StreamNode,
 };
 pub use hash::assign_key_to_subtask;
+pub use operators::KeySelector;
 pub use registry::{BuildFn, JobEntry, JobRegistry};
 pub use sources::SOCKET_READ_TIMEOUT;
 pub use state::{

@@ -40,7 +40,39 @@ pub(crate) type NetworkOutputBuilder =
 /// `(record, max_parallelism, parallelism) -> subtask` of a Hash edge.
 pub(crate) type HashFn<T> = Arc<dyn Fn(&T, u32, u32) -> u32 + Send + Sync>;
 /// A shared key selector.
-pub(crate) type KeyFn<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
+pub(crate) type KeyFn<T, K> = Arc<dyn KeySelector<T, K>>;
+
+/// Extracts the key of a record. Flink: `KeySelector`.
+///
+/// The key comes back as a [`Cow`](std::borrow::Cow): selectors made by
+/// [`DataStream::key_by_ref`](crate::DataStream::key_by_ref) borrow it from the record, so
+/// partitioning and keyed state look keys up without copying them; a copy is made only when a
+/// key is stored for the first time.
+pub trait KeySelector<T, K: Clone>: Send + Sync + 'static {
+    /// The key of `record`.
+    fn key<'a>(&self, record: &'a T) -> std::borrow::Cow<'a, K>;
+}
+
+/// A selector computing an owned key (`key_by`).
+pub(crate) struct OwnedKey<F>(pub(crate) F);
+
+impl<T, K: Clone, F: Fn(&T) -> K + Send + Sync + 'static> KeySelector<T, K> for OwnedKey<F> {
+    fn key<'a>(&self, record: &'a T) -> std::borrow::Cow<'a, K> {
+        std::borrow::Cow::Owned((self.0)(record))
+    }
+}
+
+/// A selector borrowing the key from the record (`key_by_ref`).
+pub(crate) struct BorrowedKey<F>(pub(crate) F);
+
+impl<T, K: Clone, F> KeySelector<T, K> for BorrowedKey<F>
+where
+    F: for<'a> Fn(&'a T) -> &'a K + Send + Sync + 'static,
+{
+    fn key<'a>(&self, record: &'a T) -> std::borrow::Cow<'a, K> {
+        std::borrow::Cow::Borrowed((self.0)(record))
+    }
+}
 
 /// How a node is instantiated.
 #[derive(Clone)]
@@ -283,15 +315,28 @@ pub(crate) struct ReduceOp<T, K> {
 
 impl<T: Record, K: Key> Collector<T> for ReduceOp<T, K> {
     fn collect(&mut self, record: T) {
-        let slot = self.state.entry((self.key)(&record)).or_insert(None);
-        let next = match slot.take() {
-            Some(acc) => (self.f)(acc, record),
-            None => record,
-        };
-        if !self.batch {
-            self.out.collect(next.clone());
+        let key = self.key.key(&record);
+        match self.state.get_mut(&*key) {
+            Some(slot) => {
+                drop(key);
+                let next = match slot.take() {
+                    Some(acc) => (self.f)(acc, record),
+                    None => record,
+                };
+                if !self.batch {
+                    self.out.collect(next.clone());
+                }
+                *slot = Some(next);
+            }
+            None => {
+                // The key is copied only when it is stored for the first time.
+                let key = key.into_owned();
+                if !self.batch {
+                    self.out.collect(record.clone());
+                }
+                self.state.insert(key, Some(record));
+            }
         }
-        *slot = Some(next);
     }
 }
 
@@ -329,19 +374,24 @@ pub(crate) struct SumOp<T, K, N> {
 
 impl<T: Record, K: Key, N: Numeric> Collector<T> for SumOp<T, K, N> {
     fn collect(&mut self, mut record: T) {
-        let key = (self.key)(&record);
-        let acc = match self.state.entry(key) {
-            std::collections::hash_map::Entry::Occupied(entry) => {
-                let acc = entry.into_mut();
-                let add = *(self.field)(&mut record);
+        let add = *(self.field)(&mut record);
+        let key = self.key.key(&record);
+        match self.state.get_mut(&*key) {
+            Some(acc) => {
+                drop(key);
                 (self.field)(acc).add_assign(add);
-                acc
+                if !self.batch {
+                    self.out.collect(acc.clone());
+                }
             }
-            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(record),
-        };
-        if !self.batch {
-            let emitted = acc.clone();
-            self.out.collect(emitted);
+            None => {
+                // The key is copied only when it is stored for the first time.
+                let key = key.into_owned();
+                if !self.batch {
+                    self.out.collect(record.clone());
+                }
+                self.state.insert(key, record);
+            }
         }
     }
 }
@@ -394,7 +444,7 @@ impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> Collector<I
         if self.failed {
             return;
         }
-        let key = (self.key)(&record);
+        let key = self.key.key(&record).into_owned();
         let mut ctx = KeyedContext::new(&key, &mut self.stores, &self.runtime);
         self.f.process_element(record, &mut ctx, &mut *self.out);
         if self.stores.error.is_some() {
@@ -586,9 +636,9 @@ pub(crate) fn network_output_builder<T: Record>(hash: Option<HashFn<T>>) -> Netw
 }
 
 /// Builds a key hash function for a Hash edge from a key selector.
-pub(crate) fn hash_fn<T: 'static, K: Hash + 'static>(key: KeyFn<T, K>) -> HashFn<T> {
+pub(crate) fn hash_fn<T: 'static, K: Hash + Clone + 'static>(key: KeyFn<T, K>) -> HashFn<T> {
     Arc::new(move |record: &T, max_parallelism, parallelism| {
-        crate::hash::assign_key_to_subtask(&key(record), max_parallelism, parallelism)
+        crate::hash::assign_key_to_subtask(&*key.key(record), max_parallelism, parallelism)
     })
 }
 
@@ -649,6 +699,8 @@ impl<T: Record> NetworkOutput<T> {
                 rng: SplitMix64::for_index(0x5eed, u64::from(spec.subtask_index)),
             },
             Partitioner::Broadcast => Selector::Broadcast,
+            // One consumer subtask owns every key group: no need to hash.
+            Partitioner::Hash if subpartitions == 1 => Selector::Forward,
             Partitioner::Hash => match hash {
                 Some(hash) => Selector::Hash {
                     hash,

@@ -446,19 +446,52 @@ mod tests {
     }
 
     fn word_count(parallelism: u32, mode: RuntimeMode, sink: &str) -> StreamGraph {
+        word_count_keyed(parallelism, mode, sink, false)
+    }
+
+    /// `borrowed`: the key selector borrows the word (`key_by_ref`) instead of copying it.
+    fn word_count_keyed(
+        parallelism: u32,
+        mode: RuntimeMode,
+        sink: &str,
+        borrowed: bool,
+    ) -> StreamGraph {
         let mut env = StreamExecutionEnvironment::new();
         env.set_parallelism(parallelism);
         env.set_runtime_mode(mode);
-        env.from_collection(lines())
-            .flat_map(|line: String, out: &mut dyn Collector<(String, u64)>| {
+        let words = env.from_collection(lines()).flat_map(
+            |line: String, out: &mut dyn Collector<(String, u64)>| {
                 for word in line.split_whitespace() {
                     out.collect((word.to_owned(), 1));
                 }
-            })
-            .key_by(|t: &(String, u64)| t.0.clone())
-            .sum(|t: &mut (String, u64)| &mut t.1)
-            .collect(sink);
+            },
+        );
+        let keyed = if borrowed {
+            words.key_by_ref(|t: &(String, u64)| &t.0)
+        } else {
+            words.key_by(|t: &(String, u64)| t.0.clone())
+        };
+        keyed.sum(|t: &mut (String, u64)| &mut t.1).collect(sink);
         env.stream_graph().unwrap()
+    }
+
+    #[test]
+    fn borrowed_keys_count_like_owned_keys() {
+        let expected = reference(&lines());
+        for parallelism in 1..=4 {
+            for mode in MODES {
+                for runtime_mode in [RuntimeMode::Batch, RuntimeMode::Streaming] {
+                    let sink = format!("wc-ref-{parallelism}-{mode:?}-{runtime_mode:?}");
+                    let graph = word_count_keyed(parallelism, runtime_mode, &sink, true);
+                    execute_locally(&graph, mode).unwrap();
+                    let mut last: HashMap<String, u64> = HashMap::new();
+                    for (word, count) in take_collected::<(String, u64)>(&sink) {
+                        last.insert(word, count);
+                    }
+                    assert_eq!(last, expected, "p={parallelism} {mode:?} {runtime_mode:?}");
+                }
+            }
+        }
     }
 
     #[test]

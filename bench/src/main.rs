@@ -20,6 +20,11 @@ mod wordcount;
 
 use std::process::ExitCode;
 
+/// The same allocator as `rflink-node` and the WordCount example: records are allocated on one
+/// task thread and freed on another, which glibc's malloc serves slowly (arena locks).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The error type of everything that can fail while benchmarking.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

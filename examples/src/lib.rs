@@ -93,7 +93,7 @@ pub fn wordcount(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result
     let counts = text
         .flat_map(|line: String, out| tokenize(&line, |w| out.collect((w, 1u64))))
         .name("Tokenizer")
-        .key_by(|pair: &(String, u64)| pair.0.clone())
+        .key_by_ref(|pair: &(String, u64)| &pair.0)
         .sum(|pair: &mut (String, u64)| &mut pair.1)
         .name("Counter");
     match args.get("output") {

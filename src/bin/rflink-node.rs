@@ -11,6 +11,11 @@
 //! stops cleanly on SIGTERM or SIGINT (exit 0) and exits 1 on a fatal error.
 
 use std::io::Write;
+
+/// mimalloc: a task thread allocates records that another task thread frees, which glibc's
+/// malloc serves slowly (arena locks); mimalloc's thread-local free lists do not care.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::sync::Arc;
 
