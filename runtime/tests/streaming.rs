@@ -44,6 +44,11 @@ fn registry() -> JobRegistry {
         "source -> map -> keyBy -> sink, chained or not",
         pipeline_job,
     );
+    jobs.register(
+        "failing-sink",
+        "a bounded source into a sink that fails",
+        failing_sink_job,
+    );
     jobs
 }
 
@@ -155,6 +160,32 @@ fn slow_sink_job(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result
         .rebalance()
         .add_sink("gated", || GatedSink)
         .set_parallelism(1);
+    Ok(())
+}
+
+/// A sink whose subtask 0 fails on its first record: its producers may have finished with
+/// data still queued for it.
+struct FailingSink {
+    subtask: u32,
+}
+impl SinkFunction<u64> for FailingSink {
+    fn open(&mut self, ctx: &rflink::SinkContext) -> Result<(), String> {
+        self.subtask = ctx.subtask_index;
+        Ok(())
+    }
+    fn invoke(&mut self, _value: u64) -> Result<(), String> {
+        if self.subtask == 0 {
+            return Err("the sink failed on purpose".into());
+        }
+        Ok(())
+    }
+}
+
+fn failing_sink_job(env: &mut StreamExecutionEnvironment, _: &JobArgs) -> Result<(), JobError> {
+    env.set_parallelism(2);
+    env.generate_sequence(0, 99_999)
+        .rebalance()
+        .add_sink("failing", || FailingSink { subtask: 0 });
     Ok(())
 }
 
@@ -497,5 +528,41 @@ async fn wordcount_example_writes_its_output_file() {
         got.insert(word.to_string(), count.parse::<u64>().expect("a count"));
     }
     assert_eq!(got, reference_counts(&text));
+    c.close().await.expect("closes");
+}
+
+/// A job that fails while its producers still hold data for a consumer that is gone returns
+/// every network buffer: the TaskExecutors release the job's unconsumed partitions with it.
+#[actix_rt::test]
+async fn a_failed_job_returns_every_network_buffer() {
+    let c = cluster(2, 1, NetworkConfig::default()).await;
+    let result = c
+        .execute("failing-sink", &[], WAIT)
+        .await
+        .expect("job runs");
+    assert_eq!(result.status, JobStatus::Failed);
+    let failure = result.failure.expect("a failure");
+    assert!(
+        failure.message.contains("the sink failed on purpose"),
+        "{}",
+        failure.message
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let overview = c.overview().await.expect("overview");
+        let in_use: Vec<usize> = (0..2)
+            .filter_map(|i| c.task_manager(i))
+            .filter_map(|tm| tm.shuffle())
+            .map(|s| s.buffer_stats().in_use)
+            .collect();
+        if overview.slots_available == overview.slots_total && in_use.iter().all(|n| *n == 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "buffers still in use: {in_use:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     c.close().await.expect("closes");
 }

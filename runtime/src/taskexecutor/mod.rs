@@ -150,6 +150,10 @@ pub struct TaskExecutor {
     pending_submissions: HashMap<ExecutionAttemptId, bool>,
     /// Read once at construction, off the mailbox.
     hardware: HardwareDescription,
+    /// Result partitions registered for each job's tasks: released with the job, so that a
+    /// partition whose consumer never came (a failed or cancelled job) does not keep its buffers.
+    /// Flink: `TaskExecutorPartitionTracker`.
+    partitions: HashMap<JobId, Vec<ResultPartitionId>>,
 }
 
 impl TaskExecutor {
@@ -175,6 +179,7 @@ impl TaskExecutor {
             unreported: HashMap::new(),
             pending_submissions: HashMap::new(),
             hardware: hardware_description(),
+            partitions: HashMap::new(),
         }
     }
 
@@ -499,6 +504,15 @@ impl TaskExecutor {
 
     fn release_job(&mut self, job_id: JobId, cause: &str) {
         self.jm_heartbeats.unmonitor(job_id);
+        if let (Some(ids), Some(shuffle)) =
+            (self.partitions.remove(&job_id), &self.settings.shuffle)
+        {
+            // Consumed partitions are gone already; what is left lost its consumers.
+            for id in ids.iter().filter(|id| shuffle.has_partition(id)) {
+                tracing::debug!(%job_id, partition = %id, "releasing an unconsumed partition");
+                shuffle.release_partition(id, cause);
+            }
+        }
         if self.blob_leases.remove(&job_id) {
             if let Some(cache) = &self.blob_cache {
                 let _ = cache.release_job(job_id);
@@ -898,7 +912,15 @@ impl TaskExecutor {
     ) -> Result<Ack, TaskSubmissionError> {
         let job_id = tdd.job_id;
         let invokable = if task_information.invokable == STREAM_TASK_INVOKABLE {
-            self.stream_task(&tdd, &task_information)?
+            let task = self.stream_task(&tdd, &task_information)?;
+            self.partitions
+                .entry(job_id)
+                .or_default()
+                .extend(tdd.produced_partitions.iter().map(|p| ResultPartitionId {
+                    producer: tdd.attempt,
+                    result_index: p.result_index,
+                }));
+            task
         } else {
             self.settings
                 .invokables
