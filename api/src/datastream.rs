@@ -12,9 +12,9 @@ use rustc_hash::FxHashMap;
 use crate::env::{Builder, NodeSpec};
 use crate::graph::{ChainingStrategy, NodeImpl, NodeKind};
 use crate::operators::{
-    erase, fan_out, hash_fn, head, network_output_builder, unerase, BorrowedKey, FilterOp,
-    FlatMapOp, HashFn, KeyFn, MapOp, NodeLogic, OperatorBuilder, OwnedKey, ProcessOp, ReduceOp,
-    SinkOp, SumOp,
+    erase, fan_out, hash_fn, head, network_output_builder, summing_output_builder, unerase,
+    BorrowedKey, FilterOp, FlatMapOp, HashFn, KeyFn, MapOp, NetworkOutputBuilder, NodeLogic,
+    OperatorBuilder, OwnedKey, ProcessOp, ReduceOp, SinkOp, SumOp,
 };
 use crate::sinks::{CollectSink, PrintSink, TextFileSink};
 use crate::state::StateStores;
@@ -142,7 +142,7 @@ impl<T: Record> DataStream<T> {
         build: OperatorBuilder,
         hash: Option<HashFn<T>>,
     ) -> DataStream<O> {
-        let id = self.add_node::<O>(name, "", kind, build, hash);
+        let id = self.add_node::<O>(name, "", kind, build, hash, None);
         DataStream::new(self.env.clone(), id)
     }
 
@@ -153,6 +153,7 @@ impl<T: Record> DataStream<T> {
         kind: NodeKind,
         build: OperatorBuilder,
         hash: Option<HashFn<T>>,
+        edge_output: Option<NetworkOutputBuilder>,
     ) -> u32 {
         let mut b = self.env.borrow_mut();
         let id = b.add_node(NodeSpec {
@@ -181,12 +182,11 @@ impl<T: Record> DataStream<T> {
             } else {
                 input.partitioner
             };
-            b.add_edge(
-                input.node,
-                id,
-                partitioner,
-                network_output_builder::<T>(hash.clone()),
-            );
+            let output = match &edge_output {
+                Some(output) => output.clone(),
+                None => network_output_builder::<T>(hash.clone()),
+            };
+            b.add_edge(input.node, id, partitioner, output);
         }
         id
     }
@@ -333,7 +333,7 @@ impl<T: Record> DataStream<T> {
                 closed: false,
             })))
         });
-        let id = self.add_node::<()>(name, "Sink: ", NodeKind::Sink, build, None);
+        let id = self.add_node::<()>(name, "Sink: ", NodeKind::Sink, build, None, None);
         DataStreamSink {
             env: self.env.clone(),
             node: id,
@@ -442,12 +442,16 @@ impl<T: Record, K: Key> KeyedStream<T, K> {
                 out: unerase::<T>(output)?,
             })))
         });
-        self.stream.add_operator(
+        // With batch emission the exchange into this operator pre-aggregates per key.
+        let id = self.stream.add_node::<T>(
             "Keyed Aggregation",
+            "",
             NodeKind::Sum,
             build,
             Some(hash_fn(self.key.clone())),
-        )
+            Some(summing_output_builder::<T, K, N>(self.key.clone(), field)),
+        );
+        DataStream::new(self.stream.env.clone(), id)
     }
 
     /// Runs a [`KeyedProcessFunction`] with keyed state. `f` is cloned once per subtask.

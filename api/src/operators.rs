@@ -617,6 +617,8 @@ impl<T: Record> InputDriver for TypedInput<T> {
 
 /// What a network output needs to know about its edge, for one producer subtask.
 pub(crate) struct NetworkSpec {
+    /// Keyed aggregations emit once, at end of input (batch emission).
+    pub(crate) batch_emission: bool,
     pub(crate) partitioner: Partitioner,
     pub(crate) subtask_index: u32,
     pub(crate) consumer_parallelism: u32,
@@ -633,6 +635,81 @@ pub(crate) fn network_output_builder<T: Record>(hash: Option<HashFn<T>>) -> Netw
             hash.clone(),
         )?)))
     })
+}
+
+/// [`NetworkOutputBuilder`] for the Hash edge into a keyed `sum`: with batch emission the
+/// records are pre-aggregated per key before the exchange ([`CombiningOutput`]); otherwise a
+/// plain [`NetworkOutput`].
+pub(crate) fn summing_output_builder<T: Record, K: Key, N: Numeric>(
+    key: KeyFn<T, K>,
+    field: fn(&mut T) -> &mut N,
+) -> NetworkOutputBuilder {
+    let hash = hash_fn(key.clone());
+    Arc::new(move |spec: NetworkSpec, writer: Box<dyn PartitionWriter>| {
+        let combine = spec.batch_emission && spec.partitioner == Partitioner::Hash;
+        let inner = NetworkOutput::new(spec, writer, Some(hash.clone()))?;
+        if combine {
+            Ok(erase::<T>(Box::new(CombiningOutput {
+                key: key.clone(),
+                field,
+                state: FxHashMap::default(),
+                inner,
+            })))
+        } else {
+            Ok(erase::<T>(Box::new(inner)))
+        }
+    })
+}
+
+/// Pre-aggregates a keyed `sum` on the producer's side of the exchange when it is emitted at end
+/// of input: each key's running sum is kept here and sent once, when the input ends, so the
+/// exchange carries one record per key and producer subtask instead of one per input record.
+/// Flink: the combiner of batch aggregations (`ReduceCombineDriver`, the local phase of the Table
+/// API's local-global aggregation). Only for `sum`, whose addition is associative and
+/// commutative, so the consumer's final sums are the same; `reduce` with an arbitrary function
+/// is not pre-aggregated. The memory is one entry per distinct key, as the consumer's state.
+pub(crate) struct CombiningOutput<T, K, N> {
+    key: KeyFn<T, K>,
+    field: fn(&mut T) -> &mut N,
+    state: FxHashMap<K, T>,
+    inner: NetworkOutput<T>,
+}
+
+impl<T: Record, K: Key, N: Numeric> Collector<T> for CombiningOutput<T, K, N> {
+    fn collect(&mut self, mut record: T) {
+        let add = *(self.field)(&mut record);
+        let key = self.key.key(&record);
+        match self.state.get_mut(&*key) {
+            Some(acc) => {
+                drop(key);
+                (self.field)(acc).add_assign(add);
+            }
+            None => {
+                let key = key.into_owned();
+                self.state.insert(key, record);
+            }
+        }
+    }
+}
+
+impl<T: Record, K: Key, N: Numeric> Output<T> for CombiningOutput<T, K, N> {
+    fn open(&mut self) -> Result<(), String> {
+        self.inner.open()
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        for (_, partial) in self.state.drain() {
+            self.inner.collect(partial);
+        }
+        self.inner.finish()
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        // Partial sums wait for the end of input; what was already handed on is flushed.
+        self.inner.flush()
+    }
+    fn close(&mut self) {
+        self.state.clear();
+        self.inner.close();
+    }
 }
 
 /// Builds a key hash function for a Hash edge from a key selector.

@@ -296,6 +296,7 @@ impl ChainBuilder<'_> {
                         .ok_or_else(|| format!("internal error: writer {position} used twice"))?;
                     let target = &graph.plan.vertices[graph.plan.edges[plan_edge].target_vertex];
                     let spec = NetworkSpec {
+                        batch_emission: graph.batch_emission,
                         partitioner: graph.edges[e].partitioner,
                         subtask_index: self.build.runtime.subtask_index,
                         consumer_parallelism: target.parallelism,
@@ -447,5 +448,91 @@ mod tests {
         let mut got = crate::testing::take_collected::<u64>("task-threads");
         got.sort_unstable();
         assert_eq!(got, (2..=11).collect::<Vec<u64>>());
+    }
+
+    /// Counts what a vertex hands to the exchange: typed batches' records and serialized
+    /// records.
+    struct CountingWriter {
+        subpartitions: usize,
+        local: bool,
+        records: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl PartitionWriter for CountingWriter {
+        fn num_subpartitions(&self) -> usize {
+            self.subpartitions
+        }
+        fn is_local(&self, _: usize) -> bool {
+            self.local
+        }
+        fn local_batch_records(&self) -> usize {
+            16
+        }
+        fn write_record(&mut self, _: usize, _: &[u8]) -> Result<(), String> {
+            self.records
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+        fn write_batch(
+            &mut self,
+            _: usize,
+            _: Box<dyn std::any::Any + Send>,
+            records: usize,
+        ) -> Result<(), String> {
+            self.records
+                .fetch_add(records, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// Records the source vertex of `key_by(k).sum(..)` sends into the exchange, for 1000
+    /// records over 7 keys.
+    fn exchanged(mode: crate::RuntimeMode, local: bool) -> usize {
+        let mut env = crate::StreamExecutionEnvironment::new();
+        env.set_parallelism(2);
+        env.set_runtime_mode(mode);
+        env.generate_sequence(0, 999)
+            .map(|n: u64| (n % 7, 1u64))
+            .key_by(|p: &(u64, u64)| p.0)
+            .sum(|p: &mut (u64, u64)| &mut p.1)
+            .collect(&format!("combine-{mode:?}-{local}"));
+        let graph = env.stream_graph().unwrap();
+        let plan = graph.plan();
+        let source = plan.vertices.iter().position(|v| v.is_source).unwrap();
+        let records = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for subtask in 0..2 {
+            let writer = CountingWriter {
+                subpartitions: 2,
+                local,
+                records: std::sync::Arc::clone(&records),
+            };
+            let ctx = VertexContext {
+                subtask_index: subtask,
+                parallelism: 2,
+                max_parallelism: plan.vertices[source].max_parallelism,
+                attempt_number: 0,
+                task_name: "source".into(),
+            };
+            let mut instance = graph
+                .instantiate(source, ctx, vec![Box::new(writer)])
+                .unwrap();
+            instance.open().unwrap();
+            while instance.poll_source(64).unwrap() != SourceStatus::Finished {}
+            instance.end_input().unwrap();
+        }
+        records.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[test]
+    fn batch_sums_are_pre_aggregated_before_the_exchange() {
+        for local in [true, false] {
+            // One partial sum per key and producer subtask, whatever the input size.
+            assert!(exchanged(crate::RuntimeMode::Batch, local) <= 7 * 2);
+            // Streaming emission must see every record downstream: no pre-aggregation.
+            assert_eq!(exchanged(crate::RuntimeMode::Streaming, local), 1000);
+        }
     }
 }
