@@ -293,6 +293,7 @@ pub fn network_config(config: &Configuration) -> NetworkConfig {
         local_batch_records: n.local_batch_records,
         request_backoff_initial: n.request_backoff_initial,
         request_backoff_max: n.request_backoff_max,
+        buffer_timeout: n.buffer_timeout,
     }
 }
 

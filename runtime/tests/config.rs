@@ -56,6 +56,7 @@ fn defaults_are_the_documented_values() {
         ("taskmanager.network.local-batch.records", "1024"),
         ("taskmanager.network.request-backoff.initial", "100 ms"),
         ("taskmanager.network.request-backoff.max", "10 s"),
+        ("execution.buffer-timeout.interval", "100 ms"),
         ("heartbeat.interval", "1 s"),
         ("heartbeat.timeout", "5 s"),
         ("heartbeat.rpc-failure-threshold", "2"),

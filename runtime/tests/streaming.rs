@@ -49,6 +49,11 @@ fn registry() -> JobRegistry {
         "a bounded source into a sink that fails",
         failing_sink_job,
     );
+    jobs.register(
+        "busy-source",
+        "a source that emits one record and then stays busy",
+        busy_source_job,
+    );
     jobs
 }
 
@@ -186,6 +191,35 @@ fn failing_sink_job(env: &mut StreamExecutionEnvironment, _: &JobArgs) -> Result
     env.generate_sequence(0, 99_999)
         .rebalance()
         .add_sink("failing", || FailingSink { subtask: 0 });
+    Ok(())
+}
+
+/// Emits one record, then keeps reporting `More` without emitting anything: a task that is
+/// never idle, so only the buffer timeout pushes its one record out of the partial batch.
+struct BusySource {
+    emitted: bool,
+}
+impl rflink::SourceFunction<u64> for BusySource {
+    fn poll_next(
+        &mut self,
+        out: &mut dyn Collector<u64>,
+        _max_records: usize,
+    ) -> Result<rflink::SourceStatus, String> {
+        if !self.emitted {
+            self.emitted = true;
+            out.collect(42);
+        } else {
+            std::thread::yield_now();
+        }
+        Ok(rflink::SourceStatus::More)
+    }
+}
+
+fn busy_source_job(env: &mut StreamExecutionEnvironment, _: &JobArgs) -> Result<(), JobError> {
+    env.set_parallelism(1);
+    env.add_source("busy", false, || BusySource { emitted: false })
+        .rebalance()
+        .collect("busy-source");
     Ok(())
 }
 
@@ -564,5 +598,44 @@ async fn a_failed_job_returns_every_network_buffer() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    c.close().await.expect("closes");
+}
+
+/// Flink's output flusher: a record in a partly filled batch of a task that is never idle still
+/// reaches its consumer, within the buffer timeout, while the job runs.
+#[actix_rt::test]
+async fn the_buffer_timeout_flushes_a_busy_task() {
+    let network = NetworkConfig {
+        buffer_timeout: Duration::from_millis(20),
+        ..NetworkConfig::default()
+    };
+    let c = cluster(1, 1, network).await;
+    let job_graph =
+        rflink_runtime::client::build_job_graph(&Jobs::new(registry()), "busy-source", &[])
+            .expect("builds");
+    let job_id = c.submit_job(job_graph).await.expect("submits");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut got = Vec::new();
+    while got.is_empty() {
+        got = rflink::testing::take_collected::<u64>("busy-source");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the record never left the busy task's partial batch"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(got, vec![42]);
+    assert_eq!(
+        c.job_status(job_id).await.expect("status"),
+        JobStatus::Running,
+        "the record arrived while the source still ran"
+    );
+    c.dispatcher_gateway()
+        .ask(rflink_runtime::dispatcher::CancelJob { job_id })
+        .await
+        .expect("rpc")
+        .expect("cancel accepted");
+    let result = c.request_job_result(job_id, WAIT).await.expect("result");
+    assert_eq!(result.status, JobStatus::Canceled);
     c.close().await.expect("closes");
 }

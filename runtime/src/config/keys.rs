@@ -359,6 +359,8 @@ key_table! {
             "First pause before asking again for a partition not registered yet.";
         "taskmanager.network.request-backoff.max" => network.request_backoff_max: Dur,
             "The pause doubles up to this; then the partition request fails.";
+        "execution.buffer-timeout.interval" => network.buffer_timeout: Dur,
+            "Longest wait of a record in a partly filled buffer while its task is busy.";
     }
     "Heartbeat" {
         "heartbeat.interval" => heartbeat.interval: Dur,

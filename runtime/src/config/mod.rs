@@ -398,6 +398,10 @@ pub struct NetworkSettings {
     /// `taskmanager.network.request-backoff.max`, default 10 s: the pause doubles up to this,
     /// then the request fails.
     pub request_backoff_max: Duration,
+    /// `execution.buffer-timeout.interval`, default 100 ms: longest time a record waits in a
+    /// partly filled buffer while its task is busy (Flink's output flusher); an idle task
+    /// flushes at once.
+    pub buffer_timeout: Duration,
 }
 
 impl Default for NetworkSettings {
@@ -411,6 +415,7 @@ impl Default for NetworkSettings {
             local_batch_records: 1024,
             request_backoff_initial: Duration::from_millis(100),
             request_backoff_max: Duration::from_secs(10),
+            buffer_timeout: Duration::from_millis(100),
         }
     }
 }

@@ -142,6 +142,7 @@ impl Configuration {
             "taskmanager.network.request-backoff.initial",
             net.request_backoff_initial,
         );
+        p.positive("execution.buffer-timeout.interval", net.buffer_timeout);
         p.require(
             net.request_backoff_max >= net.request_backoff_initial,
             "taskmanager.network.request-backoff.max",

@@ -99,6 +99,10 @@ pub struct NetworkConfig {
     /// Longest wait; after it the request fails (`taskmanager.network.request-backoff.max`).
     /// Default 10 s.
     pub request_backoff_max: Duration,
+    /// Longest time a record may wait in a partly filled buffer or batch while its task is busy
+    /// (`execution.buffer-timeout.interval`, Flink's output flusher). Default 100 ms. A task
+    /// also flushes whenever it has nothing to read.
+    pub buffer_timeout: Duration,
 }
 
 impl Default for NetworkConfig {
@@ -112,6 +116,7 @@ impl Default for NetworkConfig {
             local_batch_records: 1024,
             request_backoff_initial: Duration::from_millis(100),
             request_backoff_max: Duration::from_secs(10),
+            buffer_timeout: Duration::from_millis(100),
         }
     }
 }
@@ -140,6 +145,9 @@ impl NetworkConfig {
         }
         if self.request_backoff_initial.is_zero() {
             problems.push("request backoff initial must be positive".to_string());
+        }
+        if self.buffer_timeout.is_zero() {
+            problems.push("buffer timeout must be positive".to_string());
         }
         if self.request_backoff_max < self.request_backoff_initial {
             problems.push("request backoff max must be at least the initial backoff".to_string());

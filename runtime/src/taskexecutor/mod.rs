@@ -1046,6 +1046,7 @@ impl TaskExecutor {
             program,
             vertex,
             max_parallelism: info.max_parallelism,
+            buffer_timeout: shuffle.config().buffer_timeout,
             partitions,
             gate,
         }))

@@ -22,6 +22,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rflink::task::{PartitionWriter, VertexContext};
 use rflink::{JobArgs, JobRegistry, SourceStatus};
@@ -34,6 +35,9 @@ use crate::taskexecutor::invokable::{Invokable, TaskContext, TaskError};
 
 /// Records a source emits per poll: small enough to see cancellation promptly.
 const SOURCE_BATCH: usize = 1024;
+
+/// Source polls or input items between two looks at the clock for the buffer timeout.
+const FLUSH_CHECK_EVERY: u32 = 16;
 
 /// The job registry of a node: every job it can run. Shared by the client side (building job
 /// graphs) and every TaskExecutor (running their vertices).
@@ -59,6 +63,8 @@ pub struct StreamTask {
     pub(crate) program: JobProgram,
     pub(crate) vertex: usize,
     pub(crate) max_parallelism: u32,
+    /// `execution.buffer-timeout.interval`: flush at least this often while busy.
+    pub(crate) buffer_timeout: std::time::Duration,
     pub(crate) partitions: Vec<ResultPartitionWriter>,
     /// All input channels in one gate, with the input (edge position) each channel belongs to.
     pub(crate) gate: Option<(InputGate, Vec<usize>)>,
@@ -172,13 +178,30 @@ impl StreamTask {
             })?;
         let result = (|| {
             instance.open().map_err(&failed)?;
+            // Flink's output flusher, on the task's own thread: a busy task pushes out partly
+            // filled buffers at least every buffer timeout.
+            let mut last_flush = Instant::now();
+            let mut since_check = 0u32;
+            let mut flush_if_due =
+                |instance: &mut rflink::task::VertexInstance| -> Result<(), TaskError> {
+                    since_check += 1;
+                    if since_check < FLUSH_CHECK_EVERY {
+                        return Ok(());
+                    }
+                    since_check = 0;
+                    if last_flush.elapsed() >= self.buffer_timeout {
+                        instance.flush().map_err(&failed)?;
+                        last_flush = Instant::now();
+                    }
+                    Ok(())
+                };
             if instance.is_source() {
                 loop {
                     if cancel.is_cancelled() {
                         return Err(TaskError::Canceled);
                     }
                     match instance.poll_source(SOURCE_BATCH).map_err(&failed)? {
-                        SourceStatus::More => {}
+                        SourceStatus::More => flush_if_due(&mut instance)?,
                         SourceStatus::Idle => instance.flush().map_err(&failed)?,
                         SourceStatus::Finished => break,
                     }
@@ -192,7 +215,10 @@ impl StreamTask {
                         return Err(TaskError::Canceled);
                     }
                     let item = match gate.poll_next().map_err(|e| failed(e.to_string()))? {
-                        Some(item) => item,
+                        Some(item) => {
+                            flush_if_due(&mut instance)?;
+                            item
+                        }
                         None => {
                             // Nothing to read: push out what is buffered before waiting.
                             instance.flush().map_err(&failed)?;
@@ -353,6 +379,7 @@ mod tests {
             program,
             vertex: consumer,
             max_parallelism,
+            buffer_timeout: std::time::Duration::from_millis(100),
             partitions: Vec::new(),
             gate: Some((gate, vec![0])),
         };
@@ -412,6 +439,7 @@ mod tests {
             program,
             vertex: consumer,
             max_parallelism,
+            buffer_timeout: std::time::Duration::from_millis(100),
             partitions: Vec::new(),
             gate: None,
         };
@@ -448,6 +476,7 @@ mod tests {
             program,
             vertex: consumer,
             max_parallelism,
+            buffer_timeout: std::time::Duration::from_millis(100),
             partitions: Vec::new(),
             gate: Some((gate, vec![0])),
         };
