@@ -625,6 +625,43 @@ mod tests {
     }
 
     #[test]
+    fn run_example_passes_everything_after_the_name_to_the_program() {
+        let cli = Cli::try_parse_from([
+            "rflink",
+            "run",
+            "--example",
+            "wordcount",
+            "--input",
+            "a.txt",
+            "--parallelism",
+            "2",
+            "-m",
+            "jm:8081",
+        ])
+        .expect("parses");
+        let Command::Run(mut run) = cli.command else {
+            panic!("a run command")
+        };
+        let mut args = run.program.example.clone().expect("an example");
+        assert_eq!(take_jobmanager_flag(&mut args), Some("jm:8081".to_string()));
+        assert_eq!(
+            args,
+            ["wordcount", "--input", "a.txt", "--parallelism", "2"].map(String::from)
+        );
+        run.program.example = Some(args);
+        let g = build_graph(&run);
+        let program = g.program.as_ref().expect("a streaming program");
+        assert_eq!(program.entry, "wordcount");
+        assert_eq!(
+            program.args,
+            ["--input", "a.txt", "--parallelism", "2"].map(String::from)
+        );
+        assert!(g.validate().is_ok());
+        // Without --output the counts are printed by every subtask: all run with parallelism 2.
+        assert!(g.vertices.iter().all(|v| v.parallelism == 2));
+    }
+
+    #[test]
     fn run_builds_a_pointwise_chain() {
         let cli = Cli::try_parse_from([
             "rflink",
