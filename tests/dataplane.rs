@@ -55,36 +55,34 @@ fn rflink(args: &[String]) -> (i32, String, String) {
     )
 }
 
-fn reference_counts(text: &str) -> BTreeMap<String, u64> {
-    let mut counts = BTreeMap::new();
-    for line in text.lines() {
-        rflink_examples::tokenize(line, |w| *counts.entry(w).or_insert(0) += 1);
-    }
-    counts
-}
-
-fn random_text(seed: u64, lines: usize) -> String {
-    let vocab = [
-        "flink", "Rust", "stream", "KEY", "window", "état", "a", "b", "zz9", "credit", "buffer",
+/// Runs the `wordcount` example on `cluster` with the `rflink` CLI over `text` (plus `extra`
+/// program arguments), expects exit 0 and returns the parsed output file.
+fn run_wordcount(cluster: &Cluster, text: &str, extra: &[&str]) -> BTreeMap<String, u64> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.txt");
+    let output = dir.path().join("output.txt");
+    std::fs::write(&input, text).expect("write input");
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--example".into(),
+        "wordcount".into(),
+        "--input".into(),
+        input.display().to_string(),
+        "--output".into(),
+        output.display().to_string(),
     ];
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let mut text = String::new();
-    for _ in 0..lines {
-        for w in 0..(next() % 15) {
-            if w > 0 {
-                text.push_str([" ", ", ", "--", "\t"][(next() % 4) as usize]);
-            }
-            text.push_str(vocab[(next() % vocab.len() as u64) as usize]);
-        }
-        text.push('\n');
-    }
-    text
+    args.extend(extra.iter().map(|s| s.to_string()));
+    // As a user may type it: the JobManager option after the program's arguments.
+    args.extend(["-m".to_string(), cluster.jm.ready("rest")]);
+    let (code, stdout, stderr) = rflink(&args);
+    assert_eq!(
+        code,
+        0,
+        "stdout:\n{stdout}\nstderr:\n{stderr}\n{}",
+        cluster.logs()
+    );
+    let written = std::fs::read_to_string(&output).expect("the sink wrote its file");
+    rflink_examples::parse_counts(&written).expect("`word count` lines")
 }
 
 async fn two_task_managers() -> Cluster {
@@ -108,39 +106,10 @@ async fn wordcount_runs_across_two_task_manager_processes() {
             o.taskmanagers == 2 && o.slots_total == 4
         })
         .await;
-    let dir = tempfile::tempdir().expect("tempdir");
     for (seed, p) in [(1u64, 4u32), (2, 3), (3, 2), (4, 1)] {
-        let input = dir.path().join(format!("input-{seed}.txt"));
-        let output = dir.path().join(format!("output-{seed}.txt"));
-        let text = random_text(seed, 20_000);
-        std::fs::write(&input, &text).expect("write input");
-        let (code, stdout, stderr) = rflink(&[
-            "run".into(),
-            "--example".into(),
-            "wordcount".into(),
-            "--input".into(),
-            input.display().to_string(),
-            "--output".into(),
-            output.display().to_string(),
-            "--parallelism".into(),
-            p.to_string(),
-            // As a user may type it: the JobManager option after the program's arguments.
-            "-m".into(),
-            cluster.jm.ready("rest"),
-        ]);
-        assert_eq!(
-            code,
-            0,
-            "stdout:\n{stdout}\nstderr:\n{stderr}\n{}",
-            cluster.logs()
-        );
-        let written = std::fs::read_to_string(&output).expect("the sink wrote its file");
-        let mut got = BTreeMap::new();
-        for line in written.lines() {
-            let (word, count) = line.rsplit_once(' ').expect("`word count` lines");
-            got.insert(word.to_string(), count.parse::<u64>().expect("a count"));
-        }
-        assert_eq!(got, reference_counts(&text), "parallelism {p}");
+        let text = rflink_examples::text::random_text(seed, 20_000);
+        let got = run_wordcount(&cluster, &text, &["--parallelism", &p.to_string()]);
+        assert_eq!(got, rflink_examples::count_words(&text), "parallelism {p}");
     }
 }
 
@@ -179,28 +148,15 @@ async fn garbage_on_the_data_port_leaves_the_task_manager_serving() {
         let mut sink = Vec::new();
         let _ = socket.read_to_end(&mut sink);
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("in.txt");
-    let output = dir.path().join("out.txt");
-    std::fs::write(&input, "one two two\nthree three three\n").expect("write");
-    let (code, stdout, stderr) = rflink(&[
-        "-m".into(),
-        cluster.jm.ready("rest"),
-        "run".into(),
-        "--example".into(),
-        "wordcount".into(),
-        "--input".into(),
-        input.display().to_string(),
-        "--output".into(),
-        output.display().to_string(),
-        "--parallelism".into(),
-        "2".into(),
-    ]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}\n{}", cluster.logs());
-    let written = std::fs::read_to_string(&output).expect("output");
-    let mut lines: Vec<&str> = written.lines().collect();
-    lines.sort_unstable();
-    assert_eq!(lines, vec!["one 1", "three 3", "two 2"]);
+    let got = run_wordcount(
+        &cluster,
+        "one two two\nthree three three\n",
+        &["--parallelism", "2"],
+    );
+    let expected: BTreeMap<String, u64> = [("one", 1), ("two", 2), ("three", 3)]
+        .map(|(w, n)| (w.to_string(), n))
+        .into();
+    assert_eq!(got, expected);
 }
 
 /// SIGKILL of a TaskManager while an unbounded job shuffles across both: the job fails (there
@@ -249,22 +205,6 @@ async fn losing_a_task_manager_fails_the_streaming_job_and_the_other_keeps_servi
             o.taskmanagers == 1 && o.slots_available == 1
         })
         .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("in.txt");
-    let output = dir.path().join("out.txt");
-    std::fs::write(&input, "still here\n").expect("write");
-    let (code, stdout, stderr) = rflink(&[
-        "-m".into(),
-        cluster.jm.ready("rest"),
-        "run".into(),
-        "--example".into(),
-        "wordcount".into(),
-        "--input".into(),
-        input.display().to_string(),
-        "--output".into(),
-        output.display().to_string(),
-    ]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}\n{}", cluster.logs());
-    let written = std::fs::read_to_string(&output).expect("output");
-    assert_eq!(written.lines().count(), 2);
+    let got = run_wordcount(&cluster, "still here\n", &[]);
+    assert_eq!(got.len(), 2);
 }

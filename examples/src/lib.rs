@@ -46,6 +46,36 @@ pub fn tokenize(line: &str, mut emit: impl FnMut(String)) {
     }
 }
 
+/// The sequential reference of [`wordcount`]: each word of `text` (by [`tokenize`]) with its
+/// count. Tests and benchmarks compare the job's output with it.
+pub fn count_words(text: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        tokenize(line, |w| *counts.entry(w).or_insert(0) += 1);
+    }
+    counts
+}
+
+/// Parses WordCount's output (`word count` lines) into a map.
+///
+/// # Errors
+/// The first line that is not `word count` with a whole-number count.
+pub fn parse_counts(output: &str) -> Result<std::collections::BTreeMap<String, u64>, String> {
+    let mut counts = std::collections::BTreeMap::new();
+    for line in output.lines() {
+        let parsed = line
+            .rsplit_once(' ')
+            .and_then(|(word, count)| Some((word, count.parse::<u64>().ok()?)));
+        let Some((word, count)) = parsed else {
+            return Err(format!("not a `word count` line: {line:?}"));
+        };
+        if counts.insert(word.to_string(), count).is_some() {
+            return Err(format!("word {word:?} appears twice"));
+        }
+    }
+    Ok(counts)
+}
+
 /// Flink's WordCount example.
 ///
 /// Arguments:

@@ -39,3 +39,33 @@ pub const WORDS: &[&str] = &[
     "The fair Ophelia!--Nymph, in thy orisons",
     "Be all my sins remember'd.",
 ];
+
+/// `lines` lines of seeded random text for tests: words of a small vocabulary with mixed case,
+/// non-ASCII letters and digits, separated by spaces, punctuation and tabs; some lines empty.
+pub fn random_text(seed: u64, lines: usize) -> String {
+    const VOCABULARY: &[&str] = &[
+        "flink", "Rust", "stream", "batch", "KEY", "window", "état", "Straße", "a", "b", "zz9",
+        "credit", "buffer", "to", "be", "or", "not",
+    ];
+    const SEPARATORS: &[&str] = &[" ", ", ", "--", ". ", "\t"];
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let pick = |n: u64, len: usize| (n % len as u64) as usize;
+    let mut text = String::new();
+    for _ in 0..lines {
+        let words = next() % 12;
+        for w in 0..words {
+            if w > 0 {
+                text.push_str(SEPARATORS[pick(next(), SEPARATORS.len())]);
+            }
+            text.push_str(VOCABULARY[pick(next(), VOCABULARY.len())]);
+        }
+        text.push('\n');
+    }
+    text
+}

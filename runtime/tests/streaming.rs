@@ -225,42 +225,6 @@ fn busy_source_job(env: &mut StreamExecutionEnvironment, _: &JobArgs) -> Result<
 
 // ---- reference ----
 
-fn reference_counts(text: &str) -> BTreeMap<String, u64> {
-    let mut counts = BTreeMap::new();
-    for line in text.lines() {
-        rflink_examples::tokenize(line, |w| *counts.entry(w).or_insert(0) += 1);
-    }
-    counts
-}
-
-/// Random text from a seeded generator: words from a small vocabulary with punctuation,
-/// mixed case and some non-ASCII, lines of varied length (some empty).
-fn random_text(seed: u64, lines: usize) -> String {
-    let vocab = [
-        "flink", "Rust", "stream", "batch", "KEY", "window", "état", "Straße", "a", "b", "zz9",
-        "credit", "buffer", "to", "be", "or", "not",
-    ];
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let mut text = String::new();
-    for _ in 0..lines {
-        let words = (next() % 12) as usize;
-        for w in 0..words {
-            if w > 0 {
-                text.push_str([" ", ", ", "--", ". ", "\t"][(next() % 5) as usize]);
-            }
-            text.push_str(vocab[(next() % vocab.len() as u64) as usize]);
-        }
-        text.push('\n');
-    }
-    text
-}
-
 fn collected_counts(name: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for (word, count) in rflink::testing::take_collected::<(String, u64)>(name) {
@@ -270,6 +234,30 @@ fn collected_counts(name: &str) -> BTreeMap<String, u64> {
         );
     }
     out
+}
+
+/// Waits (with a deadline) until every slot is free and none of the `tms` TaskManagers holds a
+/// network buffer.
+async fn wait_for_free_slots_and_buffers(c: &MiniCluster, tms: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let overview = c.overview().await.expect("overview");
+        let in_use: Vec<usize> = (0..tms)
+            .filter_map(|i| c.task_manager(i))
+            .filter_map(|tm| tm.shuffle())
+            .map(|s| s.buffer_stats().in_use)
+            .collect();
+        if overview.slots_available == overview.slots_total && in_use.iter().all(|n| *n == 0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slots {}/{} free, buffers in use per TaskManager: {in_use:?}",
+            overview.slots_available,
+            overview.slots_total
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 // ---- tests ----
@@ -287,7 +275,7 @@ async fn wordcount_matches_the_sequential_reference() {
         (2, 4, 5, true),
         (2, 3, 6, false),
     ] {
-        let text = random_text(seed, 3000 + seed as usize * 100);
+        let text = rflink_examples::text::random_text(seed, 3000 + seed as usize * 100);
         let path = dir.path().join(format!("input-{seed}.txt"));
         std::fs::write(&path, &text).expect("write input");
         let slots = p.div_ceil(tms);
@@ -316,7 +304,7 @@ async fn wordcount_matches_the_sequential_reference() {
         );
         assert_eq!(
             collected_counts(&name),
-            reference_counts(&text),
+            rflink_examples::count_words(&text),
             "tms={tms} p={p} chaining={chaining}"
         );
         let remote: u64 = (0..tms as usize)
@@ -469,25 +457,7 @@ async fn cancelling_a_streaming_job_frees_slots_and_buffers() {
     let result = c.request_job_result(job_id, WAIT).await.expect("result");
     assert_eq!(result.status, JobStatus::Canceled);
     // Slots and buffers come back (released asynchronously: wait with a deadline).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let overview = c.overview().await.expect("overview");
-        let in_use: usize = (0..2)
-            .filter_map(|i| c.task_manager(i))
-            .filter_map(|tm| tm.shuffle())
-            .map(|s| s.buffer_stats().in_use)
-            .sum();
-        if overview.slots_available == overview.slots_total && in_use == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "slots {}/{} free, {in_use} buffers in use",
-            overview.slots_available,
-            overview.slots_total
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_free_slots_and_buffers(&c, 2).await;
     c.close().await.expect("closes");
 }
 
@@ -536,7 +506,7 @@ async fn wordcount_example_writes_its_output_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("in.txt");
     let output = dir.path().join("out.txt");
-    let text = random_text(99, 2000);
+    let text = rflink_examples::text::random_text(99, 2000);
     std::fs::write(&input, &text).expect("write");
     let c = cluster(2, 2, NetworkConfig::default()).await;
     let result = c
@@ -556,12 +526,8 @@ async fn wordcount_example_writes_its_output_file() {
         .expect("job runs");
     assert_eq!(result.status, JobStatus::Finished, "{:?}", result.failure);
     let written = std::fs::read_to_string(&output).expect("output exists");
-    let mut got = BTreeMap::new();
-    for line in written.lines() {
-        let (word, count) = line.rsplit_once(' ').expect("`word count` lines");
-        got.insert(word.to_string(), count.parse::<u64>().expect("a count"));
-    }
-    assert_eq!(got, reference_counts(&text));
+    let got = rflink_examples::parse_counts(&written).expect("`word count` lines");
+    assert_eq!(got, rflink_examples::count_words(&text));
     c.close().await.expect("closes");
 }
 
@@ -581,23 +547,7 @@ async fn a_failed_job_returns_every_network_buffer() {
         "{}",
         failure.message
     );
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let overview = c.overview().await.expect("overview");
-        let in_use: Vec<usize> = (0..2)
-            .filter_map(|i| c.task_manager(i))
-            .filter_map(|tm| tm.shuffle())
-            .map(|s| s.buffer_stats().in_use)
-            .collect();
-        if overview.slots_available == overview.slots_total && in_use.iter().all(|n| *n == 0) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "buffers still in use: {in_use:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_free_slots_and_buffers(&c, 2).await;
     c.close().await.expect("closes");
 }
 

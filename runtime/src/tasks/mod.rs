@@ -332,6 +332,25 @@ mod tests {
         )
     }
 
+    /// The consumer vertex's task with no outputs.
+    fn consumer_task(
+        jobs: Jobs,
+        program: JobProgram,
+        vertex: usize,
+        max_parallelism: u32,
+        gate: Option<(InputGate, Vec<usize>)>,
+    ) -> StreamTask {
+        StreamTask {
+            jobs,
+            program,
+            vertex,
+            max_parallelism,
+            buffer_timeout: std::time::Duration::from_millis(100),
+            partitions: Vec::new(),
+            gate,
+        }
+    }
+
     fn context(cancel: Arc<CancelSignal>) -> TaskContext {
         TaskContext {
             attempt: attempt(0),
@@ -374,15 +393,13 @@ mod tests {
                 },
             }])
             .expect("gate");
-        let mut task = StreamTask {
+        let mut task = consumer_task(
             jobs,
             program,
-            vertex: consumer,
+            consumer,
             max_parallelism,
-            buffer_timeout: std::time::Duration::from_millis(100),
-            partitions: Vec::new(),
-            gate: Some((gate, vec![0])),
-        };
+            Some((gate, vec![0])),
+        );
         let outcome = task.invoke(&context(Arc::new(CancelSignal::default())));
         let Err(TaskError::Failed(message)) = outcome else {
             panic!("the task must fail, got {outcome:?}");
@@ -434,15 +451,7 @@ mod tests {
     fn a_fingerprint_mismatch_fails_the_task() {
         let (jobs, mut program, consumer, max_parallelism) = setup();
         program.fingerprint = "0123456789abcdef0123456789abcdef".into();
-        let mut task = StreamTask {
-            jobs,
-            program,
-            vertex: consumer,
-            max_parallelism,
-            buffer_timeout: std::time::Duration::from_millis(100),
-            partitions: Vec::new(),
-            gate: None,
-        };
+        let mut task = consumer_task(jobs, program, consumer, max_parallelism, None);
         let outcome = task.invoke(&context(Arc::new(CancelSignal::default())));
         let Err(TaskError::Failed(message)) = outcome else {
             panic!("the task must fail, got {outcome:?}");
@@ -471,15 +480,13 @@ mod tests {
                 location: ChannelLocation::Local,
             }])
             .expect("gate");
-        let mut task = StreamTask {
+        let mut task = consumer_task(
             jobs,
             program,
-            vertex: consumer,
+            consumer,
             max_parallelism,
-            buffer_timeout: std::time::Duration::from_millis(100),
-            partitions: Vec::new(),
-            gate: Some((gate, vec![0])),
-        };
+            Some((gate, vec![0])),
+        );
         let cancel = Arc::new(CancelSignal::default());
         let ctx = context(Arc::clone(&cancel));
         let thread = std::thread::spawn(move || task.invoke(&ctx));
