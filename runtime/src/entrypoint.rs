@@ -279,6 +279,9 @@ pub struct DataPlaneSettings {
     pub advertised_host: String,
     /// `taskmanager.data.port`; 0 picks a free port.
     pub port: u16,
+    /// The port consumers connect to when it is not the bound one (a proxy or NAT in between,
+    /// `rflink-node --advertised-data-port`); `None` advertises the bound port.
+    pub advertised_port: Option<u16>,
 }
 
 /// The data plane's settings from `taskmanager.network.*` and `taskmanager.memory.segment-size`.
@@ -313,6 +316,7 @@ impl TaskManagerSettings {
                 bind_host: tm.bind_host.clone(),
                 advertised_host: tm.host.clone().unwrap_or_else(|| tm.bind_host.clone()),
                 port: tm.data_port,
+                advertised_port: None,
             }),
             rpc: config.rpc_config(ProcessRole::TaskManager),
             task_executor: TaskExecutorSettings {
@@ -360,11 +364,12 @@ impl TaskManagerRunner {
     ) -> Result<Self, EntrypointError> {
         let mut te_settings = settings.task_executor;
         if let Some(data) = &settings.data {
-            let shuffle = ShuffleEnvironment::start(
+            let shuffle = ShuffleEnvironment::start_advertised(
                 data.network.clone(),
                 &data.bind_host,
                 &data.advertised_host,
                 data.port,
+                data.advertised_port,
             )
             .map_err(|e| EntrypointError::DataPlane(e.to_string()))?;
             te_settings.shuffle = Some(shuffle);

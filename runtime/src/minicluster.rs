@@ -227,6 +227,7 @@ impl MiniCluster {
                         .clone()
                         .unwrap_or_else(|| self.config.rpc.bind_host.clone()),
                     port: 0,
+                    advertised_port: None,
                 }),
             rpc: self.config.rpc.clone(),
             task_executor: TaskExecutorSettings {

@@ -40,7 +40,14 @@ enum Role {
 
 /// Runs an rflink JobManager or TaskManager.
 #[derive(Debug, Parser)]
-#[command(name = "rflink-node", version)]
+#[command(
+    name = "rflink-node",
+    version,
+    after_help = "Health probe (for container healthchecks; no --role needed):\n  \
+                  rflink-node --health-check HOST:PORT [--health-rest]\n  \
+                  exits 0 if a TCP connection to HOST:PORT succeeds, or with --health-rest if \
+                  GET /overview answers 200; else prints the reason and exits 1."
+)]
 struct Args {
     /// Which process to run.
     #[arg(long, value_enum)]
@@ -66,6 +73,14 @@ struct Args {
     /// The REST port, 0 for any (rest.port).
     #[arg(long, value_name = "PORT")]
     rest_port: Option<u16>,
+    /// The RPC port others dial, when it is not the bound one (a proxy or NAT in between; the
+    /// fault-injection harness puts a TCP proxy there). Not a configuration key.
+    #[arg(long, value_name = "PORT")]
+    advertised_rpc_port: Option<u16>,
+    /// The data (shuffle) port other TaskManagers dial, when it is not the bound one
+    /// (TaskManager; as --advertised-rpc-port).
+    #[arg(long, value_name = "PORT")]
+    advertised_data_port: Option<u16>,
     /// TaskManagers to run with `--role standalone`.
     #[arg(long, default_value_t = 1)]
     taskmanagers: u32,
@@ -75,6 +90,12 @@ struct Args {
     /// Validate the configuration, print it, and exit.
     #[arg(long)]
     check_config: bool,
+    /// Advertise this machine's host name (the kernel's, /proc/sys/kernel/hostname) as if given
+    /// with --advertised-host. In a container that is the container's own name (Docker: its
+    /// short id, which Docker's DNS resolves on the container's networks), so every replica of a
+    /// scaled compose service advertises itself.
+    #[arg(long, conflicts_with = "advertised_host")]
+    advertised_host_from_hostname: bool,
 }
 
 impl Args {
@@ -128,7 +149,19 @@ impl Args {
 }
 
 fn main() {
-    let args = Args::parse();
+    if let Some(code) = probe::run_if_requested() {
+        std::process::exit(code);
+    }
+    let mut args = Args::parse();
+    if args.advertised_host_from_hostname {
+        match probe::kernel_hostname() {
+            Ok(host) => args.advertised_host = Some(host),
+            Err(err) => {
+                eprintln!("rflink-node: --advertised-host-from-hostname: {err}");
+                std::process::exit(2);
+            }
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -205,10 +238,16 @@ async fn run(args: Args, config: Configuration) -> i32 {
 
     let mut job_manager = None;
     if matches!(args.role, Role::Jm | Role::Standalone) {
-        let settings = JobManagerSettings::from_config(&config, &work_dir);
+        let mut settings = JobManagerSettings::from_config(&config, &work_dir);
+        settings.rpc.advertised_port = args.advertised_rpc_port;
         match JobManagerRunner::start(settings, events.clone()).await {
             Ok(jm) => {
                 ready.insert("rpc".into(), jm.service().address().into());
+                // The bound port, when --advertised-rpc-port names another one.
+                ready.insert(
+                    "rpc_bind".into(),
+                    jm.service().local_addr().to_string().into(),
+                );
                 if let Some(rest) = jm.rest_address() {
                     ready.insert("rest".into(), rest.to_string().into());
                 }
@@ -234,13 +273,19 @@ async fn run(args: Args, config: Configuration) -> i32 {
             config.jobmanager.rpc_port = jm.service().port();
         }
         for i in 0..count {
-            let settings = TaskManagerSettings::from_config(
+            let mut settings = TaskManagerSettings::from_config(
                 &config,
                 &work_dir.join(format!("tm-{i}")),
                 InvokableRegistry::with_testing_invokables(),
                 Jobs::new(rflink_examples::registry()),
                 Arc::clone(&fatal),
             );
+            if args.role == Role::Tm {
+                settings.rpc.advertised_port = args.advertised_rpc_port;
+                if let Some(data) = &mut settings.data {
+                    data.advertised_port = args.advertised_data_port;
+                }
+            }
             match TaskManagerRunner::start(settings, events.clone()).await {
                 Ok(tm) => task_managers.push(tm),
                 Err(err) => {
@@ -252,9 +297,16 @@ async fn run(args: Args, config: Configuration) -> i32 {
         if args.role == Role::Tm {
             if let Some(tm) = task_managers.first() {
                 ready.insert("rpc".into(), tm.service().address().into());
+                ready.insert(
+                    "rpc_bind".into(),
+                    tm.service().local_addr().to_string().into(),
+                );
                 ready.insert("resource_id".into(), tm.resource_id().to_string().into());
                 if let Some(data) = tm.data_address() {
                     ready.insert("data".into(), data.into());
+                }
+                if let Some(shuffle) = tm.shuffle() {
+                    ready.insert("data_port_bind".into(), shuffle.data_port().into());
                 }
             }
         }
@@ -291,4 +343,123 @@ async fn run(args: Args, config: Configuration) -> i32 {
     }
     let _ = std::fs::remove_dir_all(&work_dir);
     code
+}
+
+/// `rflink-node --health-check HOST:PORT [--health-rest]`: a health probe for container
+/// healthchecks that needs nothing but this binary (a scratch image has no shell and no curl),
+/// and the host name behind `--advertised-host-from-hostname`.
+mod probe {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    /// How long the probe waits to connect, and for each read or write.
+    const TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// The probe's command line.
+    #[derive(Debug, Parser)]
+    #[command(name = "rflink-node --health-check")]
+    struct ProbeArgs {
+        /// The address to probe.
+        #[arg(long, value_name = "HOST:PORT")]
+        health_check: String,
+        /// Expect HTTP 200 from `GET /overview` (a JobManager's REST API), not just a connection.
+        #[arg(long)]
+        health_rest: bool,
+    }
+
+    /// Runs the probe if the command line asks for it (`--health-check` anywhere in it) and
+    /// returns its exit code: 0 healthy, 1 not (with a one-line reason on stderr), 2 bad usage.
+    pub(super) fn run_if_requested() -> Option<i32> {
+        let wanted = std::env::args_os().skip(1).any(|arg| {
+            let arg = arg.to_string_lossy();
+            arg == "--health-check" || arg.starts_with("--health-check=")
+        });
+        if !wanted {
+            return None;
+        }
+        let args = ProbeArgs::parse();
+        let result = if args.health_rest {
+            rest_overview(&args.health_check)
+        } else {
+            connect(&args.health_check).map(|_| ())
+        };
+        Some(match result {
+            Ok(()) => {
+                println!("healthy: {}", args.health_check);
+                0
+            }
+            Err(reason) => {
+                eprintln!("unhealthy: {}: {reason}", args.health_check);
+                1
+            }
+        })
+    }
+
+    /// A TCP connection to `address` (each resolved address tried, at most [`TIMEOUT`] each).
+    fn connect(address: &str) -> Result<TcpStream, String> {
+        let addrs: Vec<SocketAddr> = address
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve: {e}"))?
+            .collect();
+        let mut last = format!("{address} resolves to no address");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, TIMEOUT) {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = format!("cannot connect to {addr}: {e}"),
+            }
+        }
+        Err(last)
+    }
+
+    /// `GET /overview` over HTTP/1.1; Ok on status 200.
+    fn rest_overview(address: &str) -> Result<(), String> {
+        let mut stream = connect(address)?;
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
+            .map_err(|e| format!("cannot set timeouts: {e}"))?;
+        let request = format!(
+            "GET /overview HTTP/1.1\r\nHost: {address}\r\nAccept: application/json\r\n\
+             Connection: close\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .map_err(|e| format!("cannot send the request: {e}"))?;
+        // Only the status line matters; read until its end (bounded).
+        let mut head = Vec::with_capacity(256);
+        let mut buf = [0u8; 256];
+        while !head.contains(&b'\n') && head.len() < 4096 {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(format!("no answer: {e}")),
+            }
+        }
+        let head = String::from_utf8_lossy(&head);
+        let status_line = head.lines().next().unwrap_or_default().trim();
+        let mut parts = status_line.split_whitespace();
+        match (parts.next(), parts.next()) {
+            (Some(version), Some("200")) if version.starts_with("HTTP/") => Ok(()),
+            (Some(version), Some(_)) if version.starts_with("HTTP/") => {
+                Err(format!("GET /overview answered {status_line:?}"))
+            }
+            _ => Err(format!("not an HTTP answer: {status_line:?}")),
+        }
+    }
+
+    /// The kernel's host name (`/proc/sys/kernel/hostname`, else `/etc/hostname`).
+    pub(super) fn kernel_hostname() -> Result<String, String> {
+        let mut problems = Vec::new();
+        for path in ["/proc/sys/kernel/hostname", "/etc/hostname"] {
+            match std::fs::read_to_string(path) {
+                Ok(name) if !name.trim().is_empty() => return Ok(name.trim().to_string()),
+                Ok(_) => problems.push(format!("{path} is empty")),
+                Err(e) => problems.push(format!("cannot read {path}: {e}")),
+            }
+        }
+        Err(problems.join("; "))
+    }
 }

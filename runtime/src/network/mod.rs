@@ -277,6 +277,18 @@ impl ShuffleEnvironment {
         advertised_host: &str,
         port: u16,
     ) -> Result<ShuffleEnvironment, NetworkError> {
+        Self::start_advertised(config, bind_host, advertised_host, port, None)
+    }
+
+    /// [`start`](Self::start), advertising `advertised_port` instead of the bound port when
+    /// given (consumers reach this server through a proxy or NAT on another port).
+    pub fn start_advertised(
+        config: NetworkConfig,
+        bind_host: &str,
+        advertised_host: &str,
+        port: u16,
+        advertised_port: Option<u16>,
+    ) -> Result<ShuffleEnvironment, NetworkError> {
         config.validate()?;
         let bind = format!("{bind_host}:{port}");
         let startup = |detail: String| NetworkError::Startup {
@@ -337,8 +349,8 @@ impl ShuffleEnvironment {
         if let Some(runtime) = runtime {
             runtime.shutdown_background();
         }
-        let data_address = format!("{advertised_host}:{port}");
-        info!(address = %data_address, "data plane started");
+        let data_address = format!("{advertised_host}:{}", advertised_port.unwrap_or(port));
+        info!(address = %data_address, bound = port, "data plane started");
         Ok(ShuffleEnvironment {
             inner: Arc::new(EnvInner {
                 config,

@@ -1,0 +1,495 @@
+//! The compose suite: the `docker-compose.yml` cluster (one JobManager, two TaskManagers) on the
+//! image `scripts/docker-build` makes, driven from the host as a user would: WordCount through
+//! the `rflink` CLI against the published REST port, the output read back from the shared
+//! volume and compared with the sequential reference; then a TaskManager container killed and
+//! another cut off the compose network, each noticed by the JobManager.
+//!
+//! Needs a reachable Docker engine and `docker compose` (or `docker-compose`). Without them, or
+//! with `RFLINK_SKIP_DOCKER=1`, it prints `SKIPPED: compose suite: <reason>` and passes
+//! (`scripts/test` says up front whether it will run). Every step is bounded; the REST port is
+//! an ephemeral one; the compose project has a unique name and is always taken down with its
+//! volume (`down -v`), by a drop guard on failure and on SIGTERM (nextest's timeout).
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rflink_runtime::rest::client::RestClient;
+use rflink_runtime::rest::messages::ClusterOverviewWithVersion;
+
+/// `scripts/docker-build`: a release build and an image (a no-op cargo build and a cached image
+/// when `scripts/test` built it already).
+const BUILD_DEADLINE: Duration = Duration::from_secs(12 * 60);
+/// One docker or compose command.
+const DOCKER_DEADLINE: Duration = Duration::from_secs(120);
+/// The cluster up and healthy, both TaskManagers registered.
+const UP_DEADLINE: Duration = Duration::from_secs(90);
+/// WordCount through the CLI.
+const JOB_DEADLINE: Duration = Duration::from_secs(120);
+/// A lost TaskManager is noticed: heartbeat.timeout (5 s by default) plus a margin.
+const LOSS_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The repository: docker-compose.yml and scripts/ are here.
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What a finished command left: exit code (-1 when killed by a signal), stdout, stderr.
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn ok(&self) -> bool {
+        self.code == 0
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "exit code {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `command` with its output captured, killed (and reaped) past `timeout`.
+fn run(mut command: Command, timeout: Duration) -> Outcome {
+    let shown = format!("{command:?}");
+    let mut child = match command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => {
+            return Outcome {
+                code: -1,
+                stdout: String::new(),
+                stderr: format!("cannot start {shown}: {err}"),
+            }
+        }
+    };
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let code = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.code().unwrap_or(-1),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr = err.join().unwrap_or_default();
+                return Outcome {
+                    code: -1,
+                    stdout: out.join().unwrap_or_default(),
+                    stderr: format!("{stderr}\n{shown} did not end within {timeout:?}; killed"),
+                };
+            }
+        }
+    };
+    Outcome {
+        code,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+fn docker(args: &[&str]) -> Command {
+    let mut command = Command::new("docker");
+    command.args(args);
+    command
+}
+
+/// The compose command: `docker compose` (v2) if present, else `docker-compose` (v1), or why
+/// the suite cannot run.
+fn compose_program() -> Result<Vec<String>, String> {
+    if std::env::var("RFLINK_SKIP_DOCKER").as_deref() == Ok("1") {
+        return Err("RFLINK_SKIP_DOCKER=1".into());
+    }
+    let info = run(docker(&["info"]), Duration::from_secs(30));
+    if !info.ok() {
+        let reason = info.stderr.lines().last().unwrap_or("").trim().to_string();
+        return Err(format!(
+            "`docker info` fails: no reachable Docker engine ({reason})"
+        ));
+    }
+    if run(docker(&["compose", "version"]), Duration::from_secs(30)).ok() {
+        return Ok(vec!["docker".into(), "compose".into()]);
+    }
+    let mut v1 = Command::new("docker-compose");
+    v1.arg("version");
+    if run(v1, Duration::from_secs(30)).ok() {
+        return Ok(vec!["docker-compose".into()]);
+    }
+    Err("neither `docker compose` nor `docker-compose` works".into())
+}
+
+/// A port that was free a moment ago (bound on 127.0.0.1:0 and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+        .port()
+}
+
+/// One compose project: its name, the REST port published on the host, and the guard that takes
+/// it down (`down -v`) when dropped.
+struct Project {
+    program: Vec<String>,
+    name: String,
+    image: String,
+    rest_port: u16,
+    /// Set once compose logs went into a failure message, so the drop guard does not repeat them.
+    logs_reported: AtomicBool,
+}
+
+impl Project {
+    fn new(program: Vec<String>, image: String) -> Project {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        Project {
+            program,
+            name: format!("rflinkcompose{}x{nanos}", std::process::id()),
+            image,
+            rest_port: free_port(),
+            logs_reported: AtomicBool::new(false),
+        }
+    }
+
+    /// `docker compose -p NAME -f docker-compose.yml ARGS` with the image and the REST port.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.program[0]);
+        command
+            .args(&self.program[1..])
+            .arg("-p")
+            .arg(&self.name)
+            .arg("-f")
+            .arg(repo().join("docker-compose.yml"))
+            .args(args)
+            .current_dir(repo())
+            .env("RFLINK_IMAGE", &self.image)
+            .env("RFLINK_REST_PORT", self.rest_port.to_string());
+        command
+    }
+
+    /// Runs a compose command; panics with its output and the cluster's logs if it fails.
+    fn compose(&self, args: &[&str]) -> String {
+        let outcome = run(self.command(args), DOCKER_DEADLINE);
+        if !outcome.ok() {
+            self.fail(&format!("compose {args:?} failed: {}", outcome.describe()));
+        }
+        outcome.stdout
+    }
+
+    /// Runs a docker command; panics with its output and the cluster's logs if it fails.
+    fn docker(&self, args: &[&str]) -> String {
+        let outcome = run(docker(args), DOCKER_DEADLINE);
+        if !outcome.ok() {
+            self.fail(&format!("docker {args:?} failed: {}", outcome.describe()));
+        }
+        outcome.stdout
+    }
+
+    /// Every container's output.
+    fn logs(&self) -> String {
+        let outcome = run(self.command(&["logs", "--no-color"]), DOCKER_DEADLINE);
+        format!(
+            "---- compose logs of {} ----\n{}{}",
+            self.name, outcome.stdout, outcome.stderr
+        )
+    }
+
+    /// Panics with `message` and the compose logs.
+    fn fail(&self, message: &str) -> ! {
+        let logs = self.logs();
+        self.logs_reported.store(true, Ordering::SeqCst);
+        panic!("{message}\n{logs}");
+    }
+
+    /// The container ids of `service`, in compose's order.
+    fn containers(&self, service: &str) -> Vec<String> {
+        self.compose(&["ps", "-q", service])
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `docker inspect -f FORMAT container`, trimmed.
+    fn inspect(&self, container: &str, format: &str) -> String {
+        self.docker(&["inspect", "-f", format, container])
+            .trim()
+            .to_string()
+    }
+
+    /// Waits until every container of the project reports `healthy`.
+    async fn wait_healthy(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ids = self.compose(&["ps", "-q"]);
+            let states: Vec<String> = ids
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|id| {
+                    self.inspect(
+                        id.trim(),
+                        "{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
+                    )
+                })
+                .collect();
+            if states.len() == 3 && states.iter().all(|s| s.ends_with(" healthy")) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!(
+                    "the containers were not all healthy within {timeout:?}: {states:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Polls the JobManager's `/overview` (through the published port) until `check` holds.
+    async fn wait_for_overview(
+        &self,
+        rest: &RestClient,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&ClusterOverviewWithVersion) -> bool,
+    ) -> ClusterOverviewWithVersion {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match rest.overview().await {
+                Ok(overview) if check(&overview) => return overview,
+                Ok(overview) => format!("{overview:?}"),
+                Err(err) => err.to_string(),
+            };
+            if Instant::now() >= deadline {
+                self.fail(&format!(
+                    "never happened within {timeout:?}: {what}; last overview: {last}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `down -v`: containers, network and volume.
+    fn down(&self) -> Outcome {
+        run(
+            self.command(&["down", "-v", "--remove-orphans", "--timeout", "2"]),
+            DOCKER_DEADLINE,
+        )
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.logs_reported.load(Ordering::SeqCst) {
+            eprintln!("{}", self.logs());
+        }
+        let outcome = self.down();
+        if !outcome.ok() {
+            eprintln!(
+                "compose suite: `down -v` of project {} failed: {}",
+                self.name,
+                outcome.describe()
+            );
+        }
+    }
+}
+
+/// Takes the project down if the test process gets SIGTERM (nextest's timeout), where no drop
+/// guard would run: a thread waits for the signal, runs `down -v` and exits.
+fn down_on_sigterm(project: &Project) {
+    let mut command = project.command(&["down", "-v", "--remove-orphans", "--timeout", "2"]);
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            if let Ok(mut term) = signal(SignalKind::terminate()) {
+                term.recv().await;
+                eprintln!("compose suite: SIGTERM; taking the compose project down");
+                let _ = command.stdout(Stdio::null()).stderr(Stdio::null()).status();
+                std::process::exit(1);
+            }
+        });
+    });
+}
+
+fn skip(reason: &str) {
+    let line = format!("SKIPPED: compose suite: {reason}");
+    println!("{line}");
+    eprintln!("{line}");
+}
+
+#[actix_rt::test]
+async fn wordcount_on_docker_compose_and_task_manager_loss() {
+    let program = match compose_program() {
+        Ok(program) => program,
+        Err(reason) => return skip(&reason),
+    };
+    let image = std::env::var("RFLINK_IMAGE").unwrap_or_else(|_| "rflink:local".into());
+
+    // The image, from this checkout.
+    let mut build = Command::new(repo().join("scripts/docker-build"));
+    build.current_dir(repo()).env("RFLINK_IMAGE", &image);
+    let built = run(build, BUILD_DEADLINE);
+    assert!(built.ok(), "scripts/docker-build: {}", built.describe());
+
+    let project = Project::new(program, image);
+    down_on_sigterm(&project);
+    eprintln!(
+        "compose suite: project {}, REST on 127.0.0.1:{}",
+        project.name, project.rest_port
+    );
+    project.compose(&["up", "-d"]);
+    let rest = RestClient::new(format!("127.0.0.1:{}", project.rest_port));
+    let overview = project
+        .wait_for_overview(&rest, "2 TaskManagers registered", UP_DEADLINE, |o| {
+            o.taskmanagers == 2
+        })
+        .await;
+    assert_eq!(overview.slots_total, 4, "2 slots per TaskManager");
+    // Both probes work: the JobManager's REST one and the TaskManagers' TCP one.
+    project.wait_healthy(UP_DEADLINE).await;
+
+    // WordCount at parallelism 4: all 4 slots, so both TaskManagers run tasks and the keyBy
+    // shuffle crosses containers (each dialing the other's advertised host name). Input and
+    // output are in the shared volume.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(7);
+    let text = rflink_examples::text::random_text(seed, 2000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input: PathBuf = dir.path().join("words.txt");
+    std::fs::write(&input, &text).expect("write the input");
+    let jobmanager = project.containers("jobmanager");
+    let [jobmanager] = jobmanager.as_slice() else {
+        project.fail(&format!(
+            "one jobmanager container expected: {jobmanager:?}"
+        ));
+    };
+    project.docker(&[
+        "cp",
+        &input.display().to_string(),
+        &format!("{jobmanager}:/data/words.txt"),
+    ]);
+    let args: Vec<String> = [
+        "-m",
+        &format!("127.0.0.1:{}", project.rest_port),
+        "run",
+        "--example",
+        "wordcount",
+        "--input",
+        "/data/words.txt",
+        "--output",
+        "/data/counts.txt",
+        "--parallelism",
+        "4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (code, stdout, stderr) = support::rflink_cli(&args, JOB_DEADLINE);
+    if code != 0 {
+        project.fail(&format!(
+            "rflink {args:?}: exit {code}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        ));
+    }
+    // Written by a TaskManager, read through the JobManager's mount of the same volume.
+    let output = dir.path().join("counts.txt");
+    project.docker(&[
+        "cp",
+        &format!("{jobmanager}:/data/counts.txt"),
+        &output.display().to_string(),
+    ]);
+    let written = std::fs::read_to_string(&output).expect("the copied output");
+    let counts = rflink_examples::parse_counts(&written).expect("`word count` lines");
+    let expected = rflink_examples::count_words(&text);
+    if counts != expected {
+        project.fail(&format!(
+            "WordCount on compose differs from the sequential reference (seed {seed}):\n\
+             got {counts:?}\nexpected {expected:?}"
+        ));
+    }
+    eprintln!(
+        "compose suite: WordCount matched the reference ({} words, {} distinct, seed {seed})",
+        expected.values().sum::<u64>(),
+        expected.len()
+    );
+
+    // A TaskManager container killed: its connection drops, or at the latest its heartbeat
+    // times out.
+    let task_managers = project.containers("taskmanager");
+    let [first, second] = task_managers.as_slice() else {
+        project.fail(&format!(
+            "two taskmanager containers expected: {task_managers:?}"
+        ));
+    };
+    let killed_at = Instant::now();
+    project.docker(&["kill", first]);
+    project
+        .wait_for_overview(
+            &rest,
+            "1 TaskManager after docker kill",
+            LOSS_DEADLINE,
+            |o| o.taskmanagers == 1,
+        )
+        .await;
+    eprintln!(
+        "compose suite: docker kill noticed after {:?}",
+        killed_at.elapsed()
+    );
+
+    // The other one cut off the compose network: a silent loss, found by the heartbeat timeout.
+    let networks = project.inspect(
+        second,
+        "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
+    );
+    let network = networks.split_whitespace().next().unwrap_or_default();
+    if network.is_empty() {
+        project.fail(&format!("{second} is on no network"));
+    }
+    let cut_at = Instant::now();
+    project.docker(&["network", "disconnect", network, second]);
+    project
+        .wait_for_overview(
+            &rest,
+            "0 TaskManagers after docker network disconnect",
+            LOSS_DEADLINE,
+            |o| o.taskmanagers == 0,
+        )
+        .await;
+    eprintln!(
+        "compose suite: network disconnect noticed after {:?}",
+        cut_at.elapsed()
+    );
+    println!("compose suite: passed (project {})", project.name);
+}
