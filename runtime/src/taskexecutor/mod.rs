@@ -154,6 +154,14 @@ pub struct TaskExecutor {
     /// partition whose consumer never came (a failed or cancelled job) does not keep its buffers.
     /// Flink: `TaskExecutorPartitionTracker`.
     partitions: HashMap<JobId, Vec<ResultPartitionId>>,
+    /// Per attempt with a state report in flight, the reports queued behind it: the JobMaster
+    /// must see INITIALIZING, RUNNING and the final state in this order, so a report is sent
+    /// only once the previous one of its attempt was answered (concurrent asks may be reordered
+    /// on their way; a NoOp task reports all three within microseconds).
+    report_queues: HashMap<
+        ExecutionAttemptId,
+        std::collections::VecDeque<(ExecutionState, Option<ErrorInfo>)>,
+    >,
 }
 
 impl TaskExecutor {
@@ -180,6 +188,7 @@ impl TaskExecutor {
             pending_submissions: HashMap::new(),
             hardware: hardware_description(),
             partitions: HashMap::new(),
+            report_queues: HashMap::new(),
         }
     }
 
@@ -594,7 +603,33 @@ impl TaskExecutor {
             self.tasks.remove(&attempt);
             self.unreported.insert(attempt, job_id);
         }
-        self.report_task_state(job_id, attempt, state, error, 0, ctx);
+        match self.report_queues.get_mut(&attempt) {
+            Some(queue) => queue.push_back((state, error)),
+            None => {
+                self.report_queues.insert(attempt, Default::default());
+                self.report_task_state(job_id, attempt, state, error, 0, ctx);
+            }
+        }
+    }
+
+    /// The report in flight for `attempt` is done (answered, refused or given up): send the next
+    /// queued one, if any.
+    fn next_report(
+        &mut self,
+        job_id: JobId,
+        attempt: ExecutionAttemptId,
+        ctx: &mut RpcContext<'_, Self>,
+    ) {
+        let next = self
+            .report_queues
+            .get_mut(&attempt)
+            .and_then(|q| q.pop_front());
+        match next {
+            Some((state, error)) => self.report_task_state(job_id, attempt, state, error, 0, ctx),
+            None => {
+                self.report_queues.remove(&attempt);
+            }
+        }
     }
 
     /// Sends a task's state to its JobMaster. A final state is retried on transport errors (with
@@ -612,6 +647,7 @@ impl TaskExecutor {
         let Some(gateway) = self.jobs.get(&job_id).and_then(|c| c.gateway.clone()) else {
             tracing::debug!(%attempt, %state, "no job master to report the task state to");
             self.unreported.remove(&attempt);
+            self.report_queues.remove(&attempt);
             return;
         };
         let msg = jobmaster::UpdateTaskExecutionState {
@@ -623,7 +659,10 @@ impl TaskExecutor {
         ctx.spawn_then(async move { gateway.ask(msg).await }, move |result, te, ctx| {
             match result {
                 Ok(Ok(_)) => {
-                    te.unreported.remove(&attempt);
+                    if state.is_terminal() {
+                        te.unreported.remove(&attempt);
+                    }
+                    te.next_report(job_id, attempt, ctx);
                 }
                 Ok(Err(err)) => {
                     te.unreported.remove(&attempt);
@@ -632,6 +671,7 @@ impl TaskExecutor {
                     if let Some(task) = te.tasks.get(&attempt) {
                         task.cancel.cancel();
                     }
+                    te.next_report(job_id, attempt, ctx);
                 }
                 Err(err) if state.is_terminal() && tries < 10 => {
                     let still_same_master =
@@ -644,11 +684,15 @@ impl TaskExecutor {
                         });
                     } else {
                         te.unreported.remove(&attempt);
+                        te.report_queues.remove(&attempt);
                     }
                 }
                 Err(err) => {
-                    te.unreported.remove(&attempt);
+                    if state.is_terminal() {
+                        te.unreported.remove(&attempt);
+                    }
                     tracing::warn!(%attempt, %state, error = %err, "could not report the task state");
+                    te.next_report(job_id, attempt, ctx);
                 }
             }
         });
@@ -1049,6 +1093,7 @@ impl TaskExecutor {
             buffer_timeout: shuffle.config().buffer_timeout,
             partitions,
             gate,
+            shuffle: Some(shuffle.clone()),
         }))
     }
 }

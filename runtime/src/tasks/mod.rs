@@ -29,7 +29,8 @@ use rflink::{JobArgs, JobRegistry, SourceStatus};
 
 use crate::jobgraph::JobProgram;
 use crate::network::{
-    GateItem, InputGate, NetworkError, RecordDeserializer, ResultPartitionWriter,
+    GateItem, InputGate, NetworkError, RecordDeserializer, ResultPartitionId,
+    ResultPartitionWriter, ShuffleEnvironment,
 };
 use crate::taskexecutor::invokable::{Invokable, TaskContext, TaskError};
 
@@ -68,6 +69,9 @@ pub struct StreamTask {
     pub(crate) partitions: Vec<ResultPartitionWriter>,
     /// All input channels in one gate, with the input (edge position) each channel belongs to.
     pub(crate) gate: Option<(InputGate, Vec<usize>)>,
+    /// Where the partitions are registered, to release them with the task's real failure (their
+    /// consumers then fail naming the root cause, not a dropped producer).
+    pub(crate) shuffle: Option<ShuffleEnvironment>,
 }
 
 impl std::fmt::Debug for StreamTask {
@@ -133,6 +137,11 @@ impl StreamTask {
                 TaskError::Failed(message)
             }
         };
+        let partition_ids: Vec<ResultPartitionId> = self
+            .partitions
+            .iter()
+            .map(ResultPartitionWriter::id)
+            .collect();
         for partition in &self.partitions {
             let interrupter = partition.interrupter();
             ctx.cancel
@@ -252,6 +261,17 @@ impl StreamTask {
             }
             instance.end_input().map_err(&failed)
         })();
+        if let (Err(err), Some(shuffle)) = (&result, &self.shuffle) {
+            let cause = match err {
+                TaskError::Failed(message) => {
+                    format!("producer {} failed: {message}", ctx.task_name)
+                }
+                TaskError::Canceled => format!("producer {} was canceled", ctx.task_name),
+            };
+            for id in &partition_ids {
+                shuffle.release_partition(id, &cause);
+            }
+        }
         instance.close();
         result
     }
@@ -282,8 +302,7 @@ mod tests {
     use rflink::{JobArgs, JobError, JobRegistry, StreamExecutionEnvironment};
 
     use super::*;
-    use crate::network::ShuffleEnvironment;
-    use crate::network::{ChannelLocation, InputChannelSpec, NetworkConfig, ResultPartitionId};
+    use crate::network::{ChannelLocation, InputChannelSpec, NetworkConfig};
     use crate::taskexecutor::invokable::CancelSignal;
     use crate::types::{ExecutionAttemptId, ExecutionGraphId, ExecutionVertexId, JobVertexId};
 
@@ -348,6 +367,7 @@ mod tests {
             buffer_timeout: std::time::Duration::from_millis(100),
             partitions: Vec::new(),
             gate,
+            shuffle: None,
         }
     }
 
