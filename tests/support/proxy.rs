@@ -453,11 +453,12 @@ fn pump(
             // The injected delay itself: a bounded wait.
             std::thread::sleep(due - now);
         }
+        // Counted before the write: a peer that has received the bytes must find them counted.
+        inner.bytes[dir.index()].fetch_add(chunk.len() as u64, Ordering::SeqCst);
         if to.write_all(&chunk).is_err() {
             failed = true;
             break;
         }
-        inner.bytes[dir.index()].fetch_add(chunk.len() as u64, Ordering::SeqCst);
     }
     if failed || dead.load(Ordering::SeqCst) {
         dead.store(true, Ordering::SeqCst);
