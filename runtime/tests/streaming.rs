@@ -589,3 +589,71 @@ async fn the_buffer_timeout_flushes_a_busy_task() {
     assert_eq!(result.status, JobStatus::Canceled);
     c.close().await.expect("closes");
 }
+
+/// `/jobs/{id}/plan` of a streaming job shows its chains and, for each input, Flink's ship
+/// strategy: the keyBy exchange is `HASH`, the parallelism change into the single text sink
+/// `REBALANCE`.
+#[actix_rt::test]
+async fn the_rest_plan_shows_chains_and_ship_strategies() {
+    let mut cfg = config(1, 2, NetworkConfig::default());
+    cfg.rest = true;
+    let c = MiniCluster::start(cfg).await.expect("starts");
+    c.wait_for_task_managers(1, WAIT).await.expect("registered");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.txt");
+    let output = dir.path().join("out.txt");
+    std::fs::write(&input, "a b a\n").expect("write");
+    let job_graph = rflink_runtime::client::build_job_graph(
+        &Jobs::new(registry()),
+        "wordcount",
+        &args(&[
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--output",
+            output.to_str().expect("utf-8"),
+            "--parallelism",
+            "2",
+        ]),
+    )
+    .expect("builds");
+    let job_id = c.submit_job(job_graph).await.expect("submits");
+    let result = c.request_job_result(job_id, WAIT).await.expect("result");
+    assert_eq!(result.status, JobStatus::Finished, "{:?}", result.failure);
+    let rest = rflink_runtime::rest::client::RestClient::new(
+        c.rest_address().expect("rest runs").to_string(),
+    );
+    let plan = rest.job_plan(job_id).await.expect("plan").plan;
+    let strategies: Vec<(String, String)> = plan
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            n.inputs
+                .iter()
+                .map(move |i| (n.description.clone(), i.ship_strategy.clone()))
+        })
+        .collect();
+    assert_eq!(
+        plan.nodes.len(),
+        3,
+        "source chain, counter chain, sink: {plan:?}"
+    );
+    assert!(
+        strategies
+            .iter()
+            .any(|(d, s)| d.contains("Counter") && s == "HASH"),
+        "{strategies:?}"
+    );
+    assert!(
+        strategies
+            .iter()
+            .any(|(d, s)| d.contains("Text sink") && s == "REBALANCE"),
+        "{strategies:?}"
+    );
+    assert!(
+        plan.nodes
+            .iter()
+            .any(|n| n.description.contains("Tokenizer") && n.inputs.is_empty()),
+        "the source chain (source -> Tokenizer) has no inputs: {plan:?}"
+    );
+    c.close().await.expect("closes");
+}

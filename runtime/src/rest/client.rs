@@ -270,6 +270,15 @@ impl RestClient {
         self.get(&format!("/v1/jobs/{job_id}")).await
     }
 
+    /// A job's dataflow plan (`GET /v1/jobs/{id}/plan`): its vertices with their inputs and ship
+    /// strategies.
+    pub async fn job_plan(
+        &self,
+        job_id: JobId,
+    ) -> Result<crate::rest::messages::JobPlanInfo, RestClientError> {
+        self.get(&format!("/v1/jobs/{job_id}/plan")).await
+    }
+
     /// A job's failures (`GET /v1/jobs/{id}/exceptions`).
     pub async fn job_exceptions(
         &self,
