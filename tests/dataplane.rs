@@ -6,54 +6,12 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rflink_runtime::executiongraph::JobStatus;
 use support::Cluster;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Runs `rflink` with `args`, killed past `WAIT`; returns (exit code, stdout, stderr).
-fn rflink(args: &[String]) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rflink"))
-        .args(args)
-        .env_remove("RFLINK_JOBMANAGER")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the rflink binary starts");
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + WAIT;
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status.code().unwrap_or(-1);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("rflink {args:?} did not end within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (
-        code,
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    )
-}
 
 /// Runs the `wordcount` example on `cluster` with the `rflink` CLI over `text` (plus `extra`
 /// program arguments), expects exit 0 and returns the parsed output file.
@@ -74,7 +32,7 @@ fn run_wordcount(cluster: &Cluster, text: &str, extra: &[&str]) -> BTreeMap<Stri
     args.extend(extra.iter().map(|s| s.to_string()));
     // As a user may type it: the JobManager option after the program's arguments.
     args.extend(["-m".to_string(), cluster.jm.ready("rest")]);
-    let (code, stdout, stderr) = rflink(&args);
+    let (code, stdout, stderr) = support::rflink_cli(&args, WAIT);
     assert_eq!(
         code,
         0,
@@ -125,7 +83,7 @@ async fn bad_program_arguments_are_usage_errors() {
     ] {
         let mut all: Vec<String> = vec!["-m".into(), cluster.jm.ready("rest"), "run".into()];
         all.extend(args.iter().map(|s| s.to_string()));
-        let (code, _, stderr) = rflink(&all);
+        let (code, _, stderr) = support::rflink_cli(&all, WAIT);
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(stderr.contains("cannot build"), "{stderr}");
     }
@@ -165,21 +123,7 @@ async fn garbage_on_the_data_port_leaves_the_task_manager_serving() {
 #[actix_rt::test]
 async fn losing_a_task_manager_fails_the_streaming_job_and_the_other_keeps_serving() {
     let mut cluster = two_task_managers().await;
-    let (code, stdout, stderr) = rflink(&[
-        "-m".into(),
-        cluster.jm.ready("rest"),
-        "run".into(),
-        "-d".into(),
-        "--example".into(),
-        "sequence-sum".into(),
-        "--parallelism".into(),
-        "2".into(),
-    ]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let job_id: rflink_runtime::types::JobId = stdout
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("a job id in {stdout:?}"));
+    let job_id = cluster.submit_example("sequence-sum", &["--parallelism", "2"], WAIT);
     cluster.wait_for_running_tasks(job_id, 4, WAIT).await;
     cluster.tms[1].kill();
     let deadline = Instant::now() + WAIT;
