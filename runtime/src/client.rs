@@ -99,6 +99,8 @@ pub fn job_graph_from_plan(plan: &JobPlan, program: JobProgram) -> JobGraph {
         name: truncate_name(&plan.job_name),
         vertices,
         program: Some(program),
+        job_config: Default::default(),
+        savepoint_path: None,
     }
 }
 

@@ -94,6 +94,9 @@ pub struct JobManagerSettings {
     pub blob_offload_min_size: u64,
     /// What `/jobmanager/config` shows.
     pub config_entries: Vec<(String, String)>,
+    /// The configuration jobs run with (restart strategy, checkpointing), before each job's own
+    /// entries.
+    pub job_defaults: Configuration,
 }
 
 impl JobManagerSettings {
@@ -122,6 +125,7 @@ impl JobManagerSettings {
             slot_request_timeout: config.slot.request_timeout,
             blob_offload_min_size: config.blob.offload_min_size,
             config_entries: config.to_entries(),
+            job_defaults: config.clone(),
         }
     }
 }
@@ -183,6 +187,7 @@ impl JobManagerRunner {
                 server: blob_address,
                 min_size: settings.blob_offload_min_size,
             }),
+            job_defaults: settings.job_defaults.clone(),
         };
         let dispatcher = service.start_server(Dispatcher::new(
             job_master,

@@ -151,6 +151,15 @@ pub struct JobGraph {
     /// plain invokables (the testing ones).
     #[serde(default)]
     pub program: Option<JobProgram>,
+    /// The job's own configuration (Flink's job configuration): keys such as
+    /// `execution.checkpointing.interval` or `restart-strategy.type` that override the
+    /// cluster's for this job.
+    #[serde(default)]
+    pub job_config: std::collections::BTreeMap<String, String>,
+    /// Restore the job's state from this savepoint or retained checkpoint (a directory or its
+    /// `_metadata` file). Flink: `SavepointRestoreSettings`.
+    #[serde(default)]
+    pub savepoint_path: Option<String>,
 }
 
 /// The largest max parallelism a vertex may have (Flink's `KeyGroupRangeAssignment.UPPER_BOUND_MAX_PARALLELISM`).
@@ -210,6 +219,14 @@ pub enum JobGraphError {
         /// Which name.
         what: String,
     },
+    /// An entry of the job's configuration is not a known key or does not parse.
+    #[error("job configuration {key:?}: {reason}")]
+    BadConfig {
+        /// The key.
+        key: String,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 impl JobGraph {
@@ -220,6 +237,8 @@ impl JobGraph {
             name: name.into(),
             vertices,
             program: None,
+            job_config: Default::default(),
+            savepoint_path: None,
         }
     }
 
@@ -274,6 +293,30 @@ impl JobGraph {
             if !seen.insert(v.id) {
                 return Err(JobGraphError::DuplicateVertex(v.id));
             }
+        }
+        let mut config = crate::config::Configuration::default();
+        for (key, value) in &self.job_config {
+            config
+                .set(key, value)
+                .map_err(|problem| JobGraphError::BadConfig {
+                    key: key.clone(),
+                    reason: crate::config::ConfigProblem::new(
+                        crate::config::ConfigSource::Code,
+                        Some(key),
+                        problem,
+                    )
+                    .to_string(),
+                })?;
+        }
+        if let Err(err) = config.validate() {
+            return Err(JobGraphError::BadConfig {
+                key: err
+                    .problems
+                    .first()
+                    .and_then(|p| p.key.clone())
+                    .unwrap_or_default(),
+                reason: err.to_string(),
+            });
         }
         let total: u64 = self.vertices.iter().map(|v| u64::from(v.parallelism)).sum();
         if total > MAX_TOTAL_SUBTASKS {

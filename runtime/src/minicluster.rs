@@ -65,6 +65,9 @@ pub struct MiniClusterConfig {
     pub jobs: Jobs,
     /// Each TaskExecutor's data plane (buffers, flow control); `None` starts none.
     pub network: Option<NetworkConfig>,
+    /// The configuration jobs run with: restart strategy, checkpointing (a job's own entries
+    /// override it). Default: Flink's defaults.
+    pub job_defaults: crate::config::Configuration,
 }
 
 impl Default for MiniClusterConfig {
@@ -84,6 +87,7 @@ impl Default for MiniClusterConfig {
             blob_cleanup_interval: Duration::from_secs(3600),
             jobs: Jobs::default(),
             network: Some(NetworkConfig::default()),
+            job_defaults: crate::config::Configuration::default(),
         }
     }
 }
@@ -186,6 +190,7 @@ impl MiniCluster {
             slot_request_timeout: config.slot_request_timeout,
             blob_offload_min_size: config.blob_offload_min_size,
             config_entries: Vec::new(),
+            job_defaults: config.job_defaults.clone(),
         };
         let job_manager = JobManagerRunner::start(settings, events.clone()).await?;
         let mut cluster = MiniCluster {

@@ -77,6 +77,38 @@ fn defaults_are_the_documented_values() {
         ("slot.request.timeout", "5 min"),
         ("slot.idle.timeout", "50 s"),
         ("parallelism.default", "1"),
+        ("restart-strategy.fixed-delay.attempts", "1"),
+        ("restart-strategy.fixed-delay.delay", "1 s"),
+        (
+            "restart-strategy.failure-rate.max-failures-per-interval",
+            "1",
+        ),
+        (
+            "restart-strategy.failure-rate.failure-rate-interval",
+            "1 min",
+        ),
+        ("restart-strategy.failure-rate.delay", "1 s"),
+        ("restart-strategy.exponential-delay.initial-backoff", "1 s"),
+        ("restart-strategy.exponential-delay.max-backoff", "1 min"),
+        (
+            "restart-strategy.exponential-delay.backoff-multiplier",
+            "1.5",
+        ),
+        (
+            "restart-strategy.exponential-delay.reset-backoff-threshold",
+            "1 h",
+        ),
+        ("restart-strategy.exponential-delay.jitter-factor", "0.1"),
+        (
+            "restart-strategy.exponential-delay.attempts-before-reset-backoff",
+            "2147483647",
+        ),
+        ("jobmanager.execution.failover-strategy", "region"),
+        ("execution.checkpointing.timeout", "10 min"),
+        ("execution.checkpointing.max-concurrent-checkpoints", "1"),
+        ("execution.checkpointing.min-pause", "0 ms"),
+        ("execution.checkpointing.num-retained", "1"),
+        ("execution.checkpointing.tolerable-failed-checkpoints", "0"),
         ("minicluster.number-of-taskmanagers", "1"),
     ];
     let entries = Configuration::default().to_entries();
@@ -86,11 +118,15 @@ fn defaults_are_the_documented_values() {
         .collect();
     assert_eq!(entries, expected);
 
-    // The two optional keys are unset by default, so not listed.
+    // The optional keys are unset by default, so not listed.
     let config = Configuration::default();
     assert_eq!(config.taskmanager.host, None);
     assert_eq!(config.blob.storage_directory, None);
-    assert_eq!(keys().len(), expected.len() + 2);
+    assert_eq!(config.restart.strategy_type, None);
+    assert_eq!(config.checkpointing.interval, None, "checkpointing is off");
+    assert_eq!(config.checkpointing.dir, None);
+    assert_eq!(config.checkpointing.savepoint_dir, None);
+    assert_eq!(keys().len(), expected.len() + 6);
 
     // A few typed spot checks against Flink's values.
     assert_eq!(config.jobmanager.rpc_port, 6123);

@@ -182,6 +182,104 @@ async fn a_failing_task_fails_the_job_with_its_error() {
     c.close().await.expect("closes");
 }
 
+/// Scenarios 29/30: with fixed-delay(3), a task that always fails restarts the job three times
+/// (RUNNING → RESTARTING → RUNNING with new attempts) and the fourth failure fails it; every
+/// attempt's exception is in the history.
+#[actix_rt::test]
+async fn fixed_delay_restarts_three_times_then_fails_with_the_history() {
+    let c = cluster(1, 2).await;
+    let mut events = c.events();
+    let source = JobVertex::new("source", "BlockingNoOpInvokable", 2);
+    let failing = JobVertex::new("failing sink", "FailingInvokable", 2)
+        .with_config("message", "the sink exploded")
+        .connect_from(&source, DistributionPattern::AllToAll);
+    let mut job = JobGraph::new("restarting job", vec![source, failing]);
+    for (key, value) in [
+        ("restart-strategy.type", "fixed-delay"),
+        ("restart-strategy.fixed-delay.attempts", "3"),
+        ("restart-strategy.fixed-delay.delay", "20 ms"),
+    ] {
+        job.job_config.insert(key.into(), value.into());
+    }
+    let job_id = c.submit_job(job).await.expect("submitted");
+    let result = c.request_job_result(job_id, WAIT).await.expect("result");
+    assert_eq!(result.status, JobStatus::Failed);
+    let mut statuses = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let ClusterEvent::JobStatusChanged { job_id: j, status } = event {
+            if j == job_id && statuses.last() != Some(&status) {
+                statuses.push(status);
+            }
+        }
+    }
+    let restarts = statuses
+        .windows(2)
+        .filter(|w| w == &[JobStatus::Restarting, JobStatus::Running])
+        .count();
+    assert_eq!(restarts, 3, "three restarts: {statuses:?}");
+    assert_eq!(statuses.last(), Some(&JobStatus::Failed), "{statuses:?}");
+    let exceptions = c.job_exceptions(job_id).await.expect("exceptions");
+    assert_eq!(
+        exceptions.root.map(|r| r.message),
+        Some("the sink exploded".to_string())
+    );
+    assert_eq!(
+        exceptions.history.len(),
+        4,
+        "one entry per failed attempt: {:?}",
+        exceptions.history
+    );
+    wait_for_free_slots(&c, 2).await;
+    c.close().await.expect("closes");
+}
+
+/// A bad restart strategy in the job's configuration is refused at submission.
+#[actix_rt::test]
+async fn a_bad_job_configuration_is_refused_at_submission() {
+    let c = cluster(1, 1).await;
+    let mut job = two_vertex_job("NoOpInvokable", 1);
+    job.job_config
+        .insert("restart-strategy.type".into(), "sometimes".into());
+    let err = c.submit_job(job).await.expect_err("refused");
+    assert!(err.to_string().contains("restart-strategy.type"), "{err}");
+    let mut job = two_vertex_job("NoOpInvokable", 1);
+    job.job_config.insert("no.such.key".into(), "1".into());
+    let err = c.submit_job(job).await.expect_err("refused");
+    assert!(err.to_string().contains("no.such.key"), "{err}");
+    c.close().await.expect("closes");
+}
+
+/// A lost TaskManager fails over the job: it waits (RESTARTING, then RUNNING with attempts
+/// waiting for slots) until a TaskManager that joins later offers a slot, then runs again with
+/// new attempts and finishes.
+#[actix_rt::test]
+async fn a_lost_task_manager_fails_over_to_a_task_manager_that_joins_later() {
+    let mut c = cluster(2, 1).await;
+    let mut events = c.events();
+    let source = JobVertex::new("source", "SleepingInvokable", 2).with_config("millis", "1500");
+    let sink = JobVertex::new("sink", "NoOpInvokable", 2)
+        .connect_from(&source, DistributionPattern::AllToAll);
+    let mut job = JobGraph::new("failover job", vec![source, sink]);
+    job.job_config
+        .insert("restart-strategy.type".into(), "fixed-delay".into());
+    job.job_config
+        .insert("restart-strategy.fixed-delay.delay".into(), "10 ms".into());
+    let job_id = c.submit_job(job).await.expect("submitted");
+    wait_for_running_tasks(&mut events, 4).await;
+    c.terminate_task_manager(0).await.expect("terminated");
+    c.start_task_manager().await.expect("a replacement joins");
+    let result = c.request_job_result(job_id, WAIT).await.expect("result");
+    assert_eq!(result.status, JobStatus::Finished, "{result:?}");
+    let exceptions = c.job_exceptions(job_id).await.expect("exceptions");
+    assert_eq!(exceptions.history.len(), 1, "{:?}", exceptions.history);
+    assert!(
+        exceptions.history[0].message.contains("was lost"),
+        "{:?}",
+        exceptions.history
+    );
+    c.close().await.expect("closes");
+}
+
 /// Scenario 31: cancel → CANCELLING → every task CANCELED → CANCELED; cancelling again is a no-op.
 #[actix_rt::test]
 async fn cancel_stops_every_task_and_frees_the_slots() {
@@ -262,7 +360,8 @@ async fn missing_slots_fail_the_job_after_the_slot_request_timeout() {
 }
 
 /// Scenario 19 (fast): a TaskManager that goes away during a job is noticed, its slots leave the
-/// overview, and the job leaves RUNNING (FAILED, until restart strategies exist).
+/// overview, and the job leaves RUNNING (FAILED: without checkpointing Flink's default restart
+/// strategy is `none`).
 #[actix_rt::test]
 async fn a_lost_task_manager_fails_its_job_and_leaves_the_overview() {
     let mut c = cluster(2, 1).await;

@@ -204,6 +204,24 @@ impl Codec for OptStr {
     }
 }
 
+/// Optional [`Duration`], bare number in milliseconds; empty means unset.
+pub(crate) struct OptDur;
+impl Codec for OptDur {
+    type Value = Option<Duration>;
+    const KIND: ValueKind = ValueKind::Duration;
+    const OPTIONAL: bool = true;
+    fn parse(text: &str) -> Result<Option<Duration>, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        parse_duration(text).map(Some)
+    }
+    fn render(value: &Option<Duration>) -> Option<String> {
+        value.map(format_duration)
+    }
+}
+
 /// Optional path; empty means unset.
 pub(crate) struct OptPath;
 impl Codec for OptPath {
@@ -419,6 +437,53 @@ key_table! {
     "Execution" {
         "parallelism.default" => execution.default_parallelism: Int<u32>,
             "Parallelism of operators that do not set their own.";
+    }
+    "Fault tolerance" {
+        "restart-strategy.type" => restart.strategy_type: OptStr,
+            "none, fixed-delay, failure-rate or exponential-delay; unset: exponential-delay with checkpointing, else none.";
+        "restart-strategy.fixed-delay.attempts" => restart.fixed_delay_attempts: Int<u32>,
+            "Restarts fixed-delay allows before the job fails.";
+        "restart-strategy.fixed-delay.delay" => restart.fixed_delay_delay: Dur,
+            "Pause before each fixed-delay restart.";
+        "restart-strategy.failure-rate.max-failures-per-interval" => restart.failure_rate_max_failures: Int<u32>,
+            "Failures failure-rate tolerates within one interval.";
+        "restart-strategy.failure-rate.failure-rate-interval" => restart.failure_rate_interval: Dur,
+            "The interval failure-rate counts failures in.";
+        "restart-strategy.failure-rate.delay" => restart.failure_rate_delay: Dur,
+            "Pause before each failure-rate restart.";
+        "restart-strategy.exponential-delay.initial-backoff" => restart.exponential_initial_backoff: Dur,
+            "First pause of exponential-delay.";
+        "restart-strategy.exponential-delay.max-backoff" => restart.exponential_max_backoff: Dur,
+            "Longest pause of exponential-delay.";
+        "restart-strategy.exponential-delay.backoff-multiplier" => restart.exponential_multiplier: Str,
+            "Factor the exponential-delay pause grows by per failure (at least 1).";
+        "restart-strategy.exponential-delay.reset-backoff-threshold" => restart.exponential_reset_threshold: Dur,
+            "Failure-free time after which the exponential-delay pause starts again from the initial one.";
+        "restart-strategy.exponential-delay.jitter-factor" => restart.exponential_jitter: Str,
+            "Random part of each exponential-delay pause, 0..1 of it.";
+        "restart-strategy.exponential-delay.attempts-before-reset-backoff" => restart.exponential_attempts: Int<u32>,
+            "Restarts exponential-delay allows between two resets.";
+        "jobmanager.execution.failover-strategy" => restart.failover_strategy: Str,
+            "region restarts the failed task's pipelined region; full restarts the whole job.";
+        "execution.checkpointing.interval" => checkpointing.interval: OptDur,
+            "Time between periodic checkpoints; unset turns checkpointing off.";
+        "execution.checkpointing.timeout" => checkpointing.timeout: Dur,
+            "A checkpoint not complete within this is aborted.";
+        "execution.checkpointing.max-concurrent-checkpoints" => checkpointing.max_concurrent: Int<u32>,
+            "Periodic checkpoints that may be in progress at once.";
+        "execution.checkpointing.min-pause" => checkpointing.min_pause: Dur,
+            "Least time between the end of a checkpoint and the start of the next.";
+        "execution.checkpointing.num-retained" => checkpointing.num_retained: Int<usize>,
+            ["state.checkpoints.num-retained"],
+            "Completed checkpoints kept; older ones are deleted.";
+        "execution.checkpointing.tolerable-failed-checkpoints" => checkpointing.tolerable_failures: Int<u32>,
+            "Consecutive failed checkpoints tolerated before the job fails over.";
+        "execution.checkpointing.dir" => checkpointing.dir: OptPath,
+            ["state.checkpoints.dir"],
+            "Directory of checkpoints, shared by every node; unset: under the JobManager's working directory.";
+        "execution.checkpointing.savepoint-dir" => checkpointing.savepoint_dir: OptPath,
+            ["state.savepoints.dir"],
+            "Default target directory of savepoints.";
     }
     "MiniCluster" {
         "minicluster.number-of-taskmanagers" => minicluster.number_of_taskmanagers: Int<u32>,

@@ -108,6 +108,10 @@ pub struct Configuration {
     pub minicluster: MiniClusterConfig,
     /// `taskmanager.network.*`, `taskmanager.memory.segment-size`: the data plane.
     pub network: NetworkSettings,
+    /// `restart-strategy.*`, `jobmanager.execution.failover-strategy`: what a failure restarts.
+    pub restart: RestartConfig,
+    /// `execution.checkpointing.*`: periodic checkpoints and where they are stored.
+    pub checkpointing: CheckpointingConfig,
 }
 
 /// `cluster.*`.
@@ -349,6 +353,104 @@ impl Default for SlotConfig {
         SlotConfig {
             request_timeout: Duration::from_secs(5 * 60),
             idle_timeout: Duration::from_secs(50),
+        }
+    }
+}
+
+/// `restart-strategy.*` and the failover strategy: Flink's keys and defaults (Flink ≥ 1.19).
+///
+/// These are cluster-wide defaults; a job's own configuration (`StreamExecutionEnvironment::
+/// configure`) overrides each key for that job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartConfig {
+    /// `restart-strategy.type`, unset by default: then `exponential-delay` when checkpointing
+    /// is on and `none` otherwise, as Flink.
+    pub strategy_type: Option<String>,
+    /// `restart-strategy.fixed-delay.attempts`, default 1.
+    pub fixed_delay_attempts: u32,
+    /// `restart-strategy.fixed-delay.delay`, default 1 s.
+    pub fixed_delay_delay: Duration,
+    /// `restart-strategy.failure-rate.max-failures-per-interval`, default 1.
+    pub failure_rate_max_failures: u32,
+    /// `restart-strategy.failure-rate.failure-rate-interval`, default 1 min.
+    pub failure_rate_interval: Duration,
+    /// `restart-strategy.failure-rate.delay`, default 1 s.
+    pub failure_rate_delay: Duration,
+    /// `restart-strategy.exponential-delay.initial-backoff`, default 1 s.
+    pub exponential_initial_backoff: Duration,
+    /// `restart-strategy.exponential-delay.max-backoff`, default 1 min.
+    pub exponential_max_backoff: Duration,
+    /// `restart-strategy.exponential-delay.backoff-multiplier`, default 1.5.
+    pub exponential_multiplier: String,
+    /// `restart-strategy.exponential-delay.reset-backoff-threshold`, default 1 h.
+    pub exponential_reset_threshold: Duration,
+    /// `restart-strategy.exponential-delay.jitter-factor`, default 0.1.
+    pub exponential_jitter: String,
+    /// `restart-strategy.exponential-delay.attempts-before-reset-backoff`, default
+    /// 2147483647 (Java's Integer.MAX_VALUE).
+    pub exponential_attempts: u32,
+    /// `jobmanager.execution.failover-strategy`, default `region`: restart the failed task's
+    /// pipelined region; `full` restarts the whole job.
+    pub failover_strategy: String,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        RestartConfig {
+            strategy_type: None,
+            fixed_delay_attempts: 1,
+            fixed_delay_delay: Duration::from_secs(1),
+            failure_rate_max_failures: 1,
+            failure_rate_interval: Duration::from_secs(60),
+            failure_rate_delay: Duration::from_secs(1),
+            exponential_initial_backoff: Duration::from_secs(1),
+            exponential_max_backoff: Duration::from_secs(60),
+            exponential_multiplier: "1.5".into(),
+            exponential_reset_threshold: Duration::from_secs(3600),
+            exponential_jitter: "0.1".into(),
+            exponential_attempts: 2_147_483_647,
+            failover_strategy: "region".into(),
+        }
+    }
+}
+
+/// `execution.checkpointing.*`: Flink's keys and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointingConfig {
+    /// `execution.checkpointing.interval`, unset by default: checkpointing is off.
+    pub interval: Option<Duration>,
+    /// `execution.checkpointing.timeout`, default 10 min: a checkpoint not complete by then is
+    /// aborted.
+    pub timeout: Duration,
+    /// `execution.checkpointing.max-concurrent-checkpoints`, default 1.
+    pub max_concurrent: u32,
+    /// `execution.checkpointing.min-pause`, default 0: least time between the end of one
+    /// checkpoint and the start of the next.
+    pub min_pause: Duration,
+    /// `execution.checkpointing.num-retained`, default 1: completed checkpoints kept.
+    pub num_retained: usize,
+    /// `execution.checkpointing.tolerable-failed-checkpoints`, default 0.
+    pub tolerable_failures: u32,
+    /// `execution.checkpointing.dir` (Flink's older `state.checkpoints.dir`), unset by default:
+    /// then checkpoints go under the JobManager's working directory. On a cluster it must be a
+    /// directory every node sees at the same path (a shared volume).
+    pub dir: Option<PathBuf>,
+    /// `execution.checkpointing.savepoint-dir` (older `state.savepoints.dir`): the default
+    /// target of savepoints.
+    pub savepoint_dir: Option<PathBuf>,
+}
+
+impl Default for CheckpointingConfig {
+    fn default() -> Self {
+        CheckpointingConfig {
+            interval: None,
+            timeout: Duration::from_secs(600),
+            max_concurrent: 1,
+            min_pause: Duration::ZERO,
+            num_retained: 1,
+            tolerable_failures: 0,
+            dir: None,
+            savepoint_dir: None,
         }
     }
 }

@@ -231,6 +231,80 @@ impl Configuration {
             "parallelism.default",
             || "must be at least 1".into(),
         );
+
+        let rs = &self.restart;
+        if let Some(kind) = &rs.strategy_type {
+            p.require(
+                crate::executiongraph::failover::parse_strategy_type(kind).is_ok(),
+                "restart-strategy.type",
+                || {
+                    format!(
+                        "{kind:?} is not a restart strategy: use none, fixed-delay, \
+                         failure-rate or exponential-delay"
+                    )
+                },
+            );
+        }
+        let multiplier = rs.exponential_multiplier.trim().parse::<f64>();
+        p.require(
+            multiplier
+                .as_ref()
+                .is_ok_and(|m| m.is_finite() && *m >= 1.0),
+            "restart-strategy.exponential-delay.backoff-multiplier",
+            || {
+                format!(
+                    "{:?} must be a number of at least 1",
+                    rs.exponential_multiplier
+                )
+            },
+        );
+        let jitter = rs.exponential_jitter.trim().parse::<f64>();
+        p.require(
+            jitter.as_ref().is_ok_and(|j| (0.0..=1.0).contains(j)),
+            "restart-strategy.exponential-delay.jitter-factor",
+            || format!("{:?} must be a number in 0..=1", rs.exponential_jitter),
+        );
+        p.require(
+            rs.exponential_max_backoff >= rs.exponential_initial_backoff,
+            "restart-strategy.exponential-delay.max-backoff",
+            || {
+                format!(
+                    "{} must not be below restart-strategy.exponential-delay.initial-backoff ({})",
+                    format_duration(rs.exponential_max_backoff),
+                    format_duration(rs.exponential_initial_backoff)
+                )
+            },
+        );
+        p.require(
+            matches!(rs.failover_strategy.as_str(), "region" | "full"),
+            "jobmanager.execution.failover-strategy",
+            || format!("{:?} must be region or full", rs.failover_strategy),
+        );
+
+        let cp = &self.checkpointing;
+        if let Some(interval) = cp.interval {
+            p.require(
+                interval >= std::time::Duration::from_millis(10),
+                "execution.checkpointing.interval",
+                || {
+                    format!(
+                        "{} is below the minimum of 10 ms",
+                        format_duration(interval)
+                    )
+                },
+            );
+        }
+        p.positive("execution.checkpointing.timeout", cp.timeout);
+        p.require(
+            cp.max_concurrent >= 1,
+            "execution.checkpointing.max-concurrent-checkpoints",
+            || "must be at least 1".into(),
+        );
+        p.require(
+            cp.num_retained >= 1,
+            "execution.checkpointing.num-retained",
+            || "must be at least 1".into(),
+        );
         p.0
     }
 }

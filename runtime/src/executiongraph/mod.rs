@@ -10,12 +10,21 @@
 //! - The job status only moves along [`JobStatus::can_transition_to`]; an attempt's state only
 //!   along [`ExecutionState::can_transition_to`]. A refused transition is an error, never ignored.
 //! - Reports about an attempt other than a subtask's current one are stale and refused.
-//! - Without a restart strategy (a later issue), the first task failure fails the job: the
-//!   graph goes FAILING, every other attempt is cancelled, and FAILED once all are terminal.
+//! - A task failure (or a lost TaskManager) asks the restart strategy
+//!   ([`failover::RestartBackoff`]) whether the job may restart. If it may, the job goes
+//!   RESTARTING, the failed subtasks' pipelined regions (or every subtask, with the `full`
+//!   failover strategy) are cancelled, and once all of their attempts are terminal *and* the
+//!   backoff delay has passed, each gets a new attempt (attempt number + 1) and the job is
+//!   RUNNING again ([`GraphAction::Redeploy`]). If it may not, the job goes FAILING, every
+//!   other attempt is cancelled, and FAILED once all are terminal.
+//! - Failures of attempts already waiting for their restart are not new failures: they do not
+//!   count against the restart strategy.
 
+pub mod failover;
 pub mod state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -133,6 +142,19 @@ pub enum GraphAction {
     },
     /// The job reached a globally terminal status.
     JobTerminated(JobStatus),
+    /// A restart was decided: call [`ExecutionGraph::restart_delay_elapsed`] with `generation`
+    /// after `delay`. Pending checkpoints are void.
+    ScheduleRestart {
+        /// The restart strategy's backoff.
+        delay: Duration,
+        /// Identifies this decision (a later failure supersedes it).
+        generation: u64,
+    },
+    /// New attempts are SCHEDULED: get their slots and deploy them.
+    Redeploy {
+        /// The new attempts.
+        attempts: Vec<ExecutionAttemptId>,
+    },
 }
 
 /// Why an event was refused.
@@ -172,6 +194,23 @@ pub struct ExecutionGraph {
     pub failure: Option<ErrorInfo>,
     /// Every task failure seen, oldest first (REST `/exceptions` history).
     pub exception_history: Vec<ErrorInfo>,
+    /// Restarts done so far.
+    pub restarts: u32,
+    failover: Failover,
+}
+
+/// What a failure restarts and whether it may.
+#[derive(Debug, Clone)]
+struct Failover {
+    backoff: failover::RestartBackoff,
+    /// Per vertex and subtask, its pipelined region; `None` restarts everything (`full`).
+    region_of: Option<HashMap<(usize, u32), usize>>,
+    regions: Vec<Vec<(usize, u32)>>,
+    /// Subtasks waiting for their restart.
+    pending: BTreeSet<(usize, u32)>,
+    /// The backoff of the current restart decision has passed.
+    delay_elapsed: bool,
+    generation: u64,
 }
 
 impl ExecutionGraph {
@@ -229,7 +268,85 @@ impl ExecutionGraph {
             vertices,
             failure: None,
             exception_history: Vec::new(),
+            restarts: 0,
+            failover: Failover {
+                backoff: failover::RestartBackoff::new(failover::RestartStrategy::None, 0),
+                region_of: None,
+                regions: Vec::new(),
+                pending: BTreeSet::new(),
+                delay_elapsed: false,
+                generation: 0,
+            },
         }
+        .with_regions_of(job)
+    }
+
+    fn with_regions_of(mut self, job: &JobGraph) -> Self {
+        let index: HashMap<JobVertexId, usize> = job
+            .vertices
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.id, i))
+            .collect();
+        let region_vertices: Vec<failover::RegionVertex> = job
+            .vertices
+            .iter()
+            .map(|v| failover::RegionVertex {
+                parallelism: v.parallelism,
+                inputs: v
+                    .inputs
+                    .iter()
+                    .filter_map(|e| {
+                        let pointwise = match e.ship_strategy {
+                            Some(s) => s == crate::jobgraph::ShipStrategy::Forward,
+                            None => e.pattern == crate::jobgraph::DistributionPattern::Pointwise,
+                        };
+                        Some((*index.get(&e.source)?, pointwise))
+                    })
+                    .collect(),
+            })
+            .collect();
+        self.failover.regions = failover::pipelined_regions(&region_vertices);
+        self
+    }
+
+    /// Sets the restart strategy and the failover strategy (`region` restarts the failed
+    /// subtask's pipelined region, anything else the whole graph). `seed` drives the jitter.
+    pub fn with_failover(
+        mut self,
+        strategy: failover::RestartStrategy,
+        region_failover: bool,
+        seed: u64,
+    ) -> Self {
+        self.failover.backoff = failover::RestartBackoff::new(strategy, seed);
+        self.failover.region_of = region_failover.then(|| {
+            self.failover
+                .regions
+                .iter()
+                .enumerate()
+                .flat_map(|(r, members)| members.iter().map(move |m| (*m, r)))
+                .collect()
+        });
+        self
+    }
+
+    /// The restart strategy in force.
+    pub fn restart_strategy(&self) -> &failover::RestartStrategy {
+        self.failover.backoff.strategy()
+    }
+
+    /// The pipelined regions: `(vertex index, subtask)` members of each.
+    pub fn regions(&self) -> &[Vec<(usize, u32)>] {
+        &self.failover.regions
+    }
+
+    /// `(vertex index, subtask)` of an attempt id of this graph (current or not).
+    fn position(&self, attempt: ExecutionAttemptId) -> Option<(usize, u32)> {
+        let v = self
+            .vertices
+            .iter()
+            .position(|v| v.id == attempt.vertex.job_vertex_id)?;
+        Some((v, attempt.vertex.subtask_index))
     }
 
     /// The job status.
@@ -371,16 +488,155 @@ impl ExecutionGraph {
             if let Some(exec) = self.execution_mut(attempt) {
                 exec.failure = Some(info.clone());
             }
-            self.exception_history.push(info.clone());
-            if !self.status.is_terminal()
-                && self.status != JobStatus::Failing
-                && self.status != JobStatus::Cancelling
-            {
-                actions.extend(self.fail_job(info)?);
+            let position = self.position(attempt);
+            let is_new_failure = position.is_some_and(|p| !self.failover.pending.contains(&p));
+            // Failures while the job is already failing or cancelling are part of that, not
+            // new entries of the history.
+            if is_new_failure && matches!(self.status, JobStatus::Running | JobStatus::Restarting) {
+                self.exception_history.push(info.clone());
+                actions.extend(self.handle_failure(position.into_iter().collect(), info)?);
             }
         }
         actions.extend(self.check_termination()?);
+        actions.extend(self.check_restart()?);
         Ok(actions)
+    }
+
+    /// Flink's `ExecutionFailureHandler`: asks the restart strategy; restarts the regions of
+    /// `failed` (or everything) after its backoff, or fails the job.
+    fn handle_failure(
+        &mut self,
+        failed: Vec<(usize, u32)>,
+        cause: ErrorInfo,
+    ) -> Result<Vec<GraphAction>, GraphError> {
+        self.failover.backoff.notify_failure(Instant::now());
+        if !self.failover.backoff.can_restart() {
+            tracing::info!(job_id = %self.job_id, strategy = self.failover.backoff.strategy().flink_name(),
+                "the restart strategy allows no more restarts; failing the job");
+            self.failover.pending.clear();
+            self.failure = Some(cause.clone());
+            return self.fail_job(cause);
+        }
+        let to_restart: BTreeSet<(usize, u32)> = match &self.failover.region_of {
+            Some(region_of) => failed
+                .iter()
+                .filter_map(|p| region_of.get(p))
+                .flat_map(|r| self.failover.regions[*r].iter().copied())
+                .collect(),
+            None => self
+                .vertices
+                .iter()
+                .enumerate()
+                .flat_map(|(v, x)| (0..x.parallelism).map(move |k| (v, k)))
+                .collect(),
+        };
+        if self.status == JobStatus::Running {
+            self.transition(JobStatus::Restarting)?;
+        }
+        let delay = self.failover.backoff.backoff();
+        self.failover.generation += 1;
+        self.failover.delay_elapsed = false;
+        tracing::info!(job_id = %self.job_id, subtasks = to_restart.len(), ?delay,
+            cause = %cause.message, "restarting after a failure");
+        let now = now_millis();
+        let mut actions = Vec::new();
+        for &(v, k) in &to_restart {
+            self.failover.pending.insert((v, k));
+            let Some(exec) = self
+                .vertices
+                .get_mut(v)
+                .and_then(|x| x.executions.get_mut(k as usize))
+            else {
+                continue;
+            };
+            match exec.state {
+                ExecutionState::Created | ExecutionState::Scheduled => {
+                    exec.state = ExecutionState::Canceled;
+                    exec.timestamps.insert(ExecutionState::Canceled, now);
+                }
+                ExecutionState::Deploying
+                | ExecutionState::Initializing
+                | ExecutionState::Running => {
+                    exec.state = ExecutionState::Canceling;
+                    exec.timestamps.insert(ExecutionState::Canceling, now);
+                    if let Some(slot) = &exec.slot {
+                        actions.push(GraphAction::CancelTask {
+                            attempt: exec.attempt,
+                            slot: slot.clone(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        actions.push(GraphAction::ScheduleRestart {
+            delay,
+            generation: self.failover.generation,
+        });
+        Ok(actions)
+    }
+
+    /// The backoff of restart decision `generation` has passed: restarts once every attempt
+    /// waiting for it is terminal. A superseded decision is ignored.
+    pub fn restart_delay_elapsed(
+        &mut self,
+        generation: u64,
+    ) -> Result<Vec<GraphAction>, GraphError> {
+        if generation != self.failover.generation {
+            return Ok(Vec::new());
+        }
+        self.failover.delay_elapsed = true;
+        self.check_restart()
+    }
+
+    /// The subtasks waiting for a restart, as `(vertex index, subtask)`.
+    pub fn pending_restart(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        self.failover.pending.iter().copied()
+    }
+
+    fn check_restart(&mut self) -> Result<Vec<GraphAction>, GraphError> {
+        if self.status != JobStatus::Restarting
+            || !self.failover.delay_elapsed
+            || self.failover.pending.is_empty()
+        {
+            return Ok(Vec::new());
+        }
+        let all_terminal = self.failover.pending.iter().all(|&(v, k)| {
+            self.vertices
+                .get(v)
+                .and_then(|x| x.executions.get(k as usize))
+                .is_none_or(|e| e.state.is_terminal())
+        });
+        if !all_terminal {
+            return Ok(Vec::new());
+        }
+        let now = now_millis();
+        let mut attempts = Vec::new();
+        for (v, k) in std::mem::take(&mut self.failover.pending) {
+            let Some(exec) = self
+                .vertices
+                .get_mut(v)
+                .and_then(|x| x.executions.get_mut(k as usize))
+            else {
+                continue;
+            };
+            let mut attempt = exec.attempt;
+            attempt.attempt_number += 1;
+            *exec = Execution {
+                attempt,
+                state: ExecutionState::Scheduled,
+                slot: None,
+                timestamps: HashMap::from([
+                    (ExecutionState::Created, now),
+                    (ExecutionState::Scheduled, now),
+                ]),
+                failure: None,
+            };
+            attempts.push(attempt);
+        }
+        self.restarts += 1;
+        self.transition(JobStatus::Running)?;
+        Ok(vec![GraphAction::Redeploy { attempts }])
     }
 
     /// Fails the job: FAILING, cancel every other attempt, FAILED once all are terminal.
@@ -391,6 +647,7 @@ impl ExecutionGraph {
         if self.failure.is_none() {
             self.failure = Some(cause);
         }
+        self.failover.pending.clear();
         self.transition(JobStatus::Failing)?;
         let mut actions = self.cancel_all();
         actions.extend(self.check_termination()?);
@@ -403,6 +660,7 @@ impl ExecutionGraph {
         if self.status.is_terminal() || self.status == JobStatus::Cancelling {
             return Ok(Vec::new());
         }
+        self.failover.pending.clear();
         self.transition(JobStatus::Cancelling)?;
         let mut actions = self.cancel_all();
         actions.extend(self.check_termination()?);
@@ -457,6 +715,9 @@ impl ExecutionGraph {
             .map(|e| (e.attempt, e.slot.as_ref().map(|s| s.address.clone())))
             .collect();
         let mut actions = Vec::new();
+        // One loss is one failure for the restart strategy, however many tasks ran there.
+        let mut failed = Vec::new();
+        let mut first: Option<ErrorInfo> = None;
         for (attempt, location) in lost {
             let info = ErrorInfo {
                 kind: "TaskManagerLost".into(),
@@ -465,7 +726,21 @@ impl ExecutionGraph {
                 location,
                 timestamp: now_millis(),
             };
-            actions.extend(self.update_execution(attempt, ExecutionState::Failed, Some(info))?);
+            self.set_state(attempt, ExecutionState::Failed)?;
+            let position = self.position(attempt);
+            if let Some(exec) = self.execution_mut(attempt) {
+                exec.failure = Some(info.clone());
+            }
+            if let Some(p) = position.filter(|p| !self.failover.pending.contains(p)) {
+                failed.push(p);
+                first.get_or_insert(info);
+            }
+        }
+        if let Some(info) = first {
+            if matches!(self.status, JobStatus::Running | JobStatus::Restarting) {
+                self.exception_history.push(info.clone());
+                actions.extend(self.handle_failure(failed, info)?);
+            }
         }
         // The lost TaskExecutor cannot confirm cancellations: drop those actions for it.
         actions.retain(|a| !matches!(a, GraphAction::CancelTask { slot, .. } if slot.resource_id == resource_id));
@@ -484,6 +759,7 @@ impl ExecutionGraph {
             self.set_state(attempt, ExecutionState::Canceled)?;
         }
         actions.extend(self.check_termination()?);
+        actions.extend(self.check_restart()?);
         Ok(actions)
     }
 
@@ -649,6 +925,176 @@ mod tests {
             g.update_execution(attempts[0], ExecutionState::Running, None),
             Err(GraphError::IllegalExecutionTransition { .. })
         ));
+    }
+
+    fn boom(message: &str) -> ErrorInfo {
+        ErrorInfo {
+            kind: "TaskFailure".into(),
+            message: message.into(),
+            task_name: None,
+            location: None,
+            timestamp: 1,
+        }
+    }
+
+    fn fixed_delay(attempts: u32) -> failover::RestartStrategy {
+        failover::RestartStrategy::FixedDelay {
+            attempts,
+            delay: Duration::from_millis(5),
+        }
+    }
+
+    /// Reports every cancelled attempt as CANCELED and returns what the graph asked for.
+    fn settle_cancels(g: &mut ExecutionGraph, actions: &[GraphAction]) -> Vec<GraphAction> {
+        let mut out = Vec::new();
+        for a in actions {
+            if let GraphAction::CancelTask { attempt, .. } = a {
+                out.extend(
+                    g.update_execution(*attempt, ExecutionState::Canceled, None)
+                        .expect("canceled"),
+                );
+            }
+        }
+        out
+    }
+
+    fn generation_of(actions: &[GraphAction]) -> Option<u64> {
+        actions.iter().find_map(|a| match a {
+            GraphAction::ScheduleRestart { generation, .. } => Some(*generation),
+            _ => None,
+        })
+    }
+
+    /// Scenario 29/30: a failure restarts the job with new attempts (RUNNING → RESTARTING →
+    /// RUNNING) while the strategy allows, and fails it after that.
+    #[test]
+    fn fixed_delay_restarts_then_fails() {
+        let mut g = graph().with_failover(fixed_delay(2), false, 1);
+        let mut attempts = run_all(&mut g);
+        for round in 0..2u32 {
+            let actions = g
+                .update_execution(attempts[1], ExecutionState::Failed, Some(boom("boom")))
+                .expect("failed");
+            assert_eq!(g.status(), JobStatus::Restarting, "round {round}");
+            let generation = generation_of(&actions).expect("a restart is scheduled");
+            // Cancellations and the delay may end in either order: here cancels first.
+            assert!(settle_cancels(&mut g, &actions).is_empty());
+            assert_eq!(g.status(), JobStatus::Restarting);
+            assert!(g
+                .restart_delay_elapsed(generation + 7)
+                .expect("stale")
+                .is_empty());
+            let redeploy = g.restart_delay_elapsed(generation).expect("restarts");
+            let [GraphAction::Redeploy { attempts: fresh }] = redeploy.as_slice() else {
+                panic!("expected a redeploy, got {redeploy:?}");
+            };
+            assert_eq!(fresh.len(), 4, "full failover restarts every subtask");
+            assert!(fresh.iter().all(|a| a.attempt_number == round + 1));
+            assert_eq!(g.status(), JobStatus::Running);
+            assert_eq!(g.restarts, round + 1);
+            for (i, a) in fresh.iter().enumerate() {
+                g.deploy(*a, slot(i as u128 % 2)).expect("deploys");
+                g.update_execution(*a, ExecutionState::Running, None)
+                    .expect_err("INITIALIZING comes first");
+                g.update_execution(*a, ExecutionState::Initializing, None)
+                    .expect("initializing");
+                g.update_execution(*a, ExecutionState::Running, None)
+                    .expect("running");
+            }
+            // Reports about the old attempts are stale now.
+            assert_eq!(
+                g.update_execution(attempts[0], ExecutionState::Finished, None),
+                Err(GraphError::UnknownAttempt(attempts[0]))
+            );
+            attempts = fresh.clone();
+        }
+        let actions = g
+            .update_execution(attempts[2], ExecutionState::Failed, Some(boom("third")))
+            .expect("failed");
+        assert_eq!(g.status(), JobStatus::Failing, "attempts are exhausted");
+        assert!(generation_of(&actions).is_none());
+        let done = settle_cancels(&mut g, &actions);
+        assert_eq!(done, vec![GraphAction::JobTerminated(JobStatus::Failed)]);
+        assert_eq!(
+            g.failure.as_ref().map(|f| f.message.as_str()),
+            Some("third")
+        );
+        assert_eq!(
+            g.exception_history.len(),
+            3,
+            "every failure is in the history"
+        );
+    }
+
+    /// The delay may pass before the cancelled attempts end; the restart waits for both, and
+    /// failures of attempts already restarting are not new failures.
+    #[test]
+    fn restart_waits_for_cancellations_and_ignores_their_failures() {
+        let mut g = graph().with_failover(fixed_delay(1), false, 1);
+        let attempts = run_all(&mut g);
+        let actions = g
+            .update_execution(attempts[0], ExecutionState::Failed, Some(boom("boom")))
+            .expect("failed");
+        let generation = generation_of(&actions).expect("scheduled");
+        assert!(g
+            .restart_delay_elapsed(generation)
+            .expect("waits")
+            .is_empty());
+        // A cancelled task that fails on its way out does not use up the one restart.
+        assert!(g
+            .update_execution(attempts[1], ExecutionState::Failed, Some(boom("late")))
+            .expect("ignored as a new failure")
+            .is_empty());
+        g.update_execution(attempts[2], ExecutionState::Canceled, None)
+            .expect("canceled");
+        let last = g
+            .update_execution(attempts[3], ExecutionState::Canceled, None)
+            .expect("canceled");
+        assert!(matches!(last.as_slice(), [GraphAction::Redeploy { .. }]));
+        assert_eq!(g.status(), JobStatus::Running);
+        assert_eq!(g.exception_history.len(), 1);
+    }
+
+    /// Cancelling while restarting cancels the job; a pending restart never happens.
+    #[test]
+    fn cancel_while_restarting() {
+        let mut g = graph().with_failover(fixed_delay(3), false, 1);
+        let attempts = run_all(&mut g);
+        let actions = g
+            .update_execution(attempts[0], ExecutionState::Failed, Some(boom("boom")))
+            .expect("failed");
+        let generation = generation_of(&actions).expect("scheduled");
+        g.cancel().expect("cancels");
+        assert_eq!(g.status(), JobStatus::Cancelling);
+        let done = settle_cancels(&mut g, &actions);
+        assert_eq!(done, vec![GraphAction::JobTerminated(JobStatus::Canceled)]);
+        assert!(g
+            .restart_delay_elapsed(generation)
+            .expect("no-op")
+            .is_empty());
+        assert_eq!(g.status(), JobStatus::Canceled);
+    }
+
+    /// A lost TaskManager is one failure, however many of the job's tasks ran there.
+    #[test]
+    fn a_lost_task_manager_is_one_failure_for_the_strategy() {
+        let mut g = graph().with_failover(fixed_delay(1), false, 1);
+        let _ = run_all(&mut g);
+        let actions = g
+            .task_manager_lost(ResourceId::from_u128(0), "killed")
+            .expect("handled");
+        assert_eq!(
+            g.status(),
+            JobStatus::Restarting,
+            "one restart allowed, one used"
+        );
+        assert_eq!(g.exception_history.len(), 1);
+        let generation = generation_of(&actions).expect("scheduled");
+        let mut redeploy = settle_cancels(&mut g, &actions);
+        redeploy.extend(g.restart_delay_elapsed(generation).expect("restarts"));
+        assert!(
+            matches!(redeploy.as_slice(), [GraphAction::Redeploy { attempts }] if attempts.len() == 4)
+        );
     }
 
     #[test]

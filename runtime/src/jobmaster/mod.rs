@@ -12,15 +12,19 @@
 //!    slot runs subtask *k* of every vertex (Flink's default slot sharing group).
 //! 2. TaskExecutors that got a slot for this job register (`RegisterTaskManager`) and offer it
 //!    (`OfferSlots`); offers are accepted up to the need, the rest rejected.
-//! 3. Once every slot is there, every attempt is deployed with `SubmitTask(tdd, JobMasterId)`.
+//! 3. Once every SCHEDULED attempt has a slot, they are deployed together with
+//!    `SubmitTask(tdd, JobMasterId)`.
 //! 4. Tasks report through `UpdateTaskExecutionState`; the graph decides (all finished → FINISHED;
-//!    a failure → FAILING, cancel the rest → FAILED; no restart strategy yet).
+//!    a failure → the restart strategy: RESTARTING, cancel the failed region, and after the
+//!    backoff new attempts are SCHEDULED and deployed (step 3) as soon as slots are there (lost
+//!    ones are asked for again, within `slot.request.timeout`); or, when it allows no more
+//!    restarts, FAILING, cancel the rest → FAILED).
 //! 5. At a terminal status: free the slots, disconnect from TaskExecutors and the
 //!    ResourceManager, and report the archived views to the Dispatcher, which closes this endpoint.
 //!
 //! A TaskExecutor lost (heartbeat timeout, unreachable, or disconnected by the ResourceManager)
-//! fails the attempts it ran. Slots that do not all arrive within `slot.request.timeout` fail the
-//! job with `NoResourceAvailable`.
+//! fails the attempts it ran: one failure for the restart strategy. Slots that do not all arrive
+//! within `slot.request.timeout` fail the waiting attempts with `NoResourceAvailable`.
 
 pub mod deployment;
 pub mod gateway;
@@ -68,6 +72,29 @@ pub struct JobMasterSettings {
     pub resource_manager: LeaderInfo,
     /// Where to offload large deployment data, if a BlobServer runs.
     pub blob_offload: Option<BlobOffload>,
+    /// The cluster's configuration: the defaults a job's own configuration
+    /// (`JobGraph::job_config`) overrides (restart strategy, checkpointing).
+    pub job_defaults: crate::config::Configuration,
+}
+
+/// The cluster configuration with a job's own entries applied over it. Entries were checked at
+/// submission (`JobGraph::validate`); one that still fails is logged and skipped.
+pub fn effective_config(
+    defaults: &crate::config::Configuration,
+    job: &JobGraph,
+) -> crate::config::Configuration {
+    let mut config = defaults.clone();
+    for (key, value) in &job.job_config {
+        if let Err(problem) = config.set(key, value) {
+            let problem = crate::config::ConfigProblem::new(
+                crate::config::ConfigSource::Code,
+                Some(key),
+                problem,
+            );
+            tracing::warn!(job_id = %job.job_id, %problem, "ignoring a bad job configuration entry");
+        }
+    }
+    config
 }
 
 /// Offloading of deployment data larger than `blob.offload.minsize` to the BlobServer, as Flink
@@ -107,8 +134,13 @@ pub struct JobMaster {
     task_managers: HashMap<ResourceId, TmConnection>,
     tm_heartbeats: HeartbeatMonitor<ResourceId>,
     slot_pool: SlotPool,
-    deployed: bool,
+    /// Counts periods of waiting for slots: a slot-request timer only acts on its own period.
+    slot_wait_generation: u64,
+    /// True while SCHEDULED attempts wait for slots (a slot-request timer is armed).
+    waiting_for_slots: bool,
     finished: bool,
+    /// The job's effective configuration (cluster defaults + its own entries).
+    config: crate::config::Configuration,
     /// Per vertex, what goes into its deployment descriptors: ready once offloading is done.
     deployment_data: Option<HashMap<JobVertexId, MaybeOffloaded<TaskInformation>>>,
     /// Attempts whose `SubmitTask` the TaskExecutor acknowledged: it must know them until it
@@ -124,7 +156,19 @@ impl JobMaster {
         events: EventSink,
         dispatcher: Option<RpcGateway<Dispatcher>>,
     ) -> Self {
-        let graph = ExecutionGraph::new(&job_graph);
+        let config = effective_config(&settings.job_defaults, &job_graph);
+        let checkpointing = config.checkpointing.interval.is_some();
+        let strategy = crate::executiongraph::failover::from_lookup(
+            &|key| config.get(key),
+            checkpointing,
+        )
+        .unwrap_or_else(|reason| {
+            tracing::warn!(job_id = %job_graph.job_id, reason, "bad restart strategy; the job will not restart");
+            crate::executiongraph::failover::RestartStrategy::None
+        });
+        let region_failover = config.restart.failover_strategy == "region";
+        let seed = job_graph.job_id.as_abstract_id().as_u128() as u64;
+        let graph = ExecutionGraph::new(&job_graph).with_failover(strategy, region_failover, seed);
         JobMaster {
             job_master_id: JobMasterId::generate(),
             resource_id: ResourceId::generate(),
@@ -140,8 +184,10 @@ impl JobMaster {
             rm_generation: 0,
             task_managers: HashMap::new(),
             slot_pool: SlotPool::new(),
-            deployed: false,
+            slot_wait_generation: 0,
+            waiting_for_slots: false,
             finished: false,
+            config,
             deployment_data: None,
             acknowledged: HashMap::new(),
         }
@@ -317,19 +363,87 @@ impl JobMaster {
         });
     }
 
+    /// Deploys every SCHEDULED attempt once each has a slot (eagerly, all together, so every
+    /// channel knows where its producer runs); until then waits for slots.
     fn maybe_deploy(&mut self, ctx: &mut RpcContext<'_, Self>) {
-        if !self.deployed
-            && !self.finished
-            && self.deployment_data.is_some()
-            && self.slot_pool.is_complete()
-        {
-            self.deploy_all(ctx);
+        if self.finished || self.deployment_data.is_none() {
+            return;
         }
+        let scheduled: Vec<crate::types::ExecutionAttemptId> = self
+            .graph
+            .executions()
+            .filter(|e| e.state == crate::executiongraph::ExecutionState::Scheduled)
+            .map(|e| e.attempt)
+            .collect();
+        if scheduled.is_empty() {
+            return;
+        }
+        let groups = self.slot_pool.assign_groups();
+        if !scheduled
+            .iter()
+            .all(|a| groups.contains_key(&a.vertex.subtask_index))
+        {
+            self.wait_for_slots(ctx);
+            return;
+        }
+        self.waiting_for_slots = false;
+        self.deploy(&scheduled, groups, ctx);
     }
 
-    fn deploy_all(&mut self, ctx: &mut RpcContext<'_, Self>) {
-        self.deployed = true;
-        let groups = self.slot_pool.assign_groups();
+    /// Asks the ResourceManager for the missing slots and arms `slot.request.timeout`: slots
+    /// that do not come in time fail the waiting attempts with `NoResourceAvailable` (the
+    /// restart strategy then decides, as Flink's).
+    fn wait_for_slots(&mut self, ctx: &mut RpcContext<'_, Self>) {
+        if self.waiting_for_slots || self.finished {
+            return;
+        }
+        self.waiting_for_slots = true;
+        self.slot_wait_generation += 1;
+        let generation = self.slot_wait_generation;
+        self.declare_required_resources(ctx);
+        let timeout = self.settings.slot_request_timeout;
+        ctx.schedule_run_async(timeout, move |jm, ctx| {
+            if jm.finished || !jm.waiting_for_slots || jm.slot_wait_generation != generation {
+                return;
+            }
+            jm.waiting_for_slots = false;
+            let waiting: Vec<crate::types::ExecutionAttemptId> = jm
+                .graph
+                .executions()
+                .filter(|e| e.state == crate::executiongraph::ExecutionState::Scheduled)
+                .map(|e| e.attempt)
+                .collect();
+            let message = format!(
+                "could not acquire the {} slots the job needs within slot.request.timeout ({timeout:?}): {} arrived",
+                jm.slot_pool.required(),
+                jm.slot_pool.len()
+            );
+            for attempt in waiting {
+                let error = ErrorInfo {
+                    kind: "NoResourceAvailable".into(),
+                    message: message.clone(),
+                    task_name: Some(jm.graph.task_name(attempt)),
+                    location: None,
+                    timestamp: now_millis(),
+                };
+                match jm.graph.update_execution(
+                    attempt,
+                    crate::executiongraph::ExecutionState::Failed,
+                    Some(error),
+                ) {
+                    Ok(actions) => jm.apply(actions, ctx),
+                    Err(err) => tracing::debug!(%attempt, error = %err, "slot timeout of a settled attempt"),
+                }
+            }
+        });
+    }
+
+    fn deploy(
+        &mut self,
+        scheduled: &[crate::types::ExecutionAttemptId],
+        groups: std::collections::BTreeMap<u32, slot_pool::PooledSlot>,
+        ctx: &mut RpcContext<'_, Self>,
+    ) {
         let job_information = JobInformation {
             job_name: self.graph.job_name.clone(),
             program: self.job_graph.program.clone(),
@@ -370,6 +484,9 @@ impl JobMaster {
                 continue;
             };
             for (k, exec) in vertex.executions.iter().enumerate() {
+                if !scheduled.contains(&exec.attempt) {
+                    continue;
+                }
                 let shuffle = if streaming {
                     deployment::shuffle_descriptors(&self.job_graph, v, k as u32, &place)
                 } else {
@@ -494,6 +611,25 @@ impl JobMaster {
                     );
                 }
                 GraphAction::JobTerminated(status) => self.job_finished(status, ctx),
+                GraphAction::ScheduleRestart { delay, generation } => {
+                    self.events.publish(ClusterEvent::JobStatusChanged {
+                        job_id: self.graph.job_id,
+                        status: self.graph.status(),
+                    });
+                    ctx.schedule_run_async(delay, move |jm, ctx| {
+                        match jm.graph.restart_delay_elapsed(generation) {
+                            Ok(actions) => jm.apply(actions, ctx),
+                            Err(err) => tracing::warn!(error = %err, "restart refused"),
+                        }
+                    });
+                }
+                GraphAction::Redeploy { attempts } => {
+                    tracing::info!(job_id = %self.graph.job_id, attempts = attempts.len(), restarts = self.graph.restarts, "redeploying after a restart");
+                    for attempt in &attempts {
+                        self.acknowledged.remove(attempt);
+                    }
+                    self.maybe_deploy(ctx);
+                }
             }
         }
         self.publish_status();
@@ -564,8 +700,8 @@ impl JobMaster {
             Ok(actions) => self.apply(actions, ctx),
             Err(err) => tracing::warn!(error = %err, "could not apply the task manager loss"),
         }
-        // Slots lost before deployment: a job that never deployed needs them again.
-        if !released.is_empty() && !self.deployed && !self.finished {
+        // Ask for replacement slots at once: a restart will need them.
+        if !released.is_empty() && !self.finished {
             self.declare_required_resources(ctx);
         }
     }
@@ -729,7 +865,10 @@ impl RpcEndpoint for JobMaster {
         ctx: &mut RpcContext<'_, Self>,
     ) -> Result<(), rflink_rpc::LifecycleError> {
         let service = Self::service(ctx)?;
-        tracing::info!(job_id = %self.graph.job_id, job_master_id = %self.job_master_id, address = %ctx.address(), "starting execution of job");
+        tracing::info!(job_id = %self.graph.job_id, job_master_id = %self.job_master_id, address = %ctx.address(),
+            restart_strategy = self.graph.restart_strategy().flink_name(),
+            checkpoint_interval = ?self.config.checkpointing.interval,
+            "starting execution of job");
         self.publish_status();
         self.graph.start_scheduling()?;
         self.publish_status();
@@ -747,26 +886,7 @@ impl RpcEndpoint for JobMaster {
         ctx.run_interval(self.settings.heartbeat.interval, |jm, ctx| {
             jm.heartbeat_tick(ctx)
         });
-        let timeout = self.settings.slot_request_timeout;
-        ctx.schedule_run_async(timeout, move |jm, ctx| {
-            if !jm.deployed && !jm.finished {
-                let error = ErrorInfo {
-                    kind: "NoResourceAvailable".into(),
-                    message: format!(
-                        "could not acquire the {} slots the job needs within slot.request.timeout ({timeout:?}): {} arrived",
-                        jm.slot_pool.required(),
-                        jm.slot_pool.len()
-                    ),
-                    task_name: None,
-                    location: None,
-                    timestamp: now_millis(),
-                };
-                match jm.graph.fail_job(error) {
-                    Ok(actions) => jm.apply(actions, ctx),
-                    Err(err) => tracing::warn!(error = %err, "could not fail the job"),
-                }
-            }
-        });
+        self.wait_for_slots(ctx);
         Ok(())
     }
 
@@ -858,8 +978,8 @@ impl Handler<OfferSlots> for JobMaster {
         if !self.task_managers.contains_key(&msg.resource_id) {
             return Response::ready(Err(JobMasterError::UnknownTaskManager(msg.resource_id)));
         }
-        let accepted = if self.finished || self.deployed {
-            // Idempotent for slots already held; nothing new once deployed.
+        let accepted = if self.finished {
+            // Idempotent for slots already held; nothing new once the job is over.
             self.slot_pool
                 .slots()
                 .filter(|s| s.resource_id == msg.resource_id)

@@ -87,15 +87,33 @@ impl SlotPool {
         accepted
     }
 
-    /// Gives each held slot a subtask group `0..required` (deterministic: by TaskExecutor, then
-    /// slot index) and returns group → slot.
+    /// Gives each held slot a subtask group `0..required` and returns group → slot. Slots keep
+    /// the group they have (a restart after a lost TaskExecutor moves only the groups that
+    /// lost their slot); groups without a slot take the unassigned slots in a deterministic
+    /// order (by TaskExecutor, then slot index).
     pub fn assign_groups(&mut self) -> BTreeMap<u32, PooledSlot> {
-        let mut slots: Vec<&mut PooledSlot> = self.slots.values_mut().collect();
-        slots.sort_by_key(|s| (s.resource_id, s.slot_index));
         let mut groups = BTreeMap::new();
-        for (group, slot) in slots.into_iter().enumerate() {
-            slot.group = Some(group as u32);
-            groups.insert(group as u32, slot.clone());
+        for slot in self.slots.values() {
+            if let Some(group) = slot.group {
+                groups.insert(group, slot.clone());
+            }
+        }
+        let mut free: Vec<&mut PooledSlot> = self
+            .slots
+            .values_mut()
+            .filter(|s| s.group.is_none())
+            .collect();
+        free.sort_by_key(|s| (s.resource_id, s.slot_index));
+        let mut free = free.into_iter();
+        for group in 0..self.required {
+            if groups.contains_key(&group) {
+                continue;
+            }
+            let Some(slot) = free.next() else {
+                break;
+            };
+            slot.group = Some(group);
+            groups.insert(group, slot.clone());
         }
         groups
     }
@@ -164,6 +182,14 @@ mod tests {
         assert_eq!(groups[&2].resource_id, tm2);
         assert_eq!(pool.release_task_manager(tm1).len(), 2);
         assert_eq!(pool.len(), 1);
+        // After a loss, the surviving slot keeps its group; a new slot takes a lost group.
+        let tm3 = ResourceId::from_u128(3);
+        assert_eq!(pool.offer(tm3, &[offer(0)]).len(), 1);
+        let groups = pool.assign_groups();
+        assert_eq!(groups[&2].resource_id, tm2, "the survivor keeps group 2");
+        assert_eq!(groups[&0].resource_id, tm3, "the newcomer takes group 0");
+        assert!(!groups.contains_key(&1), "group 1 still waits for a slot");
+        pool.release_task_manager(tm3);
         assert_eq!(pool.release_all().len(), 1);
         assert!(pool.is_empty());
     }
