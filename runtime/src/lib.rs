@@ -4,6 +4,7 @@
 //! JobMaster, TaskExecutor and BlobServer, one module per Flink package.
 
 pub mod blob;
+pub mod checkpoint;
 pub mod client;
 pub mod config;
 pub mod dispatcher;

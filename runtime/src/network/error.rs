@@ -102,6 +102,14 @@ pub enum NetworkError {
     #[error("result partition {partition} is already {state}")]
     WriterClosed { partition: String, state: String },
 
+    /// A record or batch written after `end_of_data()` (or a second `EndOfData`): only
+    /// checkpoint barriers and `finish()` may follow. Flink: writing after `EndOfData`.
+    #[error(
+        "result partition {partition} has ended its data (EndOfData was sent): no records may \
+         follow, only checkpoint barriers and the end of the partition"
+    )]
+    DataEnded { partition: String },
+
     /// A partition id registered twice.
     #[error("result partition {partition} is already registered")]
     DuplicatePartition { partition: String },

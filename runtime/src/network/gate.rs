@@ -18,6 +18,19 @@
 //! Errors are delivered in order, after the data that came before them, wrapped in
 //! [`NetworkError::Channel`] naming the channel and the peer; a gate that failed keeps failing.
 //!
+//! Events come in band: checkpoint barriers and `EndOfData` as [`GateItem::Event`],
+//! `EndOfPartition` as [`GateItem::EndOfPartition`].
+//!
+//! ## Blocking and waking
+//!
+//! A blocked channel (barrier alignment) never enters the queue of channels with data, so
+//! [`InputGate::next`] sleeps if only blocked channels have data; its items stay where they
+//! are (a local subpartition queue, or the remote channel's received buffers, whose credit is
+//! not returned) until it is resumed, and it borrows no floating buffers. Only a failure gets
+//! through: it fails the gate at once (the held data is dropped with the gate). A
+//! [`GateWaker`] sets a flag that the next `poll_next` or `next` returns as
+//! [`GateItem::Woken`] before anything else.
+//!
 //! ## Buffers and shutdown
 //!
 //! All receiver buffers are claimed from the global pool at creation. Dropping the gate cancels
@@ -63,6 +76,15 @@ pub enum GateItem {
         /// The batch; dropping it returns its buffer permit to the producer.
         batch: TypedBatch,
     },
+    /// An in-band event from `channel`: a checkpoint barrier or `EndOfData` (never
+    /// `EndOfPartition`, which is [`GateItem::EndOfPartition`]). It follows every buffer and
+    /// batch its producer wrote before it.
+    Event {
+        /// The channel's index in the gate.
+        channel: usize,
+        /// The event.
+        event: NetworkEvent,
+    },
     /// `channel` has delivered everything. Flink: `EndOfPartitionEvent`.
     EndOfPartition {
         /// The channel's index in the gate.
@@ -70,6 +92,9 @@ pub enum GateItem {
     },
     /// Every channel has delivered `EndOfPartition`.
     End,
+    /// [`GateWaker::wake`] was called: the task has a message to look at. Returned once per
+    /// wake-up (wake-ups before it is returned collapse into one), before any data.
+    Woken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +228,8 @@ struct RemoteState {
     backlog: usize,
     expected_seq: u32,
     waiting_floating: bool,
+    /// `EndOfData` was received: a data buffer after it is a protocol violation.
+    data_ended: bool,
 }
 
 struct Channel {
@@ -211,6 +238,9 @@ struct Channel {
     peer: String,
     in_queue: bool,
     ended: bool,
+    /// Blocked for barrier alignment: not served (and not queued) until resumed, unless it
+    /// failed.
+    blocked: bool,
     error: Option<NetworkError>,
     backoff: Duration,
     attempts: u32,
@@ -236,6 +266,8 @@ struct GateState {
     ended: usize,
     closed: bool,
     interrupted: bool,
+    /// A [`GateWaker`] wake-up not yet returned as [`GateItem::Woken`].
+    woken: bool,
     failed: Option<NetworkError>,
     floating_free: usize,
     waiting_floating: VecDeque<usize>,
@@ -245,9 +277,11 @@ struct GateState {
 }
 
 impl GateState {
+    /// Puts channel `ch` in the queue of channels with data, unless it is there already or
+    /// blocked (a blocked channel's failure still gets in, so that it surfaces).
     fn enqueue(&mut self, ch: usize) -> bool {
         match self.channels.get_mut(ch) {
-            Some(c) if !c.in_queue => {
+            Some(c) if !c.in_queue && (!c.blocked || c.error.is_some()) => {
                 c.in_queue = true;
                 self.available.push_back(ch);
                 true
@@ -267,7 +301,9 @@ impl GateState {
         let Some(c) = channels.get_mut(ch) else {
             return;
         };
-        if c.ended || c.error.is_some() {
+        // A blocked channel borrows nothing: its sender waits on its exclusive credit, and the
+        // floating buffers stay with the channels that flow. Resuming asks again.
+        if c.ended || c.error.is_some() || c.blocked {
             return;
         }
         let Some(r) = c.remote.as_mut() else { return };
@@ -355,6 +391,7 @@ impl GateShared {
             return;
         };
         let done = c.ended || c.error.is_some();
+        let blocked = c.blocked;
         let Some(r) = c.remote.as_mut() else { return };
         let required = r.backlog + bpc;
         let free = r.excl_free + r.float_free;
@@ -371,7 +408,8 @@ impl GateShared {
                 }
             }
             BufferKind::Floating => {
-                if done || free >= required {
+                // A blocked channel gives its floating buffers back as they come free.
+                if done || blocked || free >= required {
                     to_gate = true;
                 } else {
                     r.float_free += 1;
@@ -440,6 +478,9 @@ impl GateShared {
                         payload.len()
                     ));
                 }
+                if r.data_ended {
+                    return Err("data buffer after EndOfData".into());
+                }
                 if r.credit == 0 {
                     return Err("buffer sent without credit".into());
                 }
@@ -460,8 +501,11 @@ impl GateShared {
                 r.received.push_back(Received::Buffer(data, kind));
             }
             DataType::Event => {
-                let event = decode_event(payload).map_err(|v| v.0)?;
+                let event = decode_event(payload).map_err(|e| e.to_string())?;
                 ended = matches!(event, NetworkEvent::EndOfPartition);
+                if matches!(event, NetworkEvent::EndOfData) {
+                    r.data_ended = true;
+                }
                 r.received.push_back(Received::Event(event));
             }
         }
@@ -542,6 +586,26 @@ impl GateShared {
         })
     }
 
+    /// For a blocked local channel whose producer may have released its partition: fails the
+    /// channel if it did, so that the failure surfaces although the view is not read.
+    fn check_blocked_view(&self, ch: usize, view: Option<&SubpartitionView>) {
+        if let Some(cause) = view.and_then(SubpartitionView::failure) {
+            self.fail_channel(ch, NetworkError::ProducerFailed { cause });
+        }
+    }
+
+    /// Fails the whole gate with `source` of channel `ch`; returns the error it keeps failing
+    /// with.
+    fn fail_gate(&self, ch: usize, source: NetworkError) -> NetworkError {
+        let mut st = self.lock();
+        let err = match st.channels.get(ch) {
+            Some(c) => c.wrap(ch, source),
+            None => source,
+        };
+        st.failed = Some(err.clone());
+        err
+    }
+
     /// The channel's partition, subpartition and peer.
     pub(crate) fn describe(&self, ch: usize) -> Option<(ResultPartitionId, u32)> {
         let st = self.lock();
@@ -564,13 +628,26 @@ struct LocalListener {
 
 impl AvailabilityListener for LocalListener {
     fn notify_data_available(&self) {
-        if let Some(gate) = self.gate.upgrade() {
-            let mut st = gate.lock();
-            let queued = !st.closed && st.enqueue(self.channel);
-            drop(st);
-            if queued {
-                gate.cond.notify_all();
+        let Some(gate) = self.gate.upgrade() else {
+            return;
+        };
+        let mut st = gate.lock();
+        if st.closed {
+            return;
+        }
+        if let Some(c) = st.channels.get(self.channel) {
+            if c.blocked && c.error.is_none() {
+                // Not read while blocked; but a released producer must fail the gate now.
+                let view = c.view.clone();
+                drop(st);
+                gate.check_blocked_view(self.channel, view.as_deref());
+                return;
             }
+        }
+        let queued = st.enqueue(self.channel);
+        drop(st);
+        if queued {
+            gate.cond.notify_all();
         }
     }
 }
@@ -593,11 +670,19 @@ fn request_local(gate: &Arc<GateShared>, ch: usize) {
                 drop(view);
                 return;
             }
-            if let Some(c) = st.channels.get_mut(ch) {
-                c.view = Some(Arc::new(view));
-            }
+            let view = Arc::new(view);
+            let blocked = match st.channels.get_mut(ch) {
+                Some(c) => {
+                    c.view = Some(Arc::clone(&view));
+                    c.blocked
+                }
+                None => false,
+            };
             st.enqueue(ch);
             drop(st);
+            if blocked {
+                gate.check_blocked_view(ch, Some(&view));
+            }
             gate.cond.notify_all();
         }
         Ok(None) => {
@@ -627,6 +712,36 @@ pub(crate) struct GateContext {
     pub(crate) backoff_max: Duration,
 }
 
+/// Wakes the task thread reading an [`InputGate`]: a thread blocked in
+/// [`InputGate::next`] returns [`GateItem::Woken`], or the next call to `next` or `poll_next`
+/// does if none is blocked. Wake-ups not yet returned collapse into one. Does nothing once the
+/// gate is dropped. Unlike an [`Interrupter`], it does not fail the read.
+#[derive(Clone)]
+pub struct GateWaker {
+    gate: Weak<GateShared>,
+}
+
+impl GateWaker {
+    /// Wakes the gate's reader (see [`GateWaker`]).
+    pub fn wake(&self) {
+        if let Some(gate) = self.gate.upgrade() {
+            let mut st = gate.lock();
+            if st.closed {
+                return;
+            }
+            st.woken = true;
+            drop(st);
+            gate.cond.notify_all();
+        }
+    }
+}
+
+impl std::fmt::Debug for GateWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GateWaker").finish_non_exhaustive()
+    }
+}
+
 /// How a channel reaches its producer, resolved by the environment.
 pub(crate) enum ChannelSetup {
     Local,
@@ -642,6 +757,8 @@ pub(crate) enum ChannelSetup {
 pub struct InputGate {
     shared: Arc<GateShared>,
     num_channels: usize,
+    /// Which channels are blocked (mirrors the shared state, read without its lock).
+    blocked: Vec<bool>,
 }
 
 impl std::fmt::Debug for InputGate {
@@ -703,6 +820,7 @@ impl InputGate {
                             backlog: 0,
                             expected_seq: 0,
                             waiting_floating: false,
+                            data_ended: false,
                         })
                     }
                 };
@@ -712,6 +830,7 @@ impl InputGate {
                     peer,
                     in_queue: false,
                     ended: false,
+                    blocked: false,
                     error: None,
                     backoff: Duration::ZERO,
                     attempts: 0,
@@ -728,6 +847,7 @@ impl InputGate {
                 ended: 0,
                 closed: false,
                 interrupted: false,
+                woken: false,
                 failed: None,
                 floating_free: floating,
                 waiting_floating: VecDeque::new(),
@@ -769,12 +889,91 @@ impl InputGate {
         InputGate {
             shared,
             num_channels,
+            blocked: vec![false; num_channels],
         }
     }
 
     /// How many input channels.
     pub fn num_channels(&self) -> usize {
         self.num_channels
+    }
+
+    /// Whether `channel` has delivered `EndOfPartition` ([`GateItem::EndOfPartition`] was
+    /// returned for it). False for an index out of range.
+    pub fn is_channel_ended(&self, channel: usize) -> bool {
+        self.shared
+            .lock()
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.ended)
+    }
+
+    /// Stops returning items of `channel` (barrier alignment; Flink:
+    /// `InputChannel.blockConsumption`): they stay queued in order until
+    /// [`resume_channel`](Self::resume_channel) or [`resume_all`](Self::resume_all), while the
+    /// other channels keep flowing; [`next`](Self::next) blocks if only blocked channels have
+    /// data. A local channel's subpartition is not read, so its producer fills its pool and
+    /// blocks; a remote channel keeps the buffers it received without returning their credit
+    /// and borrows no floating buffers, so its sender stops once the credit is used up. A
+    /// failure of a blocked channel still fails the gate. An index out of range is ignored.
+    pub fn block_channel(&mut self, channel: usize) {
+        let Some(flag) = self.blocked.get_mut(channel) else {
+            return;
+        };
+        *flag = true;
+        if let Some(c) = self.shared.lock().channels.get_mut(channel) {
+            c.blocked = true;
+        }
+    }
+
+    /// Unblocks `channel`: its queued items become available again in their original order
+    /// (after those of channels already waiting). Flink: `InputChannel.resumeConsumption`.
+    pub fn resume_channel(&mut self, channel: usize) {
+        let Some(flag) = self.blocked.get_mut(channel) else {
+            return;
+        };
+        if !std::mem::replace(flag, false) {
+            return;
+        }
+        let bpc = self.shared.bpc;
+        let mut st = self.shared.lock();
+        let Some(c) = st.channels.get_mut(channel) else {
+            return;
+        };
+        c.blocked = false;
+        // A local view is polled once in case data arrived while blocked (its producer did not
+        // signal again); a remote channel is queued if it holds data.
+        let pending = !c.ended
+            && (c.view.is_some()
+                || c.error.is_some()
+                || c.remote.as_ref().is_some_and(|r| !r.received.is_empty()));
+        if pending {
+            st.enqueue(channel);
+        }
+        st.request_floating(channel, bpc);
+    }
+
+    /// Unblocks every blocked channel, in index order.
+    pub fn resume_all(&mut self) {
+        for channel in 0..self.num_channels {
+            if self.blocked.get(channel).copied().unwrap_or(false) {
+                self.resume_channel(channel);
+            }
+        }
+    }
+
+    /// Whether `channel` is blocked. False for an index out of range.
+    pub fn is_blocked(&self, channel: usize) -> bool {
+        self.blocked.get(channel).copied().unwrap_or(false)
+    }
+
+    /// A handle that wakes this gate's task thread from [`next`](Self::next) with
+    /// [`GateItem::Woken`], e.g. for a checkpoint trigger or notification from its
+    /// TaskExecutor.
+    pub fn waker(&self) -> GateWaker {
+        GateWaker {
+            gate: Arc::downgrade(&self.shared),
+        }
     }
 
     /// The next item if one is ready, without blocking.
@@ -785,6 +984,10 @@ impl InputGate {
                 let mut st = shared.lock();
                 if let Some(err) = &st.failed {
                     return Err(err.clone());
+                }
+                if st.woken {
+                    st.woken = false;
+                    return Ok(Some(GateItem::Woken));
                 }
                 if st.ended == self.num_channels {
                     return Ok(Some(GateItem::End));
@@ -799,6 +1002,19 @@ impl InputGate {
                 };
                 c.in_queue = false;
                 if c.ended {
+                    continue;
+                }
+                if c.blocked {
+                    // Queued before it was blocked, or failed: its items wait for the resume,
+                    // a failure fails the gate now.
+                    if let Some(err) = c.error.clone() {
+                        let err = c.wrap(ch, err);
+                        st.failed = Some(err.clone());
+                        return Err(err);
+                    }
+                    let view = c.view.clone();
+                    drop(st);
+                    shared.check_blocked_view(ch, view.as_deref());
                     continue;
                 }
                 if let Some(r) = c.remote.as_mut() {
@@ -834,6 +1050,15 @@ impl InputGate {
                             shared.counters.events.fetch_add(1, Ordering::Relaxed);
                             return Ok(Some(GateItem::EndOfPartition { channel: ch }));
                         }
+                        Some(Received::Event(event)) => {
+                            let more = !r.received.is_empty() || c.error.is_some();
+                            if more {
+                                st_ref.enqueue(ch);
+                            }
+                            drop(st);
+                            shared.counters.events.fetch_add(1, Ordering::Relaxed);
+                            return Ok(Some(GateItem::Event { channel: ch, event }));
+                        }
                         None => {}
                     }
                 }
@@ -851,13 +1076,7 @@ impl InputGate {
             match view.poll(true) {
                 ViewPoll::Nothing => continue,
                 ViewPoll::Failed(cause) => {
-                    let mut st = shared.lock();
-                    let err = match st.channels.get(ch) {
-                        Some(c) => c.wrap(ch, NetworkError::ProducerFailed { cause }),
-                        None => NetworkError::ProducerFailed { cause },
-                    };
-                    st.failed = Some(err.clone());
-                    return Err(err);
+                    return Err(shared.fail_gate(ch, NetworkError::ProducerFailed { cause }));
                 }
                 ViewPoll::Item { item, more, .. } => {
                     let mut st = shared.lock();
@@ -904,6 +1123,10 @@ impl InputGate {
                             c.events.fetch_add(1, Ordering::Relaxed);
                             GateItem::EndOfPartition { channel: ch }
                         }
+                        SubItem::Event(event) => {
+                            c.events.fetch_add(1, Ordering::Relaxed);
+                            GateItem::Event { channel: ch, event }
+                        }
                     }));
                 }
             }
@@ -921,7 +1144,11 @@ impl InputGate {
             }
             let mut st = self.shared.lock();
             let mut since: Option<Instant> = None;
-            while st.failed.is_none() && st.available.is_empty() && st.ended < self.num_channels {
+            while st.failed.is_none()
+                && !st.woken
+                && st.available.is_empty()
+                && st.ended < self.num_channels
+            {
                 if st.interrupted {
                     drop(st);
                     self.add_wait(since);

@@ -29,7 +29,20 @@
 //!   buffer carries the sender's backlog, for which the receiver borrows floating buffers and
 //!   announces them with AddCredit. See [`gate`] for the receiver side.
 //!
-//! Events ([`NetworkEvent`]) travel in-band with the data, in the same queues.
+//! Events ([`NetworkEvent`]: checkpoint barriers, end of data, end of partition) travel in-band
+//! with the data, in the same queues, so an event never overtakes the records written before it
+//! ([`ResultPartitionWriter::broadcast_event`] flushes first); they need no credit.
+//!
+//! ## Barrier alignment
+//!
+//! A consumer aligning checkpoint barriers blocks the channels that delivered the barrier
+//! ([`InputGate::block_channel`], Flink's `blockConsumption`): their items stay queued in order
+//! and are not returned until [`InputGate::resume_all`]. A blocked local channel's subpartition
+//! is not read, so its producer's pool fills up; a blocked remote channel keeps the buffers it
+//! received (and gets no floating buffers), so its credit runs out and the sender stops: in
+//! both cases the producer is backpressured while the other channels keep flowing. A
+//! [`GateWaker`] wakes a task blocked in [`InputGate::next`] for a message from its
+//! TaskExecutor ([`GateItem::Woken`]).
 //!
 //! ## Failure
 //!
@@ -63,7 +76,7 @@ use tracing::{debug, info};
 pub use buffer::{BufferStats, Interrupter};
 pub use deserializer::{FeedError, RecordDeserializer, DEFAULT_MAX_RECORD_LEN};
 pub use error::NetworkError;
-pub use gate::{GateItem, GateStats, InputGate, NetBuffer, TypedBatch};
+pub use gate::{GateItem, GateStats, GateWaker, InputGate, NetBuffer, TypedBatch};
 pub use partition::{PartitionStats, PartitionStatsHandle, ResultPartitionWriter};
 
 use buffer::{lock, LocalBufferPool, NetworkBufferPool};
@@ -185,6 +198,21 @@ impl fmt::Display for ResultPartitionId {
 pub enum NetworkEvent {
     /// The producer finished: nothing follows. Flink: `EndOfPartitionEvent`.
     EndOfPartition,
+    /// No more records follow on this channel; checkpoint barriers may still come, and
+    /// `EndOfPartition` comes last. Flink: `EndOfData` (sent before the final checkpoint of a
+    /// finishing task).
+    EndOfData,
+    /// A checkpoint barrier: every record before it belongs to checkpoint `id`, every record
+    /// after it to a later one. Flink: `CheckpointBarrier` (its `CheckpointOptions` reduced to
+    /// whether it is a savepoint).
+    CheckpointBarrier {
+        /// The checkpoint's id.
+        id: u64,
+        /// When the checkpoint was triggered, milliseconds since the epoch.
+        timestamp: i64,
+        /// Whether the checkpoint is a savepoint.
+        savepoint: bool,
+    },
 }
 
 /// Where an input channel's producer runs.

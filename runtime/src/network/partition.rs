@@ -13,6 +13,11 @@
 //!
 //! ## Lifecycle
 //!
+//! A writer is open, then (optionally) past its end of data (`end_of_data`: `EndOfData` went to
+//! every subpartition; records are refused, checkpoint barriers still go out), then finished
+//! (`EndOfPartition`) or released. Every event is broadcast after a flush, so it follows the
+//! records written before it in every subpartition queue.
+//!
 //! A partition is registered at creation and removed from the manager when every subpartition
 //! is done: its `EndOfPartition` was read, or its consumer released the view (then later writes
 //! to it are dropped at once, so a gone consumer never blocks the producer), or the producer
@@ -223,6 +228,12 @@ impl SubpartitionView {
         }
     }
 
+    /// Why the producer released the partition, if it did. Does not take anything.
+    pub(crate) fn failure(&self) -> Option<String> {
+        let state = self.partition.sub(self.sub)?;
+        lock(state).released.clone()
+    }
+
     /// The consumer is gone: drops the queue; later writes are dropped at once.
     pub(crate) fn release(&self) {
         let Some(state) = self.partition.sub(self.sub) else {
@@ -363,6 +374,8 @@ impl PartitionStatsHandle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WriterState {
     Open,
+    /// `EndOfData` was sent: only events and `finish` may follow.
+    DataEnded,
     Finished,
     Released,
 }
@@ -467,21 +480,27 @@ impl ResultPartitionWriter {
         self.local_batch_records
     }
 
+    /// The error of a writer that was finished or released, `None` while events may be sent.
+    fn closed_error(&self) -> Option<NetworkError> {
+        let state = match self.state {
+            WriterState::Open | WriterState::DataEnded => return None,
+            WriterState::Finished => "finished",
+            WriterState::Released => "released",
+        };
+        Some(NetworkError::WriterClosed {
+            partition: self.id.to_string(),
+            state: state.into(),
+        })
+    }
+
+    /// Checks that records may be written into `sub`.
     fn check_open(&self, sub: usize) -> Result<(), NetworkError> {
-        match self.state {
-            WriterState::Open => {}
-            WriterState::Finished => {
-                return Err(NetworkError::WriterClosed {
+        if self.state != WriterState::Open {
+            return Err(self
+                .closed_error()
+                .unwrap_or_else(|| NetworkError::DataEnded {
                     partition: self.id.to_string(),
-                    state: "finished".into(),
-                })
-            }
-            WriterState::Released => {
-                return Err(NetworkError::WriterClosed {
-                    partition: self.id.to_string(),
-                    state: "released".into(),
-                })
-            }
+                }));
         }
         if sub >= self.local.len() {
             return Err(NetworkError::InvalidSubpartition {
@@ -596,7 +615,7 @@ impl ResultPartitionWriter {
     /// Enqueues every partially filled buffer, so consumers see what was written so far.
     /// Flink: `flushAll` (the output flusher's periodic call).
     pub fn flush(&mut self) -> Result<(), NetworkError> {
-        if self.state != WriterState::Open {
+        if self.closed_error().is_some() {
             return Ok(());
         }
         for sub in 0..self.current.len() {
@@ -606,13 +625,60 @@ impl ResultPartitionWriter {
         Ok(())
     }
 
+    /// Appends `event` to every subpartition, local and remote, after flushing: the event
+    /// follows every record and batch written before it, and precedes every one written after.
+    /// Events need no buffer and no credit, so this never blocks. Flink:
+    /// `ResultPartition.broadcastEvent`.
+    ///
+    /// `EndOfData` is [`end_of_data`](Self::end_of_data); `EndOfPartition` is
+    /// [`finish`](Self::finish). Fails after `finish` or `release` with
+    /// [`NetworkError::WriterClosed`], and for a second `EndOfData` with
+    /// [`NetworkError::DataEnded`].
+    pub fn broadcast_event(&mut self, event: NetworkEvent) -> Result<(), NetworkError> {
+        match event {
+            NetworkEvent::EndOfPartition => return self.finish(),
+            NetworkEvent::EndOfData | NetworkEvent::CheckpointBarrier { .. } => {}
+        }
+        if let Some(err) = self.closed_error() {
+            return Err(err);
+        }
+        let end_of_data = matches!(event, NetworkEvent::EndOfData);
+        if end_of_data && self.state == WriterState::DataEnded {
+            return Err(NetworkError::DataEnded {
+                partition: self.id.to_string(),
+            });
+        }
+        self.flush()?;
+        for sub in 0..self.local.len() {
+            self.partition.add(sub, SubItem::Event(event));
+        }
+        if end_of_data {
+            self.state = WriterState::DataEnded;
+        }
+        Ok(())
+    }
+
+    /// Broadcasts `EndOfData`: no records follow on any subpartition. Afterwards
+    /// `write_record` and `write_batch` fail with [`NetworkError::DataEnded`], while checkpoint
+    /// barriers ([`broadcast_event`](Self::broadcast_event)) and [`finish`](Self::finish) still
+    /// work. Flink: `ResultPartition.notifyEndOfData`.
+    pub fn end_of_data(&mut self) -> Result<(), NetworkError> {
+        self.broadcast_event(NetworkEvent::EndOfData)
+    }
+
+    /// Whether [`end_of_data`](Self::end_of_data) was called (and the writer not finished or
+    /// released since).
+    pub fn is_data_ended(&self) -> bool {
+        self.state == WriterState::DataEnded
+    }
+
     /// Flushes and appends `EndOfPartition` to every subpartition. Later writes fail. The
-    /// partition leaves the manager once every subpartition has been read to its end.
+    /// partition leaves the manager once every subpartition has been read to its end. Works
+    /// with or without a preceding [`end_of_data`](Self::end_of_data).
     pub fn finish(&mut self) -> Result<(), NetworkError> {
-        self.check_open(0).or_else(|e| match e {
-            NetworkError::InvalidSubpartition { .. } => Ok(()),
-            e => Err(e),
-        })?;
+        if let Some(err) = self.closed_error() {
+            return Err(err);
+        }
         self.flush()?;
         self.state = WriterState::Finished;
         for sub in 0..self.local.len() {
@@ -657,7 +723,7 @@ impl ResultPartitionWriter {
 
 impl Drop for ResultPartitionWriter {
     fn drop(&mut self) {
-        if self.state == WriterState::Open {
+        if matches!(self.state, WriterState::Open | WriterState::DataEnded) {
             self.release("producer dropped");
         }
         for slot in &mut self.current {

@@ -19,7 +19,17 @@
 //! id 6  AddCredit               client -> server   channel:u64 credit:u32
 //! ```
 //!
-//! An event payload is one tag byte: 0 EndOfPartition. A buffer payload is at most
+//! An event payload (a BufferResponse of type 1, sent without credit) is a tag byte and the
+//! event's fields:
+//!
+//! ```text
+//! tag 0  EndOfPartition     (nothing else)
+//! tag 1  EndOfData          (nothing else)
+//! tag 2  CheckpointBarrier  id:u64 timestamp:i64 flags:u8 (bit 0: savepoint; others must be 0)
+//! ```
+//!
+//! An unknown tag, a payload of the wrong length for its tag or unknown flag bits is an
+//! [`EventDecodeError`], a protocol violation. A buffer payload is at most
 //! `segment_size` bytes of serialized records (`u32` little-endian length + bytes each, possibly
 //! spanning buffers). Both ends must use the same `segment_size`.
 //!
@@ -55,6 +65,13 @@ const BUFFER_HEADER_BODY: usize = 8 + 4 + 4 + 1 + 4;
 const DATA_BUFFER: u8 = 0;
 const DATA_EVENT: u8 = 1;
 const EVENT_END_OF_PARTITION: u8 = 0;
+const EVENT_END_OF_DATA: u8 = 1;
+const EVENT_CHECKPOINT_BARRIER: u8 = 2;
+/// Tag + id + timestamp + flags.
+const BARRIER_PAYLOAD_LEN: usize = 1 + 8 + 8 + 1;
+const BARRIER_FLAG_SAVEPOINT: u8 = 1;
+/// The longest event payload.
+const MAX_EVENT_PAYLOAD: usize = BARRIER_PAYLOAD_LEN;
 
 /// A frame or preamble that breaks the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +79,49 @@ pub(crate) struct ProtocolViolation(pub(crate) String);
 
 fn violation(detail: impl Into<String>) -> ProtocolViolation {
     ProtocolViolation(detail.into())
+}
+
+/// Why an event payload could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EventDecodeError {
+    /// The payload has no tag byte.
+    Empty,
+    /// A tag this side does not know.
+    UnknownTag(u8),
+    /// The payload length does not match the tag's event.
+    WrongLength {
+        event: &'static str,
+        expected: usize,
+        actual: usize,
+    },
+    /// A checkpoint barrier with flag bits this side does not know.
+    UnknownFlags(u8),
+}
+
+impl std::fmt::Display for EventDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventDecodeError::Empty => write!(f, "empty event payload"),
+            EventDecodeError::UnknownTag(tag) => write!(f, "unknown event tag {tag}"),
+            EventDecodeError::WrongLength {
+                event,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{event} event of {actual} bytes, expected {expected} bytes"
+            ),
+            EventDecodeError::UnknownFlags(flags) => {
+                write!(f, "checkpoint barrier with unknown flags {flags:#04x}")
+            }
+        }
+    }
+}
+
+impl From<EventDecodeError> for ProtocolViolation {
+    fn from(err: EventDecodeError) -> Self {
+        ProtocolViolation(err.to_string())
+    }
 }
 
 /// The preamble this build sends.
@@ -226,17 +286,81 @@ pub(crate) fn encode_buffer(
 
 /// Appends an event as a BufferResponse.
 pub(crate) fn encode_event(out: &mut Vec<u8>, channel: u64, seq: u32, event: NetworkEvent) {
-    let tag = match event {
-        NetworkEvent::EndOfPartition => EVENT_END_OF_PARTITION,
-    };
-    encode_buffer(out, channel, seq, 0, DataType::Event, &[tag]);
+    let mut payload = [0u8; MAX_EVENT_PAYLOAD];
+    let len = encode_event_payload(&mut payload, event);
+    encode_buffer(out, channel, seq, 0, DataType::Event, &payload[..len]);
+}
+
+/// Writes `event`'s payload at the start of `out`; returns its length.
+fn encode_event_payload(out: &mut [u8; MAX_EVENT_PAYLOAD], event: NetworkEvent) -> usize {
+    match event {
+        NetworkEvent::EndOfPartition => {
+            out[0] = EVENT_END_OF_PARTITION;
+            1
+        }
+        NetworkEvent::EndOfData => {
+            out[0] = EVENT_END_OF_DATA;
+            1
+        }
+        NetworkEvent::CheckpointBarrier {
+            id,
+            timestamp,
+            savepoint,
+        } => {
+            out[0] = EVENT_CHECKPOINT_BARRIER;
+            out[1..9].copy_from_slice(&id.to_be_bytes());
+            out[9..17].copy_from_slice(&timestamp.to_be_bytes());
+            out[17] = if savepoint { BARRIER_FLAG_SAVEPOINT } else { 0 };
+            BARRIER_PAYLOAD_LEN
+        }
+    }
 }
 
 /// Decodes an event payload.
-pub(crate) fn decode_event(payload: &[u8]) -> Result<NetworkEvent, ProtocolViolation> {
-    match payload {
-        [EVENT_END_OF_PARTITION] => Ok(NetworkEvent::EndOfPartition),
-        _ => Err(violation(format!("unknown event {payload:02x?}"))),
+pub(crate) fn decode_event(payload: &[u8]) -> Result<NetworkEvent, EventDecodeError> {
+    let Some((&tag, rest)) = payload.split_first() else {
+        return Err(EventDecodeError::Empty);
+    };
+    let expect_len = |event: &'static str, expected: usize| {
+        if payload.len() == expected {
+            Ok(())
+        } else {
+            Err(EventDecodeError::WrongLength {
+                event,
+                expected,
+                actual: payload.len(),
+            })
+        }
+    };
+    match tag {
+        EVENT_END_OF_PARTITION => {
+            expect_len("EndOfPartition", 1)?;
+            Ok(NetworkEvent::EndOfPartition)
+        }
+        EVENT_END_OF_DATA => {
+            expect_len("EndOfData", 1)?;
+            Ok(NetworkEvent::EndOfData)
+        }
+        EVENT_CHECKPOINT_BARRIER => {
+            expect_len("CheckpointBarrier", BARRIER_PAYLOAD_LEN)?;
+            let (id, rest) = rest.split_at(8);
+            let (timestamp, flags) = rest.split_at(8);
+            let mut a = [0u8; 8];
+            a.copy_from_slice(id);
+            let id = u64::from_be_bytes(a);
+            a.copy_from_slice(timestamp);
+            let timestamp = i64::from_be_bytes(a);
+            let flags = flags.first().copied().unwrap_or(0);
+            if flags & !BARRIER_FLAG_SAVEPOINT != 0 {
+                return Err(EventDecodeError::UnknownFlags(flags));
+            }
+            Ok(NetworkEvent::CheckpointBarrier {
+                id,
+                timestamp,
+                savepoint: flags & BARRIER_FLAG_SAVEPOINT != 0,
+            })
+        }
+        other => Err(EventDecodeError::UnknownTag(other)),
     }
 }
 
@@ -554,6 +678,159 @@ mod tests {
             }
             let _ = decode_client(bytes[0] % 8, &bytes[1..]);
             let _ = decode_server(bytes[0] % 3, &bytes[1..]);
+        }
+    }
+
+    fn barrier(id: u64, timestamp: i64, savepoint: bool) -> NetworkEvent {
+        NetworkEvent::CheckpointBarrier {
+            id,
+            timestamp,
+            savepoint,
+        }
+    }
+
+    #[test]
+    fn events_round_trip_through_frames() {
+        let events = [
+            NetworkEvent::EndOfPartition,
+            NetworkEvent::EndOfData,
+            barrier(0, 0, false),
+            barrier(7, 1_700_000_000_123, true),
+            barrier(u64::MAX, i64::MIN, false),
+            barrier(1, -1, true),
+        ];
+        let mut out = Vec::new();
+        for (seq, event) in events.iter().enumerate() {
+            encode_event(&mut out, 42, seq as u32, *event);
+        }
+        let mut rest = &out[..];
+        for (seq, event) in events.iter().enumerate() {
+            let (n, id, body) = next_frame(rest, 1000).unwrap().unwrap();
+            let ServerMessage::Buffer {
+                channel,
+                seq: got_seq,
+                data_type,
+                payload,
+                ..
+            } = decode_server(id, body).unwrap()
+            else {
+                panic!("not a buffer response");
+            };
+            assert_eq!(
+                (channel, got_seq, data_type),
+                (42, seq as u32, DataType::Event)
+            );
+            assert_eq!(decode_event(payload).unwrap(), *event);
+            rest = &rest[n..];
+        }
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn event_payloads_have_the_documented_layout() {
+        let mut p = [0u8; MAX_EVENT_PAYLOAD];
+        assert_eq!(
+            encode_event_payload(&mut p, NetworkEvent::EndOfPartition),
+            1
+        );
+        assert_eq!(p[0], 0);
+        assert_eq!(encode_event_payload(&mut p, NetworkEvent::EndOfData), 1);
+        assert_eq!(p[0], 1);
+        let n = encode_event_payload(&mut p, barrier(0x0102_0304_0506_0708, -2, true));
+        assert_eq!(
+            &p[..n],
+            &[2, 1, 2, 3, 4, 5, 6, 7, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 1]
+        );
+    }
+
+    #[test]
+    fn malformed_events_are_typed_errors() {
+        assert_eq!(decode_event(&[]), Err(EventDecodeError::Empty));
+        assert_eq!(decode_event(&[3]), Err(EventDecodeError::UnknownTag(3)));
+        assert_eq!(
+            decode_event(&[0xff, 0]),
+            Err(EventDecodeError::UnknownTag(0xff))
+        );
+        assert_eq!(
+            decode_event(&[0, 0]),
+            Err(EventDecodeError::WrongLength {
+                event: "EndOfPartition",
+                expected: 1,
+                actual: 2
+            })
+        );
+        assert!(matches!(
+            decode_event(&[1, 9]),
+            Err(EventDecodeError::WrongLength { .. })
+        ));
+        // A barrier cut short, or with a trailing byte.
+        let mut p = [0u8; MAX_EVENT_PAYLOAD];
+        let n = encode_event_payload(&mut p, barrier(5, 6, false));
+        for cut in 1..n {
+            assert_eq!(
+                decode_event(&p[..cut]),
+                Err(EventDecodeError::WrongLength {
+                    event: "CheckpointBarrier",
+                    expected: BARRIER_PAYLOAD_LEN,
+                    actual: cut
+                })
+            );
+        }
+        let mut long = p.to_vec();
+        long.push(0);
+        assert!(matches!(
+            decode_event(&long),
+            Err(EventDecodeError::WrongLength { actual: 19, .. })
+        ));
+        // Unknown flag bits.
+        for flags in [2u8, 3, 0x80, 0xff] {
+            p[17] = flags;
+            assert_eq!(decode_event(&p), Err(EventDecodeError::UnknownFlags(flags)));
+        }
+        let v: ProtocolViolation = EventDecodeError::UnknownTag(9).into();
+        assert!(v.0.contains("unknown event tag 9"), "{}", v.0);
+    }
+
+    #[test]
+    fn arbitrary_event_payloads_never_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u8
+        };
+        let mut decoded = 0;
+        for i in 0..20_000 {
+            let len = usize::from(next()) % 24;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next()).collect();
+            // Bias towards known tags so that the field decoding is exercised too.
+            if let Some(first) = bytes.first_mut() {
+                if i % 2 == 0 {
+                    *first %= 4;
+                }
+            }
+            if let Ok(event) = decode_event(&bytes) {
+                decoded += 1;
+                // What decodes encodes back to the same bytes.
+                let mut p = [0u8; MAX_EVENT_PAYLOAD];
+                let n = encode_event_payload(&mut p, event);
+                assert_eq!(&p[..n], &bytes[..]);
+            }
+        }
+        assert!(decoded > 0);
+        // Every well-formed barrier decodes.
+        for _ in 0..1000 {
+            let mut p = [0u8; MAX_EVENT_PAYLOAD];
+            for b in &mut p {
+                *b = next();
+            }
+            p[0] = EVENT_CHECKPOINT_BARRIER;
+            p[17] &= BARRIER_FLAG_SAVEPOINT;
+            assert!(matches!(
+                decode_event(&p),
+                Ok(NetworkEvent::CheckpointBarrier { .. })
+            ));
         }
     }
 }

@@ -10,7 +10,9 @@
 //!   **writer** owns the views and their credit. The writer serves views round-robin: a view is
 //!   scheduled when its producer signals data (through the listener, from the producer's plain
 //!   thread: a `Notify`), when it gets credit, or when it still has data after being served. A
-//!   data buffer needs credit, an event does not. Many BufferResponses go out per write.
+//!   data buffer needs credit, an event (barrier, end of data, end of partition) does not, but
+//!   it is sent only when it reaches the head of its queue, so it never overtakes data. Only
+//!   `EndOfPartition` ends a view. Many BufferResponses go out per write.
 //! * A malformed frame (bad preamble or magic, oversized length, unknown message, truncated
 //!   body) ends only that connection: it is logged at `warn` with the peer, answered with a
 //!   connection-wide ErrorResponse when possible, and its views are released. The accept loop
@@ -36,6 +38,7 @@ use super::protocol::{
     check_preamble, decode_client, encode_buffer, encode_error, encode_event, max_frame_len,
     next_frame, preamble, ClientMessage, DataType, ErrorKind, PREAMBLE_LEN,
 };
+use super::NetworkEvent;
 
 /// How much a writer batches before a write.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -340,8 +343,9 @@ impl Writer {
                             );
                         }
                         SubItem::Event(event) => {
+                            // Events need no credit; only the end of the partition ends the view.
                             encode_event(&mut self.out, channel, seq, event);
-                            finished = true;
+                            finished = matches!(event, NetworkEvent::EndOfPartition);
                         }
                         SubItem::Batch { .. } => {
                             // The writer refuses batches for remote subpartitions.

@@ -255,6 +255,9 @@ impl StreamTask {
                                 d.check_complete().map_err(|e| failed(e.to_string()))?;
                             }
                         }
+                        // Barriers, end of data and wake-ups: handled by the checkpointing
+                        // task loop (not yet).
+                        GateItem::Event { .. } | GateItem::Woken => {}
                         GateItem::End => break,
                     }
                 }
