@@ -215,6 +215,7 @@ impl RestfulGateway for FakeGateway {
             JobExceptions {
                 history: root.iter().cloned().collect(),
                 root,
+                concurrent: Vec::new(),
             }
         })
     }

@@ -326,6 +326,7 @@ impl<T: Record> DataStream<T> {
     {
         let build: OperatorBuilder = Arc::new(move |ctx, _output| {
             Ok(erase::<T>(Box::new(SinkOp {
+                node: ctx.node,
                 sink: Box::new(factory()),
                 runtime: ctx.runtime.clone(),
                 errors: ctx.errors.clone(),
@@ -363,6 +364,15 @@ impl<T: Record> DataStream<T> {
     /// file; above 1, `path` is a directory holding files `1`..`p` (one per subtask, as Flink's
     /// `writeAsText`). Existing files are overwritten. Output is buffered and flushed at end of
     /// input; I/O errors fail the task.
+    ///
+    /// When the job runs with checkpoints ([`crate::RuntimeContext::checkpointing`]) the sink is
+    /// exactly-once, a two-phase commit like Flink's `FileSink`: `path` is always a directory
+    /// (created if missing); subtask `i` writes hidden in-progress files
+    /// `.part-{i}-{seq}.{attempt}.inprogress`, each closed and fsynced at a checkpoint and
+    /// renamed to `part-{i}-{seq}` once that checkpoint is complete; the last records are
+    /// committed by the final checkpoint after the end of input. Files of a failed attempt that
+    /// no checkpoint holds are deleted when the subtask opens again. Read the committed output
+    /// with [`crate::sinks::read_committed_parts`].
     pub fn write_as_text(&self, path: impl Into<PathBuf>) -> DataStreamSink
     where
         T: std::fmt::Display,
@@ -414,6 +424,7 @@ impl<T: Record, K: Key> KeyedStream<T, K> {
         let f: Arc<dyn Fn(T, T) -> T + Send + Sync> = Arc::new(f);
         let build: OperatorBuilder = Arc::new(move |ctx, output| {
             Ok(erase::<T>(Box::new(ReduceOp {
+                node: ctx.node,
                 key: key.clone(),
                 f: f.clone(),
                 batch: ctx.batch_emission,
@@ -435,6 +446,7 @@ impl<T: Record, K: Key> KeyedStream<T, K> {
         let key = self.key.clone();
         let build: OperatorBuilder = Arc::new(move |ctx, output| {
             Ok(erase::<T>(Box::new(SumOp {
+                node: ctx.node,
                 key: key.clone(),
                 field,
                 batch: ctx.batch_emission,
@@ -464,9 +476,11 @@ impl<T: Record, K: Key> KeyedStream<T, K> {
         let prototype = Arc::new(f);
         let build: OperatorBuilder = Arc::new(move |ctx, output| {
             Ok(erase::<T>(Box::new(ProcessOp {
+                node: ctx.node,
                 key: key.clone(),
                 f: (*prototype).clone(),
-                stores: StateStores::new(0),
+                declared: false,
+                stores: StateStores::empty(),
                 runtime: ctx.runtime.clone(),
                 errors: ctx.errors.clone(),
                 failed: false,

@@ -40,6 +40,9 @@ pub struct RuntimeContext {
     pub attempt_number: u32,
     /// The task's name (chain name with subtask suffix, as the runtime gives it).
     pub task_name: String,
+    /// True when the job runs with checkpoints (exactly-once mode): sinks that support it then
+    /// write transactionally, committing on [`SinkFunction::notify_checkpoint_complete`].
+    pub checkpointing: bool,
 }
 
 /// The context of a source subtask.
@@ -53,6 +56,13 @@ pub type SinkContext = RuntimeContext;
 ///
 /// One instance is created per subtask (by the factory given to `add_source`); it should use
 /// [`SourceContext::subtask_index`] and [`SourceContext::parallelism`] to pick its share.
+///
+/// # Checkpoints
+/// A replayable source returns its position from
+/// [`snapshot_state`](SourceFunction::snapshot_state) (called between two polls, so the position
+/// is right after the last record emitted) and continues from such a position after
+/// [`restore_state`](SourceFunction::restore_state) (called before `open`). The defaults keep
+/// no state: a restored source starts from the beginning.
 pub trait SourceFunction<T>: Send + 'static {
     /// Opens resources (files, sockets). Called once before the first poll.
     ///
@@ -73,6 +83,26 @@ pub trait SourceFunction<T>: Send + 'static {
         max_records: usize,
     ) -> Result<SourceStatus, String>;
 
+    /// The source's position, for a checkpoint: the records emitted so far are not emitted
+    /// again by a source restored from it. Called between polls (also after the source
+    /// finished).
+    ///
+    /// # Errors
+    /// A message that fails the checkpoint and the task.
+    fn snapshot_state(&mut self) -> Result<Vec<u8>, String> {
+        Ok(Vec::new())
+    }
+
+    /// Takes back a position returned by [`snapshot_state`](SourceFunction::snapshot_state) of
+    /// the same subtask in an earlier attempt. Called once, before `open`.
+    ///
+    /// # Errors
+    /// A malformed or unusable state.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let _ = state;
+        Ok(())
+    }
+
     /// Releases resources; called once at the end, also after a failure or cancellation.
     fn close(&mut self) {}
 }
@@ -80,6 +110,15 @@ pub trait SourceFunction<T>: Send + 'static {
 /// A sink: receives every record of its input.
 ///
 /// One instance is created per subtask (by the factory given to `add_sink`).
+///
+/// # Checkpoints
+/// An exactly-once sink is a two-phase commit: [`snapshot_state`](SinkFunction::snapshot_state)
+/// pre-commits what was written since the previous checkpoint (durably, but invisible) and
+/// returns the transactions to commit;
+/// [`notify_checkpoint_complete`](SinkFunction::notify_checkpoint_complete) commits them once the
+/// whole checkpoint is complete; after a failure [`restore_state`](SinkFunction::restore_state)
+/// gets the state of the last completed checkpoint back (commit what it holds, which may have
+/// been committed already) and `open` discards what the failed attempt left uncommitted.
 pub trait SinkFunction<T>: Send + 'static {
     /// Opens resources. Called once before the first record.
     ///
@@ -109,6 +148,37 @@ pub trait SinkFunction<T>: Send + 'static {
     /// # Errors
     /// A message that fails the task.
     fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Pre-commits everything written before checkpoint `checkpoint_id` and returns the sink's
+    /// state for it (the transactions of this and earlier checkpoints not committed yet).
+    ///
+    /// # Errors
+    /// A message that fails the checkpoint and the task.
+    fn snapshot_state(&mut self, checkpoint_id: u64) -> Result<Vec<u8>, String> {
+        let _ = checkpoint_id;
+        Ok(Vec::new())
+    }
+
+    /// Takes back the state of a completed checkpoint returned by
+    /// [`snapshot_state`](SinkFunction::snapshot_state) in an earlier attempt of this subtask.
+    /// Called once, before `open`.
+    ///
+    /// # Errors
+    /// A malformed state, or transactions that cannot be committed.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let _ = state;
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint_id` is complete: commit the transactions of every checkpoint up
+    /// to it. Must be idempotent (a commit may be repeated after a failure).
+    ///
+    /// # Errors
+    /// A message that fails the task.
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
+        let _ = checkpoint_id;
         Ok(())
     }
 

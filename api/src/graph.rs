@@ -18,6 +18,7 @@
 //! edge goes from a lower to a higher vertex. Plan edges are numbered by walking the vertices in
 //! order and each vertex's inputs in input order, so a vertex's input edges are contiguous.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::hash::{Fnv128, UPPER_BOUND_MAX_PARALLELISM};
@@ -233,6 +234,7 @@ pub(crate) struct NodeImpl {
 pub struct StreamGraph {
     pub(crate) job_name: String,
     pub(crate) runtime_mode: RuntimeMode,
+    pub(crate) job_config: BTreeMap<String, String>,
     pub(crate) batch_emission: bool,
     pub(crate) chaining_enabled: bool,
     pub(crate) nodes: Vec<StreamNode>,
@@ -259,6 +261,7 @@ impl fmt::Debug for StreamGraph {
 pub(crate) struct GraphParts {
     pub(crate) job_name: String,
     pub(crate) runtime_mode: RuntimeMode,
+    pub(crate) job_config: BTreeMap<String, String>,
     pub(crate) chaining_enabled: bool,
     pub(crate) nodes: Vec<StreamNode>,
     pub(crate) edges: Vec<StreamEdge>,
@@ -274,6 +277,7 @@ impl StreamGraph {
         let GraphParts {
             job_name,
             runtime_mode,
+            job_config,
             chaining_enabled,
             nodes,
             edges,
@@ -338,6 +342,7 @@ impl StreamGraph {
         let mut graph = StreamGraph {
             job_name,
             runtime_mode,
+            job_config,
             batch_emission,
             chaining_enabled,
             nodes,
@@ -365,6 +370,13 @@ impl StreamGraph {
     /// The runtime mode as set.
     pub fn runtime_mode(&self) -> RuntimeMode {
         self.runtime_mode
+    }
+
+    /// The job-level configuration set with
+    /// [`crate::StreamExecutionEnvironment::configure`] and
+    /// [`crate::StreamExecutionEnvironment::enable_checkpointing`]. Not part of the fingerprint.
+    pub fn job_config(&self) -> &BTreeMap<String, String> {
+        &self.job_config
     }
 
     /// True when keyed aggregations emit once per key at end of input (mode `Batch`, or
@@ -763,6 +775,27 @@ mod tests {
         let unchained = env.stream_graph().unwrap();
         assert_ne!(base, unchained.fingerprint());
         assert_eq!(unchained.plan().fingerprint, unchained.fingerprint());
+        // The job configuration is not structural.
+        let mut env = StreamExecutionEnvironment::new();
+        word_count(&mut env, &JobArgs::default()).unwrap();
+        let plain = env.stream_graph().unwrap();
+        assert!(plain.job_config().is_empty());
+        env.enable_checkpointing(std::time::Duration::from_millis(1500))
+            .configure("restart-strategy.type", "fixed-delay");
+        let configured = env.stream_graph().unwrap();
+        assert_eq!(plain.fingerprint(), configured.fingerprint());
+        let config: Vec<(&str, &str)> = configured
+            .job_config()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            config,
+            vec![
+                ("execution.checkpointing.interval", "1500 ms"),
+                ("restart-strategy.type", "fixed-delay")
+            ]
+        );
     }
 
     #[test]

@@ -48,7 +48,8 @@ mod graph;
 pub mod hash;
 mod operators;
 mod registry;
-mod sinks;
+pub mod sinks;
+mod snapshot;
 mod sources;
 mod state;
 pub mod task;
@@ -57,7 +58,10 @@ pub mod testing;
 pub use args::JobArgs;
 pub use codec::{Codec, DecodeError, Key, Record};
 pub use datastream::{DataStream, DataStreamSink, KeyedStream};
-pub use env::{StreamExecutionEnvironment, DEFAULT_MAX_PARALLELISM, DEFAULT_SPLIT_SIZE};
+pub use env::{
+    StreamExecutionEnvironment, CHECKPOINTING_INTERVAL_KEY, DEFAULT_MAX_PARALLELISM,
+    DEFAULT_SPLIT_SIZE,
+};
 pub use error::JobError;
 pub use functions::{
     Collector, Numeric, RuntimeContext, SinkContext, SinkFunction, SourceContext, SourceFunction,
@@ -72,5 +76,6 @@ pub use operators::KeySelector;
 pub use registry::{BuildFn, JobEntry, JobRegistry};
 pub use sources::SOCKET_READ_TIMEOUT;
 pub use state::{
-    EndOfInputContext, KeyedContext, KeyedProcessFunction, MapState, StateRegistry, ValueState,
+    EndOfInputContext, KeyedContext, KeyedProcessFunction, MapState, ReducingState, StateRegistry,
+    ValueState,
 };

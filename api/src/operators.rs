@@ -2,8 +2,13 @@
 //!
 //! A chain is a tree of [`Output`]s built tail first: every operator owns its output (the next
 //! operator, a [`FanOut`] of several, or a [`NetworkOutput`]), records pass by value, and
-//! lifecycle calls (`open`, `finish`, `flush`, `close`) cascade down the tree. Types are erased
-//! only while the tree is assembled ([`AnyBox`] holding a `Box<dyn Output<T>>`), never per record.
+//! lifecycle calls (`open`, `finish`, `flush`, `close`, and the checkpoint calls: state
+//! snapshot, barrier, restore, notifications, end of data, finishing the outputs) cascade down
+//! the tree. Types are erased only while the tree is assembled ([`AnyBox`] holding a
+//! `Box<dyn Output<T>>`), never per record.
+//!
+//! Stateful parts (sources, sinks, keyed `reduce` / `sum` / `process`) know their node id and
+//! write one snapshot section under it ([`crate::snapshot`]).
 
 use std::any::{type_name, Any};
 use std::hash::Hash;
@@ -14,8 +19,9 @@ use std::sync::{Arc, Mutex};
 use rustc_hash::FxHashMap;
 
 use crate::functions::SplitMix64;
+use crate::snapshot::{decode_map, encode_map, expect_end, SnapshotSections, SnapshotWriter};
 use crate::state::{EndOfInputContext, KeyedContext, StateRegistry, StateStores};
-use crate::task::PartitionWriter;
+use crate::task::{CheckpointBarrier, PartitionWriter};
 use crate::{
     Collector, Key, KeyedProcessFunction, Numeric, Partitioner, Record, RuntimeContext,
     SinkFunction, SourceFunction, SourceStatus,
@@ -128,6 +134,8 @@ pub(crate) struct BuildContext {
     pub(crate) runtime: RuntimeContext,
     pub(crate) batch_emission: bool,
     pub(crate) errors: ErrorSlot,
+    /// The id of the node being built (its snapshot section).
+    pub(crate) node: u32,
 }
 
 /// A typed stage of a chain.
@@ -140,6 +148,92 @@ pub(crate) trait Output<T>: Collector<T> + Send {
     fn flush(&mut self) -> Result<(), String>;
     /// Releases everything; must be safe after a failure and when called twice.
     fn close(&mut self);
+    /// Copies the state of this stage and everything downstream into `snapshot` (sinks
+    /// pre-commit here). Emits no record.
+    fn snapshot_state(
+        &mut self,
+        checkpoint_id: u64,
+        snapshot: &mut SnapshotWriter,
+    ) -> Result<(), String>;
+    /// Emits `barrier` on every network output downstream, after every record emitted before.
+    fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String>;
+    /// Takes this stage's section (and downstream's) back, before `open`.
+    fn restore_state(&mut self, snapshot: &mut SnapshotSections<'_>) -> Result<(), String>;
+    /// A checkpoint is complete: sinks commit.
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String>;
+    /// A checkpoint was aborted.
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64);
+    /// After `finish`: no record follows; network outputs push out their batches and tell their
+    /// writers ([`PartitionWriter::end_of_data`]).
+    fn end_of_data(&mut self) -> Result<(), String>;
+    /// After `end_of_data`: network outputs end their partitions ([`PartitionWriter::finish`]),
+    /// once.
+    fn finish_outputs(&mut self) -> Result<(), String>;
+}
+
+/// The checkpoint calls of a stage without state or network output: forwarded to `self.$out`.
+macro_rules! forward_checkpointing {
+    ($out:ident) => {
+        fn snapshot_state(
+            &mut self,
+            checkpoint_id: u64,
+            snapshot: &mut SnapshotWriter,
+        ) -> Result<(), String> {
+            self.$out.snapshot_state(checkpoint_id, snapshot)
+        }
+        fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
+            self.$out.emit_barrier(barrier)
+        }
+        fn restore_state(&mut self, snapshot: &mut SnapshotSections<'_>) -> Result<(), String> {
+            self.$out.restore_state(snapshot)
+        }
+        fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
+            self.$out.notify_checkpoint_complete(checkpoint_id)
+        }
+        fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+            self.$out.notify_checkpoint_aborted(checkpoint_id)
+        }
+        fn end_of_data(&mut self) -> Result<(), String> {
+            self.$out.end_of_data()
+        }
+        fn finish_outputs(&mut self) -> Result<(), String> {
+            self.$out.finish_outputs()
+        }
+    };
+}
+
+/// The checkpoint calls of a stage at the end of a chain with neither state nor output.
+macro_rules! no_checkpointing {
+    () => {
+        fn snapshot_state(&mut self, _: u64, _: &mut SnapshotWriter) -> Result<(), String> {
+            Ok(())
+        }
+        fn emit_barrier(&mut self, _: CheckpointBarrier) -> Result<(), String> {
+            Ok(())
+        }
+        fn restore_state(&mut self, _: &mut SnapshotSections<'_>) -> Result<(), String> {
+            Ok(())
+        }
+        fn notify_checkpoint_complete(&mut self, _: u64) -> Result<(), String> {
+            Ok(())
+        }
+        fn notify_checkpoint_aborted(&mut self, _: u64) {}
+        fn end_of_data(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn finish_outputs(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+    };
+}
+
+/// The error of a keyed aggregation asked for a checkpoint while it emits at end of input.
+fn batch_emission_error(what: &str, node: u32) -> String {
+    format!(
+        "{what} (node {node}) emits at end of input (batch emission: runtime mode BATCH, or \
+         AUTOMATIC with only bounded sources), which does not support checkpoints; set the \
+         runtime mode to STREAMING"
+    )
 }
 
 pub(crate) type BoxOutput<T> = Box<dyn Output<T>>;
@@ -198,6 +292,7 @@ impl<T: Send> Output<T> for Discard {
         Ok(())
     }
     fn close(&mut self) {}
+    no_checkpointing!();
 }
 
 /// Sends every record to several outputs (cloning for all but the last).
@@ -229,6 +324,41 @@ impl<T: Clone + Send> Output<T> for FanOut<T> {
     fn close(&mut self) {
         self.outputs.iter_mut().for_each(|o| o.close());
     }
+    fn snapshot_state(
+        &mut self,
+        checkpoint_id: u64,
+        snapshot: &mut SnapshotWriter,
+    ) -> Result<(), String> {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.snapshot_state(checkpoint_id, snapshot))
+    }
+    fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.emit_barrier(barrier))
+    }
+    fn restore_state(&mut self, snapshot: &mut SnapshotSections<'_>) -> Result<(), String> {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.restore_state(snapshot))
+    }
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.notify_checkpoint_complete(checkpoint_id))
+    }
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+        self.outputs
+            .iter_mut()
+            .for_each(|o| o.notify_checkpoint_aborted(checkpoint_id));
+    }
+    fn end_of_data(&mut self) -> Result<(), String> {
+        self.outputs.iter_mut().try_for_each(|o| o.end_of_data())
+    }
+    fn finish_outputs(&mut self) -> Result<(), String> {
+        self.outputs.iter_mut().try_for_each(|o| o.finish_outputs())
+    }
 }
 
 macro_rules! forward_lifecycle {
@@ -245,6 +375,7 @@ macro_rules! forward_lifecycle {
         fn close(&mut self) {
             self.out.close()
         }
+        forward_checkpointing!(out);
     };
 }
 
@@ -306,6 +437,7 @@ impl<F: Fn(I, &mut dyn Collector<O>) + Send + Sync, I, O: Send> Output<I> for Fl
 /// Keyed `reduce`. Streaming: emits the new aggregate on every record. Batch: emits each key's
 /// final aggregate at end of input.
 pub(crate) struct ReduceOp<T, K> {
+    pub(crate) node: u32,
     pub(crate) key: KeyFn<T, K>,
     pub(crate) f: Arc<dyn Fn(T, T) -> T + Send + Sync>,
     pub(crate) batch: bool,
@@ -361,10 +493,55 @@ impl<T: Record, K: Key> Output<T> for ReduceOp<T, K> {
         self.state.clear();
         self.out.close();
     }
+    fn snapshot_state(
+        &mut self,
+        checkpoint_id: u64,
+        snapshot: &mut SnapshotWriter,
+    ) -> Result<(), String> {
+        if self.batch {
+            return Err(batch_emission_error("keyed reduce", self.node));
+        }
+        let state = &self.state;
+        snapshot.section(self.node, |out| {
+            encode_map(state, out);
+            Ok(())
+        })?;
+        self.out.snapshot_state(checkpoint_id, snapshot)
+    }
+    fn restore_state(&mut self, snapshot: &mut SnapshotSections<'_>) -> Result<(), String> {
+        if let Some(mut bytes) = snapshot.take(self.node) {
+            if self.batch {
+                return Err(batch_emission_error("keyed reduce", self.node));
+            }
+            let what = format!(
+                "malformed snapshot of the keyed reduce (node {})",
+                self.node
+            );
+            self.state = decode_map(&mut bytes).map_err(|e| format!("{what}: {e}"))?;
+            expect_end(bytes, &what)?;
+        }
+        self.out.restore_state(snapshot)
+    }
+    fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
+        self.out.emit_barrier(barrier)
+    }
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
+        self.out.notify_checkpoint_complete(checkpoint_id)
+    }
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+        self.out.notify_checkpoint_aborted(checkpoint_id)
+    }
+    fn end_of_data(&mut self) -> Result<(), String> {
+        self.out.end_of_data()
+    }
+    fn finish_outputs(&mut self) -> Result<(), String> {
+        self.out.finish_outputs()
+    }
 }
 
 /// Keyed `sum`: the first record of a key, with the field replaced by the running sum.
 pub(crate) struct SumOp<T, K, N> {
+    pub(crate) node: u32,
     pub(crate) key: KeyFn<T, K>,
     pub(crate) field: fn(&mut T) -> &mut N,
     pub(crate) batch: bool,
@@ -415,12 +592,56 @@ impl<T: Record, K: Key, N: Numeric> Output<T> for SumOp<T, K, N> {
         self.state.clear();
         self.out.close();
     }
+    fn snapshot_state(
+        &mut self,
+        checkpoint_id: u64,
+        snapshot: &mut SnapshotWriter,
+    ) -> Result<(), String> {
+        if self.batch {
+            return Err(batch_emission_error("keyed sum", self.node));
+        }
+        let state = &self.state;
+        snapshot.section(self.node, |out| {
+            encode_map(state, out);
+            Ok(())
+        })?;
+        self.out.snapshot_state(checkpoint_id, snapshot)
+    }
+    fn restore_state(&mut self, snapshot: &mut SnapshotSections<'_>) -> Result<(), String> {
+        if let Some(mut bytes) = snapshot.take(self.node) {
+            if self.batch {
+                return Err(batch_emission_error("keyed sum", self.node));
+            }
+            let what = format!("malformed snapshot of the keyed sum (node {})", self.node);
+            self.state = decode_map(&mut bytes).map_err(|e| format!("{what}: {e}"))?;
+            expect_end(bytes, &what)?;
+        }
+        self.out.restore_state(snapshot)
+    }
+    fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
+        self.out.emit_barrier(barrier)
+    }
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
+        self.out.notify_checkpoint_complete(checkpoint_id)
+    }
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+        self.out.notify_checkpoint_aborted(checkpoint_id)
+    }
+    fn end_of_data(&mut self) -> Result<(), String> {
+        self.out.end_of_data()
+    }
+    fn finish_outputs(&mut self) -> Result<(), String> {
+        self.out.finish_outputs()
+    }
 }
 
 /// Keyed `process`.
 pub(crate) struct ProcessOp<K, I, O, F> {
+    pub(crate) node: u32,
     pub(crate) key: KeyFn<I, K>,
     pub(crate) f: F,
+    /// True once `f.open` declared the state (in `restore_state` or `open`).
+    pub(crate) declared: bool,
     pub(crate) stores: StateStores,
     pub(crate) runtime: RuntimeContext,
     pub(crate) errors: ErrorSlot,
@@ -434,6 +655,21 @@ impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> ProcessOp<K
             self.errors.set(error);
             self.failed = true;
         }
+    }
+
+    /// Lets the function declare its state, once.
+    fn declare(&mut self) -> Result<(), String> {
+        if self.declared {
+            return Ok(());
+        }
+        let mut registry = StateRegistry::<K>::default();
+        self.f.open(&mut registry)?;
+        if let Some(error) = registry.take_error() {
+            return Err(error);
+        }
+        self.stores = StateStores::from_registry(&registry);
+        self.declared = true;
+        Ok(())
     }
 }
 
@@ -458,13 +694,7 @@ impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> Output<I>
 {
     fn open(&mut self) -> Result<(), String> {
         self.out.open()?;
-        let mut registry = StateRegistry::default();
-        self.f.open(&mut registry)?;
-        if let Some(error) = registry.take_error() {
-            return Err(error);
-        }
-        self.stores = StateStores::new(registry.len());
-        Ok(())
+        self.declare()
     }
     fn finish(&mut self) -> Result<(), String> {
         if !self.failed {
@@ -479,13 +709,47 @@ impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> Output<I>
     }
     fn close(&mut self) {
         self.f.close();
-        self.stores = StateStores::new(0);
+        self.stores = StateStores::empty();
         self.out.close();
+    }
+    fn snapshot_state(
+        &mut self,
+        checkpoint_id: u64,
+        snapshot: &mut SnapshotWriter,
+    ) -> Result<(), String> {
+        let stores = &self.stores;
+        snapshot.section(self.node, |out| stores.snapshot(out))?;
+        self.out.snapshot_state(checkpoint_id, snapshot)
+    }
+    fn restore_state(&mut self, snapshot: &mut SnapshotSections<'_>) -> Result<(), String> {
+        if let Some(bytes) = snapshot.take(self.node) {
+            self.declare()?;
+            self.stores
+                .restore(bytes)
+                .map_err(|e| format!("keyed process (node {}): {e}", self.node))?;
+        }
+        self.out.restore_state(snapshot)
+    }
+    fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
+        self.out.emit_barrier(barrier)
+    }
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
+        self.out.notify_checkpoint_complete(checkpoint_id)
+    }
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+        self.out.notify_checkpoint_aborted(checkpoint_id)
+    }
+    fn end_of_data(&mut self) -> Result<(), String> {
+        self.out.end_of_data()
+    }
+    fn finish_outputs(&mut self) -> Result<(), String> {
+        self.out.finish_outputs()
     }
 }
 
 /// A sink at the end of a chain.
 pub(crate) struct SinkOp<T> {
+    pub(crate) node: u32,
     pub(crate) sink: Box<dyn SinkFunction<T>>,
     pub(crate) runtime: RuntimeContext,
     pub(crate) errors: ErrorSlot,
@@ -522,18 +786,74 @@ impl<T: Send + 'static> Output<T> for SinkOp<T> {
             self.sink.close();
         }
     }
+    fn snapshot_state(
+        &mut self,
+        checkpoint_id: u64,
+        snapshot: &mut SnapshotWriter,
+    ) -> Result<(), String> {
+        let sink = &mut self.sink;
+        let node = self.node;
+        snapshot.section(node, |out| {
+            let state = sink
+                .snapshot_state(checkpoint_id)
+                .map_err(|e| format!("sink (node {node}): {e}"))?;
+            out.extend_from_slice(&state);
+            Ok(())
+        })
+    }
+    fn emit_barrier(&mut self, _: CheckpointBarrier) -> Result<(), String> {
+        Ok(())
+    }
+    fn restore_state(&mut self, snapshot: &mut SnapshotSections<'_>) -> Result<(), String> {
+        match snapshot.take(self.node) {
+            Some(bytes) => self
+                .sink
+                .restore_state(bytes)
+                .map_err(|e| format!("cannot restore the sink (node {}): {e}", self.node)),
+            None => Ok(()),
+        }
+    }
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
+        if self.failed {
+            return Ok(());
+        }
+        self.sink.notify_checkpoint_complete(checkpoint_id)
+    }
+    fn notify_checkpoint_aborted(&mut self, _: u64) {}
+    fn end_of_data(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn finish_outputs(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
-/// Drives a source subtask: polls it into its chain.
-pub(crate) trait SourceDriver: Send {
+/// The calls every chain head takes, whatever feeds it (see [`Output`] for their meaning).
+pub(crate) trait ChainDriver: Send {
     fn open(&mut self) -> Result<(), String>;
-    fn poll(&mut self, max_records: usize) -> Result<SourceStatus, String>;
     fn finish(&mut self) -> Result<(), String>;
     fn flush(&mut self) -> Result<(), String>;
     fn close(&mut self);
+    fn snapshot_state(
+        &mut self,
+        checkpoint_id: u64,
+        snapshot: &mut SnapshotWriter,
+    ) -> Result<(), String>;
+    fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String>;
+    fn restore_state(&mut self, snapshot: &mut SnapshotSections<'_>) -> Result<(), String>;
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String>;
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64);
+    fn end_of_data(&mut self) -> Result<(), String>;
+    fn finish_outputs(&mut self) -> Result<(), String>;
+}
+
+/// Drives a source subtask: polls it into its chain.
+pub(crate) trait SourceDriver: ChainDriver {
+    fn poll(&mut self, max_records: usize) -> Result<SourceStatus, String>;
 }
 
 pub(crate) struct TypedSource<T> {
+    pub(crate) node: u32,
     pub(crate) source: Box<dyn SourceFunction<T>>,
     pub(crate) runtime: RuntimeContext,
     pub(crate) out: BoxOutput<T>,
@@ -542,10 +862,6 @@ pub(crate) struct TypedSource<T> {
 }
 
 impl<T: Record> SourceDriver for TypedSource<T> {
-    fn open(&mut self) -> Result<(), String> {
-        self.out.open()?;
-        self.source.open(&self.runtime)
-    }
     fn poll(&mut self, max_records: usize) -> Result<SourceStatus, String> {
         if self.finished {
             return Ok(SourceStatus::Finished);
@@ -555,6 +871,52 @@ impl<T: Record> SourceDriver for TypedSource<T> {
             self.finished = true;
         }
         Ok(status)
+    }
+}
+
+impl<T: Record> ChainDriver for TypedSource<T> {
+    fn open(&mut self) -> Result<(), String> {
+        self.out.open()?;
+        self.source.open(&self.runtime)
+    }
+    fn snapshot_state(
+        &mut self,
+        checkpoint_id: u64,
+        snapshot: &mut SnapshotWriter,
+    ) -> Result<(), String> {
+        let source = &mut self.source;
+        let node = self.node;
+        snapshot.section(node, |out| {
+            let state = source
+                .snapshot_state()
+                .map_err(|e| format!("source (node {node}): {e}"))?;
+            out.extend_from_slice(&state);
+            Ok(())
+        })?;
+        self.out.snapshot_state(checkpoint_id, snapshot)
+    }
+    fn restore_state(&mut self, snapshot: &mut SnapshotSections<'_>) -> Result<(), String> {
+        if let Some(bytes) = snapshot.take(self.node) {
+            self.source
+                .restore_state(bytes)
+                .map_err(|e| format!("cannot restore the source (node {}): {e}", self.node))?;
+        }
+        self.out.restore_state(snapshot)
+    }
+    fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
+        self.out.emit_barrier(barrier)
+    }
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
+        self.out.notify_checkpoint_complete(checkpoint_id)
+    }
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+        self.out.notify_checkpoint_aborted(checkpoint_id)
+    }
+    fn end_of_data(&mut self) -> Result<(), String> {
+        self.out.end_of_data()
+    }
+    fn finish_outputs(&mut self) -> Result<(), String> {
+        self.out.finish_outputs()
     }
     fn finish(&mut self) -> Result<(), String> {
         self.out.finish()
@@ -572,13 +934,9 @@ impl<T: Record> SourceDriver for TypedSource<T> {
 }
 
 /// Feeds records arriving from the network into a chain head.
-pub(crate) trait InputDriver: Send {
+pub(crate) trait InputDriver: ChainDriver {
     fn process_record(&mut self, record: &[u8]) -> Result<(), String>;
     fn process_batch(&mut self, batch: Box<dyn Any + Send>) -> Result<(), String>;
-    fn open(&mut self) -> Result<(), String>;
-    fn finish(&mut self) -> Result<(), String>;
-    fn flush(&mut self) -> Result<(), String>;
-    fn close(&mut self);
 }
 
 struct TypedInput<T> {
@@ -601,6 +959,10 @@ impl<T: Record> InputDriver for TypedInput<T> {
         }
         Ok(())
     }
+}
+
+impl<T: Record> ChainDriver for TypedInput<T> {
+    forward_checkpointing!(chain);
     fn open(&mut self) -> Result<(), String> {
         self.chain.open()
     }
@@ -710,6 +1072,32 @@ impl<T: Record, K: Key, N: Numeric> Output<T> for CombiningOutput<T, K, N> {
         self.state.clear();
         self.inner.close();
     }
+    fn snapshot_state(&mut self, _: u64, _: &mut SnapshotWriter) -> Result<(), String> {
+        Err(
+            "the pre-aggregation of a keyed sum for batch emission (runtime mode BATCH, or \
+             AUTOMATIC with only bounded sources) does not support checkpoints; set the runtime \
+             mode to STREAMING"
+                .to_owned(),
+        )
+    }
+    fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
+        self.inner.emit_barrier(barrier)
+    }
+    fn restore_state(&mut self, snapshot: &mut SnapshotSections<'_>) -> Result<(), String> {
+        self.inner.restore_state(snapshot)
+    }
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
+        self.inner.notify_checkpoint_complete(checkpoint_id)
+    }
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+        self.inner.notify_checkpoint_aborted(checkpoint_id)
+    }
+    fn end_of_data(&mut self) -> Result<(), String> {
+        self.inner.end_of_data()
+    }
+    fn finish_outputs(&mut self) -> Result<(), String> {
+        self.inner.finish_outputs()
+    }
 }
 
 /// Builds a key hash function for a Hash edge from a key selector.
@@ -748,6 +1136,8 @@ pub(crate) struct NetworkOutput<T> {
     scratch: Vec<u8>,
     errors: ErrorSlot,
     failed: bool,
+    /// [`PartitionWriter::finish`] was called: nothing more goes into the writer.
+    partition_finished: bool,
 }
 
 impl<T: Record> NetworkOutput<T> {
@@ -798,6 +1188,7 @@ impl<T: Record> NetworkOutput<T> {
             scratch: Vec::new(),
             errors: spec.errors,
             failed: false,
+            partition_finished: false,
         })
     }
 
@@ -915,15 +1306,14 @@ impl<T: Record> Output<T> for NetworkOutput<T> {
         Ok(())
     }
     fn finish(&mut self) -> Result<(), String> {
+        // Operators upstream have emitted their last records; `end_of_data` tells the writer.
         self.send_all_batches();
-        if !self.failed {
-            if let Err(e) = self.writer.finish() {
-                self.fail(e);
-            }
-        }
         self.errors.check()
     }
     fn flush(&mut self) -> Result<(), String> {
+        if self.partition_finished {
+            return self.errors.check();
+        }
         self.send_all_batches();
         if !self.failed {
             if let Err(e) = self.writer.flush() {
@@ -934,5 +1324,57 @@ impl<T: Record> Output<T> for NetworkOutput<T> {
     }
     fn close(&mut self) {
         self.batches.iter_mut().for_each(Vec::clear);
+    }
+    fn snapshot_state(&mut self, _: u64, _: &mut SnapshotWriter) -> Result<(), String> {
+        self.errors.check()
+    }
+    fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
+        if self.partition_finished {
+            return Err(format!(
+                "checkpoint barrier {} after the end of the partition",
+                barrier.id
+            ));
+        }
+        // Every record emitted before the barrier goes into the writer first.
+        self.send_all_batches();
+        if !self.failed {
+            if let Err(e) = self.writer.flush() {
+                self.fail(e);
+            }
+        }
+        if !self.failed {
+            if let Err(e) = self.writer.broadcast_barrier(barrier) {
+                self.fail(e);
+            }
+        }
+        self.errors.check()
+    }
+    fn restore_state(&mut self, _: &mut SnapshotSections<'_>) -> Result<(), String> {
+        Ok(())
+    }
+    fn notify_checkpoint_complete(&mut self, _: u64) -> Result<(), String> {
+        Ok(())
+    }
+    fn notify_checkpoint_aborted(&mut self, _: u64) {}
+    fn end_of_data(&mut self) -> Result<(), String> {
+        if self.partition_finished {
+            return self.errors.check();
+        }
+        self.send_all_batches();
+        if !self.failed {
+            if let Err(e) = self.writer.end_of_data() {
+                self.fail(e);
+            }
+        }
+        self.errors.check()
+    }
+    fn finish_outputs(&mut self) -> Result<(), String> {
+        if !self.partition_finished && !self.failed {
+            self.partition_finished = true;
+            if let Err(e) = self.writer.finish() {
+                self.fail(e);
+            }
+        }
+        self.errors.check()
     }
 }

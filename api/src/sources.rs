@@ -1,4 +1,8 @@
 //! The built-in sources, all in the pull model of [`SourceFunction`].
+//!
+//! Every built-in source but the socket source is replayable: its checkpoint state is its
+//! position (a `u64`, `u128` or split index and byte offset, encoded with [`Codec`]) and a
+//! restored source continues right after the last record emitted before the snapshot.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -8,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::{Collector, SourceContext, SourceFunction, SourceStatus, SplitMix64};
+use crate::codec::{decode_exact, encode_to_vec};
+use crate::{Codec, Collector, SourceContext, SourceFunction, SourceStatus, SplitMix64};
 
 /// How long a socket read may block before the poll returns `Idle`.
 pub const SOCKET_READ_TIMEOUT: Duration = Duration::from_millis(100);
@@ -16,10 +21,18 @@ pub const SOCKET_READ_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long connecting a socket source may take.
 const SOCKET_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Decodes a source position, naming the source in the error.
+fn decode_position<P: Codec>(state: &[u8], source: &str) -> Result<P, String> {
+    decode_exact::<P>(state).map_err(|e| format!("malformed {source} state: {e}"))
+}
+
 /// Subtask `i` of `p` takes elements `i, i + p, …` of a shared vector.
+///
+/// Checkpoint state: the number of elements of this subtask's share emitted (`u64`).
 pub(crate) struct CollectionSource<T> {
     data: Arc<Mutex<Vec<T>>>,
     items: std::vec::IntoIter<T>,
+    emitted: u64,
 }
 
 impl<T> CollectionSource<T> {
@@ -27,6 +40,7 @@ impl<T> CollectionSource<T> {
         CollectionSource {
             data,
             items: Vec::new().into_iter(),
+            emitted: 0,
         }
     }
 }
@@ -41,6 +55,7 @@ impl<T: Clone + Send + 'static> SourceFunction<T> for CollectionSource<T> {
             .iter()
             .skip(ctx.subtask_index as usize)
             .step_by(ctx.parallelism.max(1) as usize)
+            .skip(usize::try_from(self.emitted).unwrap_or(usize::MAX))
             .cloned()
             .collect();
         self.items = share.into_iter();
@@ -54,7 +69,10 @@ impl<T: Clone + Send + 'static> SourceFunction<T> for CollectionSource<T> {
     ) -> Result<SourceStatus, String> {
         for _ in 0..max_records {
             match self.items.next() {
-                Some(item) => out.collect(item),
+                Some(item) => {
+                    self.emitted += 1;
+                    out.collect(item);
+                }
                 None => return Ok(SourceStatus::Finished),
             }
         }
@@ -64,14 +82,26 @@ impl<T: Clone + Send + 'static> SourceFunction<T> for CollectionSource<T> {
             SourceStatus::More
         })
     }
+
+    fn snapshot_state(&mut self) -> Result<Vec<u8>, String> {
+        Ok(encode_to_vec(&self.emitted))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        self.emitted = decode_position(state, "collection source")?;
+        Ok(())
+    }
 }
 
 /// `from..=to`, subtask `i` of `p` taking offsets `i, i + p, …`.
+///
+/// Checkpoint state: the offset of the next number (`u128`).
 pub(crate) struct SequenceSource {
     from: u64,
     count: u128,
     next: u128,
     step: u128,
+    restored: Option<u128>,
 }
 
 impl SequenceSource {
@@ -86,14 +116,26 @@ impl SequenceSource {
             count,
             next: 0,
             step: 1,
+            restored: None,
         }
     }
 }
 
 impl SourceFunction<u64> for SequenceSource {
     fn open(&mut self, ctx: &SourceContext) -> Result<(), String> {
-        self.next = u128::from(ctx.subtask_index);
+        self.next = self
+            .restored
+            .unwrap_or_else(|| u128::from(ctx.subtask_index));
         self.step = u128::from(ctx.parallelism.max(1));
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self) -> Result<Vec<u8>, String> {
+        Ok(encode_to_vec(&self.next))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        self.restored = Some(decode_position(state, "sequence source")?);
         Ok(())
     }
 
@@ -119,12 +161,16 @@ impl SourceFunction<u64> for SequenceSource {
 }
 
 /// Element `n` is `f(rng(seed, n), n)`; subtask `i` of `p` produces `i, i + p, …`.
+///
+/// Checkpoint state: the number of elements this subtask emitted (`u64`); a restored source
+/// regenerates the same remaining elements.
 pub(crate) struct GeneratorSource<F> {
     count: Option<u64>,
     seed: u64,
     f: Arc<F>,
     next: Option<u64>,
     step: u64,
+    emitted: u64,
 }
 
 impl<F> GeneratorSource<F> {
@@ -135,6 +181,7 @@ impl<F> GeneratorSource<F> {
             f,
             next: Some(0),
             step: 1,
+            emitted: 0,
         }
     }
 
@@ -153,8 +200,20 @@ where
     F: Fn(&mut SplitMix64, u64) -> T + Send + Sync + 'static,
 {
     fn open(&mut self, ctx: &SourceContext) -> Result<(), String> {
-        self.next = Some(u64::from(ctx.subtask_index));
         self.step = u64::from(ctx.parallelism.max(1));
+        self.next = self
+            .emitted
+            .checked_mul(self.step)
+            .and_then(|skipped| skipped.checked_add(u64::from(ctx.subtask_index)));
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self) -> Result<Vec<u8>, String> {
+        Ok(encode_to_vec(&self.emitted))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        self.emitted = decode_position(state, "generator source")?;
         Ok(())
     }
 
@@ -172,6 +231,7 @@ where
             };
             let mut rng = SplitMix64::for_index(self.seed, index);
             out.collect((self.f)(&mut rng, index));
+            self.emitted += 1;
             self.next = index.checked_add(self.step);
         }
         Ok(if self.exhausted() {
@@ -269,6 +329,21 @@ impl SplitReader {
         })
     }
 
+    /// Opens `split` to read from byte `offset`, the start of a line of the split (a position
+    /// saved by a checkpoint).
+    fn open_at(split: &FileSplit, offset: u64) -> Result<Self, String> {
+        let describe = |e: std::io::Error| format!("cannot read {}: {e}", split.path.display());
+        let file = File::open(&split.path).map_err(describe)?;
+        let mut reader = BufReader::with_capacity(64 * 1024, file);
+        reader.seek(SeekFrom::Start(offset)).map_err(describe)?;
+        Ok(SplitReader {
+            reader,
+            path: split.path.clone(),
+            pos: offset,
+            end: split.end,
+        })
+    }
+
     /// Reads the next line starting inside the split into `buf` (with its terminator); false
     /// when there is none.
     fn next_line(&mut self, buf: &mut Vec<u8>) -> Result<bool, String> {
@@ -296,13 +371,25 @@ fn trim_line_end(mut line: &[u8]) -> &[u8] {
     line
 }
 
+/// The position of a [`TextFileSource`] in a checkpoint: `(splits of the subtask, index of the
+/// split being read or to read next, byte offset of the next line in that split's file if it
+/// is being read)`.
+type TextPosition = (u64, u64, Option<u64>);
+
 /// Reads the lines of the splits assigned to this subtask.
+///
+/// Checkpoint state: [`TextPosition`]; a restored source seeks to the saved offset when it
+/// opens. The files must not change in between (the number of splits is checked).
 pub(crate) struct TextFileSource {
     path: PathBuf,
     split_size: u64,
     splits: VecDeque<FileSplit>,
+    /// How many splits this subtask has, and how many it has taken from `splits`.
+    total_splits: u64,
+    taken_splits: u64,
     current: Option<SplitReader>,
     buf: Vec<u8>,
+    restored: Option<TextPosition>,
 }
 
 impl TextFileSource {
@@ -311,9 +398,51 @@ impl TextFileSource {
             path,
             split_size,
             splits: VecDeque::new(),
+            total_splits: 0,
+            taken_splits: 0,
             current: None,
             buf: Vec::new(),
+            restored: None,
         }
+    }
+
+    /// Moves to the position of a checkpoint.
+    fn seek(&mut self, (total, index, offset): TextPosition) -> Result<(), String> {
+        if total != self.total_splits {
+            return Err(format!(
+                "cannot restore the text source on {}: the checkpoint knew {total} splits for \
+                 this subtask, there are {} now (the input changed)",
+                self.path.display(),
+                self.total_splits
+            ));
+        }
+        if index > total || (index == total && offset.is_some()) {
+            return Err(format!(
+                "malformed text source state: split {index} of {total}"
+            ));
+        }
+        for _ in 0..index {
+            self.splits.pop_front();
+        }
+        self.taken_splits = index;
+        if let Some(offset) = offset {
+            let Some(split) = self.splits.pop_front() else {
+                return Err(format!(
+                    "malformed text source state: split {index} of {total}"
+                ));
+            };
+            if offset < split.start {
+                return Err(format!(
+                    "malformed text source state: offset {offset} before split {}..{} of {}",
+                    split.start,
+                    split.end,
+                    split.path.display()
+                ));
+            }
+            self.taken_splits += 1;
+            self.current = Some(SplitReader::open_at(&split, offset)?);
+        }
+        Ok(())
     }
 }
 
@@ -326,6 +455,29 @@ impl SourceFunction<String> for TextFileSource {
             .skip(ctx.subtask_index as usize)
             .step_by(parallelism)
             .collect();
+        self.total_splits = self.splits.len() as u64;
+        self.taken_splits = 0;
+        self.current = None;
+        if let Some(position) = self.restored {
+            self.seek(position)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self) -> Result<Vec<u8>, String> {
+        let position: TextPosition = match &self.current {
+            Some(reader) => (
+                self.total_splits,
+                self.taken_splits.saturating_sub(1),
+                Some(reader.pos),
+            ),
+            None => (self.total_splits, self.taken_splits, None),
+        };
+        Ok(encode_to_vec(&position))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        self.restored = Some(decode_position(state, "text source")?);
         Ok(())
     }
 
@@ -339,7 +491,10 @@ impl SourceFunction<String> for TextFileSource {
             let reader = match &mut self.current {
                 Some(reader) => reader,
                 None => match self.splits.pop_front() {
-                    Some(split) => self.current.insert(SplitReader::open(&split)?),
+                    Some(split) => {
+                        self.taken_splits += 1;
+                        self.current.insert(SplitReader::open(&split)?)
+                    }
                     None => return Ok(SourceStatus::Finished),
                 },
             };
@@ -365,6 +520,10 @@ impl SourceFunction<String> for TextFileSource {
 }
 
 /// Lines from a TCP connection, until the peer closes it.
+///
+/// Not replayable: it keeps no checkpoint state (the default `snapshot_state`), so after a
+/// restore it reads whatever a new connection brings; records are neither replayed nor
+/// deduplicated across a failure.
 pub(crate) struct SocketTextSource {
     host: String,
     port: u16,
@@ -504,6 +663,7 @@ mod tests {
             max_parallelism: 128,
             attempt_number: 0,
             task_name: "test".into(),
+            checkpointing: true,
         }
     }
 
@@ -686,6 +846,149 @@ mod tests {
             assert_eq!(unbounded.poll_next(&mut out, 100), Ok(SourceStatus::More));
         }
         assert_eq!(out.len(), 1000);
+    }
+
+    /// Polls `source` to the end in polls of up to `poll` records.
+    fn run_to_end<T, S: SourceFunction<T>>(source: &mut S, poll: usize, out: &mut Vec<T>) {
+        for _ in 0..100_000 {
+            if source.poll_next(out, poll).unwrap() == SourceStatus::Finished {
+                return;
+            }
+        }
+        panic!("source does not finish");
+    }
+
+    /// For every subtask of `parallelism` and every cut `n`: `n` records, a snapshot, then the
+    /// rest; a fresh source restored from the snapshot emits exactly the rest.
+    fn check_replay<T, S>(parallelism: u32, make: impl Fn() -> S)
+    where
+        T: Clone + PartialEq + std::fmt::Debug,
+        S: SourceFunction<T>,
+    {
+        for subtask in 0..parallelism {
+            let mut whole = make();
+            whole.open(&ctx(subtask, parallelism)).unwrap();
+            let mut full = Vec::new();
+            run_to_end(&mut whole, 4, &mut full);
+            for n in 0..=full.len() {
+                let mut first = make();
+                first.open(&ctx(subtask, parallelism)).unwrap();
+                let mut before = Vec::new();
+                while before.len() < n {
+                    let want = (n - before.len()).min(3);
+                    first.poll_next(&mut before, want).unwrap();
+                }
+                assert_eq!(before.len(), n);
+                let snapshot = first.snapshot_state().unwrap();
+                // Taking a snapshot does not disturb the running source.
+                let mut continued = before.clone();
+                run_to_end(&mut first, 2, &mut continued);
+                assert_eq!(continued, full, "subtask {subtask}, cut {n}, continued");
+                // The snapshot of a finished source restores to a finished source.
+                let end = first.snapshot_state().unwrap();
+
+                let mut restored = make();
+                restored.restore_state(&snapshot).unwrap();
+                restored.open(&ctx(subtask, parallelism)).unwrap();
+                let mut replay = before;
+                run_to_end(&mut restored, 5, &mut replay);
+                assert_eq!(replay, full, "subtask {subtask}, cut {n}, restored");
+
+                let mut finished = make();
+                finished.restore_state(&end).unwrap();
+                finished.open(&ctx(subtask, parallelism)).unwrap();
+                let mut nothing = Vec::new();
+                run_to_end(&mut finished, 5, &mut nothing);
+                assert!(nothing.is_empty(), "subtask {subtask}: {nothing:?}");
+            }
+        }
+    }
+
+    /// Restoring arbitrary bytes and opening fails or works, never panics.
+    fn check_garbage<T, S: SourceFunction<T>>(make: impl Fn() -> S) {
+        let mut rng = SplitMix64::new(99);
+        for _ in 0..300 {
+            let len = rng.gen_range(40) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            let mut source = make();
+            if source.restore_state(&bytes).is_ok() && source.open(&ctx(1, 2)).is_ok() {
+                let _ = source.poll_next(&mut Vec::new(), 10);
+            }
+        }
+    }
+
+    #[test]
+    fn collection_sequence_and_generator_sources_replay_from_a_snapshot() {
+        let data = Arc::new(Mutex::new((0..23u32).collect::<Vec<_>>()));
+        for p in [1, 3] {
+            check_replay(p, || CollectionSource::new(data.clone()));
+            check_replay(p, || SequenceSource::new(100, 140));
+            let f = Arc::new(|rng: &mut SplitMix64, n: u64| (n, rng.next_u64()));
+            check_replay(p, || GeneratorSource::new(Some(29), 5, f.clone()));
+        }
+        check_replay(2, || SequenceSource::new(u64::MAX - 6, u64::MAX));
+        check_garbage(|| CollectionSource::new(data.clone()));
+        check_garbage(|| SequenceSource::new(1, 10));
+        let f = Arc::new(|_: &mut SplitMix64, n: u64| n);
+        check_garbage(|| GeneratorSource::new(Some(10), 1, f.clone()));
+        assert!(SequenceSource::new(1, 2)
+            .restore_state(&[1, 2, 3])
+            .unwrap_err()
+            .contains("malformed sequence source state"));
+    }
+
+    #[test]
+    fn an_unbounded_generator_continues_after_a_restore() {
+        let f = Arc::new(|rng: &mut SplitMix64, n: u64| (n, rng.next_u64()));
+        let mut first = GeneratorSource::new(None, 7, f.clone());
+        first.open(&ctx(1, 3)).unwrap();
+        let mut before = Vec::new();
+        first.poll_next(&mut before, 50).unwrap();
+        let snapshot = first.snapshot_state().unwrap();
+        let mut expected = Vec::new();
+        first.poll_next(&mut expected, 40).unwrap();
+        let mut restored = GeneratorSource::new(None, 7, f);
+        restored.restore_state(&snapshot).unwrap();
+        restored.open(&ctx(1, 3)).unwrap();
+        let mut after = Vec::new();
+        restored.poll_next(&mut after, 40).unwrap();
+        assert_eq!(after, expected);
+        assert_eq!(after[0].0, 50 * 3 + 1);
+    }
+
+    #[test]
+    fn text_source_replays_from_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(dir.path());
+        for split_size in [1, 7, 64, 1 << 20] {
+            for p in [1, 2] {
+                check_replay(p, || {
+                    TextFileSource::new(dir.path().to_path_buf(), split_size)
+                });
+            }
+        }
+        let file = dir.path().join("e.txt");
+        check_replay(1, || TextFileSource::new(file.clone(), 16));
+        check_garbage(|| TextFileSource::new(dir.path().to_path_buf(), 7));
+
+        // A snapshot taken on other input (another number of splits) is refused at open.
+        let mut first = TextFileSource::new(dir.path().to_path_buf(), 7);
+        first.open(&ctx(0, 1)).unwrap();
+        first.poll_next(&mut Vec::new(), 5).unwrap();
+        let snapshot = first.snapshot_state().unwrap();
+        let mut other = TextFileSource::new(dir.path().to_path_buf(), 64);
+        other.restore_state(&snapshot).unwrap();
+        assert!(other
+            .open(&ctx(0, 1))
+            .unwrap_err()
+            .contains("the input changed"));
+    }
+
+    #[test]
+    fn socket_source_keeps_no_state() {
+        let mut source = SocketTextSource::new("127.0.0.1".into(), 9);
+        assert_eq!(source.snapshot_state(), Ok(Vec::new()));
+        assert_eq!(source.restore_state(b"anything"), Ok(()));
     }
 
     #[test]

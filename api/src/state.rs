@@ -1,20 +1,24 @@
 //! Keyed state for [`KeyedProcessFunction`]s.
 //!
 //! A function declares its state in [`KeyedProcessFunction::open`] through the
-//! [`StateRegistry`], which hands out typed, copyable handles ([`ValueState`], [`MapState`]).
-//! While processing a record it reads and writes the state of the record's key through the
-//! [`KeyedContext`].
+//! [`StateRegistry`], which hands out typed, copyable handles ([`ValueState`], [`MapState`],
+//! [`ReducingState`]). While processing a record it reads and writes the state of the record's
+//! key through the [`KeyedContext`].
 //!
 //! The backend is in memory, per operator subtask: one `FxHashMap<K, V>` (or
 //! `FxHashMap<K, FxHashMap<UK, UV>>`) per declared state, found by the handle's index and a type
-//! check, without string lookups on the hot path. State is not checkpointed yet.
+//! check, without string lookups on the hot path. Keys, values and user keys are [`Record`]s,
+//! so the state is snapshotted for checkpoints: each declared state is written under its name
+//! with the [`crate::Codec`] of its entries, and restored by name (see `StateStores`).
 
 use std::any::{Any, TypeId};
 use std::marker::PhantomData;
 
 use rustc_hash::FxHashMap;
 
-use crate::{Collector, Key, RuntimeContext};
+use crate::codec::{read_varint, write_varint};
+use crate::snapshot::{decode_map, decode_map_with, encode_map, encode_map_with};
+use crate::{Codec, Collector, Key, Record, RuntimeContext};
 
 const UNREGISTERED: usize = usize::MAX;
 
@@ -58,57 +62,224 @@ macro_rules! handle_impls {
 handle_impls!(ValueState<V>);
 handle_impls!(MapState<UK, UV>);
 
+/// A handle to a keyed value of type `V` that every added value is folded into with the
+/// state's reduce function (Flink's `ReducingState`), declared with
+/// [`StateRegistry::reducing_state`].
+///
+/// `Default` gives an unregistered handle, as for [`ValueState`].
+pub struct ReducingState<V> {
+    index: usize,
+    reduce: Option<fn(&V, &V) -> V>,
+}
+
+impl<V> Clone for ReducingState<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V> Copy for ReducingState<V> {}
+
+impl<V> Default for ReducingState<V> {
+    fn default() -> Self {
+        ReducingState {
+            index: UNREGISTERED,
+            reduce: None,
+        }
+    }
+}
+
+impl<V> std::fmt::Debug for ReducingState<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReducingState")
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+/// The kinds of keyed state, as written in snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StateKind {
+    Value = 0,
+    Map = 1,
+    Reducing = 2,
+}
+
+impl StateKind {
+    fn name(self) -> &'static str {
+        match self {
+            StateKind::Value => "value",
+            StateKind::Map => "map",
+            StateKind::Reducing => "reducing",
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            0 => Some(StateKind::Value),
+            1 => Some(StateKind::Map),
+            2 => Some(StateKind::Reducing),
+            _ => None,
+        }
+    }
+}
+
+type EncodeStore = fn(&(dyn Any + Send), &mut Vec<u8>) -> Result<(), String>;
+type DecodeStore = fn(&mut &[u8]) -> Result<Box<dyn Any + Send>, String>;
+
+/// How one declared state's store is typed, written and read back: functions monomorphized
+/// for the key and value types when the state is declared.
+#[derive(Debug, Clone, Copy)]
+struct StoreOps {
+    kind: StateKind,
+    /// `TypeId` of the store (`FxHashMap<K, V>` or `FxHashMap<K, FxHashMap<UK, UV>>`).
+    store_type: TypeId,
+    type_name: &'static str,
+    encode: EncodeStore,
+    decode: DecodeStore,
+}
+
+fn encode_value_store<K: Key, V: Record>(
+    store: &(dyn Any + Send),
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let map = store
+        .downcast_ref::<FxHashMap<K, V>>()
+        .ok_or_else(|| "internal error: keyed state store of another type".to_owned())?;
+    encode_map(map, out);
+    Ok(())
+}
+
+fn decode_value_store<K: Key, V: Record>(input: &mut &[u8]) -> Result<Box<dyn Any + Send>, String> {
+    Ok(Box::new(decode_map::<K, V>(input)?))
+}
+
+fn encode_map_store<K: Key, UK: Key, UV: Record>(
+    store: &(dyn Any + Send),
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let map = store
+        .downcast_ref::<FxHashMap<K, FxHashMap<UK, UV>>>()
+        .ok_or_else(|| "internal error: keyed state store of another type".to_owned())?;
+    encode_map_with(map, out, |inner, out| encode_map(inner, out));
+    Ok(())
+}
+
+fn decode_map_store<K: Key, UK: Key, UV: Record>(
+    input: &mut &[u8],
+) -> Result<Box<dyn Any + Send>, String> {
+    let map = decode_map_with::<K, FxHashMap<UK, UV>>(input, |input| decode_map::<UK, UV>(input))?;
+    Ok(Box::new(map))
+}
+
+impl StoreOps {
+    fn value<K: Key, V: Record>(kind: StateKind) -> Self {
+        StoreOps {
+            kind,
+            store_type: TypeId::of::<FxHashMap<K, V>>(),
+            type_name: std::any::type_name::<V>(),
+            encode: encode_value_store::<K, V>,
+            decode: decode_value_store::<K, V>,
+        }
+    }
+
+    fn map<K: Key, UK: Key, UV: Record>() -> Self {
+        StoreOps {
+            kind: StateKind::Map,
+            store_type: TypeId::of::<FxHashMap<K, FxHashMap<UK, UV>>>(),
+            type_name: std::any::type_name::<FxHashMap<UK, UV>>(),
+            encode: encode_map_store::<K, UK, UV>,
+            decode: decode_map_store::<K, UK, UV>,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Declaration {
     name: String,
-    value_type: TypeId,
-    type_name: &'static str,
+    ops: StoreOps,
 }
 
-/// Where a [`KeyedProcessFunction`] declares its keyed state, in `open`.
-#[derive(Debug, Default)]
-pub struct StateRegistry {
+/// Where a [`KeyedProcessFunction`] declares its keyed state, in `open`. `K` is the key type of
+/// the keyed stream.
+pub struct StateRegistry<K> {
     declarations: Vec<Declaration>,
     error: Option<String>,
+    _key: PhantomData<fn() -> K>,
 }
 
-impl StateRegistry {
+impl<K> Default for StateRegistry<K> {
+    fn default() -> Self {
+        StateRegistry {
+            declarations: Vec::new(),
+            error: None,
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for StateRegistry<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateRegistry")
+            .field("states", &self.names())
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl<K: Key> StateRegistry<K> {
     /// Declares (or finds again) the value state called `name`.
     ///
-    /// Declaring the same name twice with the same type returns the same handle; with another
-    /// type, `open` fails.
-    pub fn value_state<V: Send + 'static>(&mut self, name: &str) -> ValueState<V> {
+    /// Declaring the same name twice with the same kind and type returns the same handle;
+    /// otherwise `open` fails.
+    pub fn value_state<V: Record>(&mut self, name: &str) -> ValueState<V> {
         ValueState {
-            index: self.declare::<V>(name, "value"),
+            index: self.declare(name, StoreOps::value::<K, V>(StateKind::Value)),
             _value: PhantomData,
         }
     }
 
     /// Declares (or finds again) the map state called `name`.
-    pub fn map_state<UK, UV>(&mut self, name: &str) -> MapState<UK, UV>
-    where
-        UK: std::hash::Hash + Eq + Send + 'static,
-        UV: Send + 'static,
-    {
+    pub fn map_state<UK: Key, UV: Record>(&mut self, name: &str) -> MapState<UK, UV> {
         MapState {
-            index: self.declare::<FxHashMap<UK, UV>>(name, "map"),
+            index: self.declare(name, StoreOps::map::<K, UK, UV>()),
             _value: PhantomData,
         }
     }
 
+    /// Declares (or finds again) the reducing state called `name`: the values added to a key
+    /// are folded with `reduce(accumulated, added)`.
+    pub fn reducing_state<V: Record>(
+        &mut self,
+        name: &str,
+        reduce: fn(&V, &V) -> V,
+    ) -> ReducingState<V> {
+        let index = self.declare(name, StoreOps::value::<K, V>(StateKind::Reducing));
+        ReducingState {
+            index,
+            reduce: (index != UNREGISTERED).then_some(reduce),
+        }
+    }
+}
+
+impl<K> StateRegistry<K> {
     /// The names of the declared states, in declaration order.
     pub fn names(&self) -> Vec<&str> {
         self.declarations.iter().map(|d| d.name.as_str()).collect()
     }
 
-    fn declare<V: 'static>(&mut self, name: &str, kind: &str) -> usize {
-        let type_name = std::any::type_name::<V>();
+    fn declare(&mut self, name: &str, ops: StoreOps) -> usize {
         if let Some(i) = self.declarations.iter().position(|d| d.name == name) {
-            if self.declarations[i].value_type != TypeId::of::<V>() {
+            let existing = self.declarations[i].ops;
+            if existing.store_type != ops.store_type || existing.kind != ops.kind {
                 self.error.get_or_insert_with(|| {
                     format!(
-                        "{kind} state {name:?} declared twice with different types ({} and {type_name})",
-                        self.declarations[i].type_name
+                        "state {name:?} declared twice with different kinds or types ({} state \
+                         of {} and {} state of {})",
+                        existing.kind.name(),
+                        existing.type_name,
+                        ops.kind.name(),
+                        ops.type_name
                     )
                 });
                 return UNREGISTERED;
@@ -117,8 +288,7 @@ impl StateRegistry {
         }
         self.declarations.push(Declaration {
             name: name.to_owned(),
-            value_type: TypeId::of::<V>(),
-            type_name,
+            ops,
         });
         self.declarations.len() - 1
     }
@@ -126,25 +296,104 @@ impl StateRegistry {
     pub(crate) fn take_error(&mut self) -> Option<String> {
         self.error.take()
     }
-
-    pub(crate) fn len(&self) -> usize {
-        self.declarations.len()
-    }
 }
 
 /// The per-subtask state of one keyed operator: one type-erased `FxHashMap<K, V>` per declared
 /// state, created on first write.
+///
+/// # Snapshot format
+/// `count:varint (name:String kind:u8 entries)*` for every state holding a store, where
+/// `entries` is `len:varint (key value)*` (a map state's value being such a map of user keys).
 pub(crate) struct StateStores {
     stores: Vec<Option<Box<dyn Any + Send>>>,
+    states: Vec<(String, StoreOps)>,
     pub(crate) error: Option<String>,
 }
 
 impl StateStores {
-    pub(crate) fn new(states: usize) -> Self {
+    /// Stores for no state (before `open`).
+    pub(crate) fn empty() -> Self {
         StateStores {
-            stores: (0..states).map(|_| None).collect(),
+            stores: Vec::new(),
+            states: Vec::new(),
             error: None,
         }
+    }
+
+    /// Empty stores for the states declared in `registry`.
+    pub(crate) fn from_registry<K>(registry: &StateRegistry<K>) -> Self {
+        StateStores {
+            stores: registry.declarations.iter().map(|_| None).collect(),
+            states: registry
+                .declarations
+                .iter()
+                .map(|d| (d.name.clone(), d.ops))
+                .collect(),
+            error: None,
+        }
+    }
+
+    /// Appends the snapshot of every state holding entries to `out`.
+    pub(crate) fn snapshot(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        let present = self.stores.iter().filter(|s| s.is_some()).count();
+        write_varint(present as u64, out);
+        for (store, (name, ops)) in self.stores.iter().zip(&self.states) {
+            if let Some(store) = store {
+                name.encode(out);
+                out.push(ops.kind as u8);
+                (ops.encode)(&**store, out).map_err(|e| format!("keyed state {name:?}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads back a snapshot written by [`StateStores::snapshot`] for the same declarations.
+    /// States are matched by name; a state the snapshot does not hold starts empty.
+    pub(crate) fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let mut input = bytes;
+        let count =
+            read_varint(&mut input).map_err(|e| format!("malformed keyed state snapshot: {e}"))?;
+        for _ in 0..count {
+            let name = String::decode(&mut input)
+                .map_err(|e| format!("malformed keyed state snapshot: state name: {e}"))?;
+            let tag = u8::decode(&mut input)
+                .map_err(|e| format!("malformed keyed state snapshot: state {name:?}: {e}"))?;
+            let kind = StateKind::from_tag(tag).ok_or_else(|| {
+                format!("malformed keyed state snapshot: state {name:?} has unknown kind {tag}")
+            })?;
+            let Some(index) = self.states.iter().position(|(n, _)| *n == name) else {
+                return Err(format!(
+                    "the snapshot holds keyed state {name:?}, which the function does not \
+                     declare (declared: {:?})",
+                    self.states
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                ));
+            };
+            let ops = self.states[index].1;
+            if ops.kind != kind {
+                return Err(format!(
+                    "keyed state {name:?} is a {} state in the snapshot, declared as a {} state",
+                    kind.name(),
+                    ops.kind.name()
+                ));
+            }
+            if self.stores[index].is_some() {
+                return Err(format!(
+                    "malformed keyed state snapshot: state {name:?} occurs twice"
+                ));
+            }
+            let store = (ops.decode)(&mut input).map_err(|e| {
+                format!(
+                    "malformed keyed state snapshot: state {name:?} ({} state of {}): {e}",
+                    ops.kind.name(),
+                    ops.type_name
+                )
+            })?;
+            self.stores[index] = Some(store);
+        }
+        crate::snapshot::expect_end(input, "malformed keyed state snapshot")
     }
 
     fn fail(&mut self, index: usize) {
@@ -177,6 +426,11 @@ impl StateStores {
     ) -> Option<&mut FxHashMap<K, V>> {
         let slot = self.stores.get_mut(index)?;
         if slot.is_none() {
+            // Only the declared type may be created: the snapshot writes it by that type.
+            let (_, ops) = self.states.get(index)?;
+            if ops.store_type != TypeId::of::<FxHashMap<K, V>>() {
+                return None;
+            }
             *slot = Some(Box::new(FxHashMap::<K, V>::default()));
         }
         slot.as_mut()?.downcast_mut::<FxHashMap<K, V>>()
@@ -329,6 +583,33 @@ impl<'a, K: Key> KeyedContext<'a, K> {
             map.remove(self.key);
         }
     }
+
+    /// Folds `value` into the current key's reducing state (`value` itself when it is empty).
+    pub fn reducing_add<V: Send + 'static>(&mut self, state: &ReducingState<V>, value: V) {
+        let Some(reduce) = state.reduce else {
+            self.stores.fail(state.index);
+            return;
+        };
+        match self.stores.get_or_create::<K, V>(state.index) {
+            Some(map) => match map.get_mut(self.key) {
+                Some(acc) => *acc = reduce(acc, &value),
+                None => {
+                    map.insert(self.key.clone(), value);
+                }
+            },
+            None => self.stores.fail(state.index),
+        }
+    }
+
+    /// The current key's reduced value, if any value was added.
+    pub fn reducing_get<V: Send + 'static>(&self, state: &ReducingState<V>) -> Option<&V> {
+        self.stores.get::<K, V>(state.index)?.get(self.key)
+    }
+
+    /// Empties the current key's reducing state; returns the reduced value it held.
+    pub fn reducing_clear<V: Send + 'static>(&mut self, state: &ReducingState<V>) -> Option<V> {
+        self.stores.get_mut::<K, V>(state.index)?.remove(self.key)
+    }
 }
 
 /// A keyed operator's view at end of input: the state of every key.
@@ -385,6 +666,17 @@ impl<'a, K: Key> EndOfInputContext<'a, K> {
             .flat_map(|(k, inner)| inner.iter().map(move |(uk, uv)| (k, uk, uv)))
     }
 
+    /// Every key's reduced value of `state`, in no particular order.
+    pub fn reducing_entries<V: Send + 'static>(
+        &self,
+        state: &ReducingState<V>,
+    ) -> impl Iterator<Item = (&K, &V)> {
+        self.stores
+            .get::<K, V>(state.index)
+            .into_iter()
+            .flat_map(|m| m.iter())
+    }
+
     /// Removes every key's value of `state`.
     pub fn clear_all<V: Send + 'static>(&mut self, state: &ValueState<V>) {
         if let Some(map) = self.stores.get_mut::<K, V>(state.index) {
@@ -394,16 +686,17 @@ impl<'a, K: Key> EndOfInputContext<'a, K> {
 }
 
 /// A function on a `KeyedStream` with keyed state, as Flink's `KeyedProcessFunction` (without
-/// timers).
+/// timers). Its keyed state is part of every checkpoint.
 ///
 /// The value given to `KeyedStream::process` is cloned once per subtask before `open`, so a
 /// function is typically plain data plus its state handles.
 pub trait KeyedProcessFunction<K, I, O>: Send + 'static {
-    /// Declares state. Called once per subtask before the first record.
+    /// Declares state. Called once per subtask before the first record (before the state is
+    /// restored from a checkpoint, when it is). Declaring is all it should do.
     ///
     /// # Errors
     /// A message that fails the task.
-    fn open(&mut self, state: &mut StateRegistry) -> Result<(), String> {
+    fn open(&mut self, state: &mut StateRegistry<K>) -> Result<(), String> {
         let _ = state;
         Ok(())
     }
@@ -436,19 +729,20 @@ mod tests {
             max_parallelism: 128,
             attempt_number: 0,
             task_name: "t".into(),
+            checkpointing: true,
         }
     }
 
     #[test]
     fn value_and_map_state_are_per_key() {
-        let mut registry = StateRegistry::default();
+        let mut registry = StateRegistry::<String>::default();
         let count: ValueState<u64> = registry.value_state("count");
         let seen: MapState<String, u32> = registry.map_state("seen");
         assert_eq!(registry.value_state::<u64>("count").index, count.index);
         assert_eq!(registry.names(), vec!["count", "seen"]);
         assert!(registry.take_error().is_none());
         let rt = runtime();
-        let mut stores = StateStores::new(registry.len());
+        let mut stores = StateStores::from_registry(&registry);
 
         let a = String::from("a");
         let b = String::from("b");
@@ -491,17 +785,209 @@ mod tests {
 
     #[test]
     fn misuse_is_reported_not_panicking() {
-        let mut registry = StateRegistry::default();
+        let mut registry = StateRegistry::<u32>::default();
         let _: ValueState<u64> = registry.value_state("s");
         let clash: ValueState<String> = registry.value_state("s");
-        assert!(registry.take_error().unwrap().contains("different types"));
+        assert!(registry.take_error().unwrap().contains("different"));
+        let _: ValueState<u64> = registry.value_state("r");
+        let kind_clash: ReducingState<u64> = registry.reducing_state("r", |a, b| a + b);
+        assert!(registry.take_error().unwrap().contains("different kinds"));
         let rt = runtime();
-        let mut stores = StateStores::new(1);
+        let mut stores = StateStores::from_registry(&registry);
         let key = 1u32;
         let mut ctx = KeyedContext::new(&key, &mut stores, &rt);
         ctx.update(&clash, "x".into());
+        assert_eq!(ctx.value(&clash), None);
         ctx.update(&ValueState::<u8>::default(), 1);
         assert_eq!(ctx.value(&ValueState::<u8>::default()), None);
+        ctx.reducing_add(&kind_clash, 1);
+        ctx.reducing_add(&ReducingState::<u64>::default(), 1);
+        // A handle with a declared index but another value type.
+        let wrong = ValueState::<String> {
+            index: 0,
+            _value: PhantomData,
+        };
+        ctx.update(&wrong, "x".into());
+        assert_eq!(ctx.value(&wrong), None);
+        assert_eq!(ctx.reducing_get(&ReducingState::<u64>::default()), None);
         assert!(stores.error.is_some());
+        // A handle of the wrong value type never creates a store the snapshot cannot write.
+        let mut out = Vec::new();
+        stores.snapshot(&mut out).unwrap();
+    }
+
+    /// The states of [`registry_of_three`], filled for `keys` keys.
+    struct Three {
+        count: ValueState<u64>,
+        seen: MapState<String, (u32, bool)>,
+        max: ReducingState<i64>,
+    }
+
+    fn registry_of_three() -> (StateRegistry<String>, Three) {
+        let mut registry = StateRegistry::<String>::default();
+        let three = Three {
+            count: registry.value_state("count"),
+            seen: registry.map_state("seen"),
+            max: registry.reducing_state("max", |a: &i64, b: &i64| *a.max(b)),
+        };
+        assert!(registry.take_error().is_none());
+        (registry, three)
+    }
+
+    fn fill(stores: &mut StateStores, s: &Three, keys: u32) {
+        let rt = runtime();
+        for k in 0..keys {
+            let key = format!("key-{k}");
+            let mut ctx = KeyedContext::new(&key, stores, &rt);
+            ctx.update(&s.count, u64::from(k) * 3);
+            for u in 0..k % 4 {
+                ctx.map_put(&s.seen, format!("u{u}"), (u * k, u % 2 == 0));
+            }
+            for v in [5i64, -3, i64::from(k), 2] {
+                ctx.reducing_add(&s.max, v);
+            }
+        }
+    }
+
+    /// Every read the function can make, for keys `0..keys`, in a comparable form.
+    fn reads(stores: &mut StateStores, s: &Three, keys: u32) -> Vec<String> {
+        let rt = runtime();
+        let mut out = Vec::new();
+        for k in 0..keys + 2 {
+            let key = format!("key-{k}");
+            let ctx = KeyedContext::new(&key, stores, &rt);
+            let mut map: Vec<(String, (u32, bool))> = ctx
+                .map_iter(&s.seen)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            map.sort();
+            out.push(format!(
+                "{key}: {:?} {map:?} {:?}",
+                ctx.value(&s.count),
+                ctx.reducing_get(&s.max)
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn reducing_state_folds_per_key() {
+        let (registry, s) = registry_of_three();
+        let mut stores = StateStores::from_registry(&registry);
+        let rt = runtime();
+        let a = String::from("a");
+        let mut ctx = KeyedContext::new(&a, &mut stores, &rt);
+        assert_eq!(ctx.reducing_get(&s.max), None);
+        ctx.reducing_add(&s.max, 3);
+        ctx.reducing_add(&s.max, 9);
+        ctx.reducing_add(&s.max, 1);
+        assert_eq!(ctx.reducing_get(&s.max), Some(&9));
+        assert_eq!(ctx.reducing_clear(&s.max), Some(9));
+        assert_eq!(ctx.reducing_get(&s.max), None);
+        ctx.reducing_add(&s.max, -4);
+        let end = EndOfInputContext::<String>::new(&mut stores, &rt);
+        assert_eq!(
+            end.reducing_entries(&s.max).collect::<Vec<_>>(),
+            vec![(&a, &-4)]
+        );
+        assert!(stores.error.is_none());
+    }
+
+    #[test]
+    fn keyed_state_snapshot_restores_the_same_reads() {
+        for keys in [0, 1, 17] {
+            let (registry, s) = registry_of_three();
+            let mut stores = StateStores::from_registry(&registry);
+            fill(&mut stores, &s, keys);
+            let mut bytes = Vec::new();
+            stores.snapshot(&mut bytes).unwrap();
+
+            let (registry2, s2) = registry_of_three();
+            let mut restored = StateStores::from_registry(&registry2);
+            restored.restore(&bytes).unwrap();
+            assert_eq!(
+                reads(&mut restored, &s2, keys),
+                reads(&mut stores, &s, keys)
+            );
+            // The restored state snapshots to the same content (entry order aside).
+            let mut again = Vec::new();
+            restored.snapshot(&mut again).unwrap();
+            assert_eq!(again.len(), bytes.len());
+
+            // Restoring into an empty snapshot of no state keeps everything empty.
+            let mut none = StateStores::from_registry(&registry2);
+            none.restore(&[0]).unwrap();
+            assert_eq!(reads(&mut none, &s2, 0)[0], "key-0: None [] None");
+        }
+    }
+
+    #[test]
+    fn malformed_and_foreign_keyed_snapshots_are_errors() {
+        let (registry, s) = registry_of_three();
+        let mut stores = StateStores::from_registry(&registry);
+        fill(&mut stores, &s, 9);
+        let mut bytes = Vec::new();
+        stores.snapshot(&mut bytes).unwrap();
+        for cut in 0..bytes.len() {
+            let (r, _) = registry_of_three();
+            let mut fresh = StateStores::from_registry(&r);
+            assert!(fresh.restore(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(7);
+        let (r, _) = registry_of_three();
+        assert!(StateStores::from_registry(&r)
+            .restore(&longer)
+            .unwrap_err()
+            .contains("trailing"));
+
+        // Another function: a state name it does not declare.
+        let mut other = StateRegistry::<String>::default();
+        let _: ValueState<u64> = other.value_state("count");
+        let err = StateStores::from_registry(&other)
+            .restore(&bytes)
+            .unwrap_err();
+        assert!(err.contains("does not declare"), "{err}");
+        // Same name, other kind.
+        let mut other = StateRegistry::<String>::default();
+        let _: ReducingState<u64> = other.reducing_state("count", |a, b| a + b);
+        let _: MapState<String, (u32, bool)> = other.map_state("seen");
+        let _: ReducingState<i64> = other.reducing_state("max", |a, b| a + b);
+        let err = StateStores::from_registry(&other)
+            .restore(&bytes)
+            .unwrap_err();
+        assert!(err.contains("declared as a reducing state"), "{err}");
+        // Same name and kind, other value type: the entries do not decode.
+        let mut other = StateRegistry::<String>::default();
+        let _: ValueState<String> = other.value_state("count");
+        let _: MapState<String, (u32, bool)> = other.map_state("seen");
+        let _: ReducingState<i64> = other.reducing_state("max", |a, b| a + b);
+        assert!(StateStores::from_registry(&other).restore(&bytes).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_keyed_restore() {
+        let (registry, s) = registry_of_three();
+        let mut stores = StateStores::from_registry(&registry);
+        fill(&mut stores, &s, 5);
+        let mut valid = Vec::new();
+        stores.snapshot(&mut valid).unwrap();
+        let mut rng = crate::SplitMix64::new(0x5a5e);
+        for round in 0..3000 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                let len = rng.gen_range(64) as usize;
+                (0..len).map(|_| rng.next_u64() as u8).collect()
+            } else {
+                // Mutate a valid snapshot in a few places.
+                let mut bytes = valid.clone();
+                for _ in 0..=rng.gen_range(3) {
+                    let at = rng.gen_range(bytes.len() as u64) as usize;
+                    bytes[at] = rng.next_u64() as u8;
+                }
+                bytes
+            };
+            let (r, _) = registry_of_three();
+            let _ = StateStores::from_registry(&r).restore(&bytes);
+        }
     }
 }

@@ -6,10 +6,25 @@
 //! [`VertexInstance`]:
 //!
 //! ```text
-//! open ─► ( poll_source | process_record | process_batch | flush )* ─► end_input ─► close
+//! [restore] ─► open ─► ( poll_source | process_record | process_batch | flush | snapshot
+//!     | notify_checkpoint_* )* ─► end_input ─► [ snapshot, notify_checkpoint_* ]* ─►
+//!     finish_outputs ─► close
 //! ```
 //!
 //! `close` is also called after a failure or cancellation, in any state.
+//!
+//! # Checkpoints
+//! Flink-style aligned checkpoints: when a checkpoint barrier has arrived on every input (or,
+//! for a source, when the checkpoint is triggered), the runtime calls
+//! [`VertexInstance::snapshot`], between two records. It copies the state of every operator of
+//! the chain into bytes (source positions, keyed state, sink transactions, which sinks
+//! pre-commit) and then emits the barrier on every output, after every record emitted before
+//! it. When the checkpoint is complete everywhere, [`VertexInstance::notify_checkpoint_complete`]
+//! lets sinks commit. After a failure, a new attempt gets the bytes of the last completed
+//! checkpoint back with [`VertexInstance::restore`], before `open`.
+//!
+//! The snapshot is versioned: `"RFCK"`, a `u16` version, then one section per stateful
+//! operator, named by its node id in the [`StreamGraph`] (see `snapshot.rs`).
 //!
 //! # Records between tasks
 //! For a subpartition whose consumer runs in the same process ([`PartitionWriter::is_local`]),
@@ -28,9 +43,21 @@ use std::any::Any;
 
 use crate::graph::{JobPlan, PlanVertex, StreamGraph};
 use crate::operators::{
-    AnyBox, BuildContext, ErrorSlot, InputDriver, NetworkSpec, NodeLogic, SourceDriver,
+    AnyBox, BuildContext, ChainDriver, ErrorSlot, InputDriver, NetworkSpec, NodeLogic, SourceDriver,
 };
+use crate::snapshot::{SnapshotSections, SnapshotWriter};
 use crate::{JobError, RuntimeContext, SourceStatus};
+
+/// A checkpoint barrier as the runtime passes it to a chain. Flink: `CheckpointBarrier`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointBarrier {
+    /// The checkpoint id, increasing within a job.
+    pub id: u64,
+    /// When the checkpoint was triggered (milliseconds since the epoch).
+    pub timestamp: i64,
+    /// True for a savepoint.
+    pub savepoint: bool,
+}
 
 /// The runtime's end of one output edge of a vertex subtask (one result partition).
 pub trait PartitionWriter: Send {
@@ -61,9 +88,30 @@ pub trait PartitionWriter: Send {
     /// # Errors
     /// A message that fails the task.
     fn flush(&mut self) -> Result<(), String>;
+    /// Sends `barrier` to every subpartition, behind everything written before. The chain
+    /// calls it only after it has pushed every record emitted before the barrier into this
+    /// writer (its typed batches with [`write_batch`](PartitionWriter::write_batch), then
+    /// [`flush`](PartitionWriter::flush)). The default refuses: this output cannot carry
+    /// barriers.
+    ///
+    /// # Errors
+    /// A message that fails the checkpoint and the task.
+    fn broadcast_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
+        let _ = barrier;
+        Err("this output cannot carry checkpoint barriers".into())
+    }
     /// Called once from [`VertexInstance::end_input`] after the last record and batch of this
-    /// output (the place to flush and mark the end of the partition). Defaults to
+    /// output: no more records follow, but barriers may (the final checkpoint). Defaults to
     /// [`PartitionWriter::flush`].
+    ///
+    /// # Errors
+    /// A message that fails the task.
+    fn end_of_data(&mut self) -> Result<(), String> {
+        self.flush()
+    }
+    /// Called once from [`VertexInstance::finish_outputs`], after
+    /// [`end_of_data`](PartitionWriter::end_of_data) and any final barrier: the place to mark
+    /// the end of the partition. Defaults to [`PartitionWriter::flush`].
     ///
     /// # Errors
     /// A message that fails the task.
@@ -85,11 +133,23 @@ pub struct VertexContext {
     pub attempt_number: u32,
     /// The task's name, for messages and `RuntimeContext::task_name`.
     pub task_name: String,
+    /// True when the job runs with checkpoints (exactly-once mode); passed on to
+    /// `RuntimeContext::checkpointing`.
+    pub checkpointing: bool,
 }
 
 enum Head {
     Source(Box<dyn SourceDriver>),
     Input(Box<dyn InputDriver>),
+}
+
+impl Head {
+    fn chain(&mut self) -> &mut dyn ChainDriver {
+        match self {
+            Head::Source(source) => &mut **source,
+            Head::Input(input) => &mut **input,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +167,10 @@ pub struct VertexInstance {
     phase: Phase,
     num_inputs: usize,
     task_name: String,
+    /// `restore` was called.
+    restored: bool,
+    /// `finish_outputs` was called.
+    outputs_finished: bool,
 }
 
 impl std::fmt::Debug for VertexInstance {
@@ -148,12 +212,98 @@ impl VertexInstance {
     /// The first error of any part of the chain.
     pub fn open(&mut self) -> Result<(), String> {
         self.require(Phase::Created, "open")?;
-        match &mut self.head {
-            Head::Source(source) => source.open()?,
-            Head::Input(input) => input.open()?,
-        }
+        self.head.chain().open()?;
         self.phase = Phase::Running;
         self.errors.check()
+    }
+
+    /// Gives every stateful part of the chain its section of `snapshot` back: what
+    /// [`VertexInstance::snapshot`] returned for the same subtask of the same graph in an earlier
+    /// attempt. Only before [`VertexInstance::open`], at most once. A stateful operator without
+    /// a section starts empty.
+    ///
+    /// # Errors
+    /// A malformed snapshot, a section for an operator this chain does not have (or that has no
+    /// state), or a part refusing its state.
+    pub fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        self.require(Phase::Created, "restore")?;
+        if self.restored {
+            return Err(format!("{}: restore called twice", self.task_name));
+        }
+        self.restored = true;
+        let mut sections = SnapshotSections::parse(snapshot)
+            .map_err(|e| format!("{}: cannot restore: {e}", self.task_name))?;
+        self.head
+            .chain()
+            .restore_state(&mut sections)
+            .map_err(|e| format!("{}: cannot restore: {e}", self.task_name))?;
+        let foreign = sections.remaining();
+        if !foreign.is_empty() {
+            return Err(format!(
+                "{}: cannot restore: the snapshot holds state of operators {foreign:?}, which \
+                 this chain does not have (or which keep no state): it belongs to another \
+                 vertex or job",
+                self.task_name
+            ));
+        }
+        self.errors.check()
+    }
+
+    /// Takes a checkpoint of this subtask: copies the state of every operator of the chain into
+    /// the returned bytes (sinks pre-commit), then emits `barrier` on every output, behind every
+    /// record emitted before (partial typed batches and buffers are pushed out first). Nothing
+    /// is emitted between the copy and the barrier. Call it between records, while running or
+    /// after [`VertexInstance::end_input`] (the final checkpoint), never after
+    /// [`VertexInstance::finish_outputs`].
+    ///
+    /// # Errors
+    /// Misuse, a chain that cannot be checkpointed (keyed aggregations with batch emission), a
+    /// part failing to copy its state, or an output failing to send the barrier.
+    pub fn snapshot(&mut self, barrier: CheckpointBarrier) -> Result<Vec<u8>, String> {
+        if !matches!(self.phase, Phase::Running | Phase::Ended) {
+            return self
+                .require(Phase::Running, "snapshot")
+                .map(|()| Vec::new());
+        }
+        if self.outputs_finished {
+            return Err(format!(
+                "{}: snapshot called after finish_outputs",
+                self.task_name
+            ));
+        }
+        self.errors.check()?;
+        let mut writer = SnapshotWriter::new();
+        let chain = self.head.chain();
+        chain
+            .snapshot_state(barrier.id, &mut writer)
+            .map_err(|e| format!("checkpoint {}: {e}", barrier.id))?;
+        self.errors.check()?;
+        chain.emit_barrier(barrier)?;
+        self.errors.check()?;
+        Ok(writer.finish())
+    }
+
+    /// Checkpoint `checkpoint_id` is complete: sinks commit the transactions of every
+    /// checkpoint up to it. In any phase but closed.
+    ///
+    /// # Errors
+    /// Misuse, or a sink failing to commit.
+    pub fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
+        if self.phase == Phase::Closed {
+            return self.require(Phase::Running, "notify_checkpoint_complete");
+        }
+        self.head
+            .chain()
+            .notify_checkpoint_complete(checkpoint_id)?;
+        self.errors.check()
+    }
+
+    /// Checkpoint `checkpoint_id` was aborted. Its pre-committed transactions stay pending and
+    /// are committed with the next completed checkpoint.
+    pub fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+        if self.phase != Phase::Closed {
+            self.head.chain().notify_checkpoint_aborted(checkpoint_id);
+        }
     }
 
     /// Polls the source for up to `max_records` records and pushes them through the chain.
@@ -215,7 +365,9 @@ impl VertexInstance {
 
     /// All inputs have ended (or the source finished): finishes the operators in chain order
     /// (batch-mode aggregations emit here, sinks flush), then pushes out the outputs' partial
-    /// batches and calls [`PartitionWriter::finish`] on each. Calling it again is a no-op.
+    /// batches and calls [`PartitionWriter::end_of_data`] on each. Barriers may still follow
+    /// (a final [`VertexInstance::snapshot`]); then [`VertexInstance::finish_outputs`] ends the
+    /// partitions. Calling it again is a no-op.
     ///
     /// # Errors
     /// The first error of any part of the chain.
@@ -224,11 +376,27 @@ impl VertexInstance {
             return self.errors.check();
         }
         self.require(Phase::Running, "end_input")?;
-        match &mut self.head {
-            Head::Source(source) => source.finish()?,
-            Head::Input(input) => input.finish()?,
-        }
+        let chain = self.head.chain();
+        chain.finish()?;
+        self.errors.check()?;
+        chain.end_of_data()?;
         self.phase = Phase::Ended;
+        self.errors.check()
+    }
+
+    /// After [`VertexInstance::end_input`] (and, with checkpoints, the final checkpoint): calls
+    /// [`PartitionWriter::finish`] on every output, ending its partition. Calling it again is
+    /// a no-op.
+    ///
+    /// # Errors
+    /// Misuse (before `end_input`), or the first error of any output.
+    pub fn finish_outputs(&mut self) -> Result<(), String> {
+        self.require(Phase::Ended, "finish_outputs")?;
+        if self.outputs_finished {
+            return Ok(());
+        }
+        self.outputs_finished = true;
+        self.head.chain().finish_outputs()?;
         self.errors.check()
     }
 
@@ -241,10 +409,7 @@ impl VertexInstance {
             return self.require(Phase::Running, "flush");
         }
         self.errors.check()?;
-        match &mut self.head {
-            Head::Source(source) => source.flush()?,
-            Head::Input(input) => input.flush()?,
-        }
+        self.head.chain().flush()?;
         self.errors.check()
     }
 
@@ -255,10 +420,7 @@ impl VertexInstance {
             return;
         }
         self.phase = Phase::Closed;
-        match &mut self.head {
-            Head::Source(source) => source.close(),
-            Head::Input(input) => input.close(),
-        }
+        self.head.chain().close();
     }
 }
 
@@ -315,6 +477,7 @@ impl ChainBuilder<'_> {
     /// Builds the operator `node` with everything downstream of it; returns its erased input.
     fn operator(&mut self, node: u32) -> Result<AnyBox, String> {
         let output = self.outputs_of(node)?;
+        self.build.node = node;
         match &self.graph.impls[node as usize].logic {
             NodeLogic::Operator { build, .. } => build(&self.build, output),
             NodeLogic::Source(_) => Err(format!("internal error: source {node} inside a chain")),
@@ -379,9 +542,11 @@ impl StreamGraph {
                     max_parallelism: ctx.max_parallelism,
                     attempt_number: ctx.attempt_number,
                     task_name: ctx.task_name.clone(),
+                    checkpointing: ctx.checkpointing,
                 },
                 batch_emission: self.batch_emission,
                 errors: errors.clone(),
+                node: 0,
             },
             writers: outputs.into_iter().map(Some).collect(),
         };
@@ -389,6 +554,7 @@ impl StreamGraph {
         let head = match &self.impls[head_node as usize].logic {
             NodeLogic::Source(build_source) => {
                 let output = builder.outputs_of(head_node).map_err(fail)?;
+                builder.build.node = head_node;
                 Head::Source(build_source(&builder.build, output).map_err(fail)?)
             }
             NodeLogic::Operator { head, .. } => {
@@ -402,6 +568,8 @@ impl StreamGraph {
             phase: Phase::Created,
             num_inputs: plan_vertex.inputs.len(),
             task_name: ctx.task_name,
+            restored: false,
+            outputs_finished: false,
         })
     }
 }
@@ -436,6 +604,7 @@ mod tests {
                 max_parallelism: 128,
                 attempt_number: 0,
                 task_name: "t".into(),
+                checkpointing: false,
             };
             let mut instance = shared.instantiate(0, ctx, Vec::new()).unwrap();
             instance.open().unwrap();
@@ -515,6 +684,7 @@ mod tests {
                 max_parallelism: plan.vertices[source].max_parallelism,
                 attempt_number: 0,
                 task_name: "source".into(),
+                checkpointing: false,
             };
             let mut instance = graph
                 .instantiate(source, ctx, vec![Box::new(writer)])
@@ -522,6 +692,7 @@ mod tests {
             instance.open().unwrap();
             while instance.poll_source(64).unwrap() != SourceStatus::Finished {}
             instance.end_input().unwrap();
+            instance.finish_outputs().unwrap();
         }
         records.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -534,5 +705,553 @@ mod tests {
             // Streaming emission must see every record downstream: no pre-aggregation.
             assert_eq!(exchanged(crate::RuntimeMode::Streaming, local), 1000);
         }
+    }
+
+    // ---- Checkpoints ----
+
+    use std::sync::{Arc, Mutex};
+
+    use crate::codec::{decode_exact, encode_to_vec};
+    use crate::{
+        Collector, KeyedContext, KeyedProcessFunction, MapState, ReducingState, RuntimeMode,
+        StateRegistry, StreamExecutionEnvironment, ValueState,
+    };
+
+    type Word = (String, u64);
+
+    /// What a vertex handed to one of its writers, in order.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Event {
+        Record(usize, Word),
+        Flush,
+        Barrier(usize, u64),
+        EndOfData,
+        Finish,
+    }
+
+    /// A writer recording every record (decoded, from bytes or typed batches), barrier and
+    /// lifecycle call.
+    struct RecordingWriter {
+        subpartitions: usize,
+        local: bool,
+        events: Arc<Mutex<Vec<Event>>>,
+    }
+
+    impl RecordingWriter {
+        fn push(&self, event: Event) {
+            self.events.lock().unwrap().push(event);
+        }
+    }
+
+    impl PartitionWriter for RecordingWriter {
+        fn num_subpartitions(&self) -> usize {
+            self.subpartitions
+        }
+        fn is_local(&self, _: usize) -> bool {
+            self.local
+        }
+        fn local_batch_records(&self) -> usize {
+            4
+        }
+        fn write_record(&mut self, subpartition: usize, record: &[u8]) -> Result<(), String> {
+            let word = decode_exact::<Word>(record).map_err(|e| e.to_string())?;
+            self.push(Event::Record(subpartition, word));
+            Ok(())
+        }
+        fn write_batch(
+            &mut self,
+            subpartition: usize,
+            batch: Box<dyn Any + Send>,
+            records: usize,
+        ) -> Result<(), String> {
+            let batch = batch.downcast::<Vec<Word>>().map_err(|_| "not words")?;
+            assert_eq!(batch.len(), records);
+            for word in *batch {
+                self.push(Event::Record(subpartition, word));
+            }
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), String> {
+            self.push(Event::Flush);
+            Ok(())
+        }
+        fn broadcast_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
+            for s in 0..self.subpartitions {
+                self.push(Event::Barrier(s, barrier.id));
+            }
+            Ok(())
+        }
+        fn end_of_data(&mut self) -> Result<(), String> {
+            self.push(Event::EndOfData);
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<(), String> {
+            self.push(Event::Finish);
+            Ok(())
+        }
+    }
+
+    fn barrier(id: u64) -> CheckpointBarrier {
+        CheckpointBarrier {
+            id,
+            timestamp: 1_700_000_000_000 + id as i64,
+            savepoint: false,
+        }
+    }
+
+    fn checkpoint_lines() -> Vec<String> {
+        let words = ["to", "be", "or", "not", "that", "is", "the", "question"];
+        let mut rng = crate::SplitMix64::new(11);
+        (0..60)
+            .map(|_| {
+                (0..rng.gen_range(7))
+                    .map(|_| words[rng.gen_range(words.len() as u64) as usize])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    /// source -> flat_map ==hash==> keyed sum -> collect, streaming emission, parallelism 2.
+    fn word_count_graph(sink: &str, mode: RuntimeMode) -> StreamGraph {
+        let mut env = StreamExecutionEnvironment::new();
+        env.set_parallelism(2);
+        env.set_runtime_mode(mode);
+        env.enable_checkpointing(std::time::Duration::from_secs(1));
+        env.from_collection(checkpoint_lines())
+            .flat_map(|line: String, out: &mut dyn Collector<Word>| {
+                for word in line.split_whitespace() {
+                    out.collect((word.to_owned(), 1));
+                }
+            })
+            .key_by(|w: &Word| w.0.clone())
+            .sum(|w: &mut Word| &mut w.1)
+            .collect(sink);
+        env.stream_graph().unwrap()
+    }
+
+    fn vctx(graph: &StreamGraph, vertex: usize, subtask: u32, attempt: u32) -> VertexContext {
+        let v = &graph.plan_ref().vertices[vertex];
+        VertexContext {
+            subtask_index: subtask,
+            parallelism: v.parallelism,
+            max_parallelism: v.max_parallelism,
+            attempt_number: attempt,
+            task_name: format!("{} ({subtask})", v.name),
+            checkpointing: true,
+        }
+    }
+
+    /// The producer vertex (source -> flat_map) of subtask `subtask` with a recording writer.
+    fn producer(
+        graph: &StreamGraph,
+        subtask: u32,
+        local: bool,
+    ) -> (VertexInstance, Arc<Mutex<Vec<Event>>>) {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let writer = RecordingWriter {
+            subpartitions: 2,
+            local,
+            events: Arc::clone(&events),
+        };
+        let instance = graph
+            .instantiate(0, vctx(graph, 0, subtask, 0), vec![Box::new(writer)])
+            .unwrap();
+        (instance, events)
+    }
+
+    /// The words of the lines subtask `subtask` of 2 reads, in order.
+    fn words_of(lines: &[String], subtask: usize) -> Vec<Word> {
+        lines
+            .iter()
+            .skip(subtask)
+            .step_by(2)
+            .flat_map(|l| l.split_whitespace().map(|w| (w.to_owned(), 1)))
+            .collect()
+    }
+
+    fn records(events: &[Event], subpartition: usize) -> Vec<Word> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Record(s, w) if *s == subpartition => Some(w.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn key_subpartition(word: &str) -> usize {
+        crate::assign_key_to_subtask(&word.to_owned(), 128, 2) as usize
+    }
+
+    #[test]
+    fn the_barrier_follows_every_record_emitted_before_the_snapshot() {
+        let lines = checkpoint_lines();
+        for local in [true, false] {
+            let graph = word_count_graph("cp-barrier", RuntimeMode::Streaming);
+            let plan = graph.plan();
+            assert_eq!(plan.vertices.len(), 2);
+            assert_eq!(plan.vertices[1].max_parallelism, 128);
+            for subtask in 0..2u32 {
+                let (mut instance, events) = producer(&graph, subtask, local);
+                instance.open().unwrap();
+                instance.poll_source(3).unwrap();
+                instance.poll_source(2).unwrap();
+                let snapshot = instance.snapshot(barrier(1)).unwrap();
+                assert!(!snapshot.is_empty());
+                let before: Vec<Event> = events.lock().unwrap().clone();
+                // Every word of the 5 lines read so far went out before the barrier, on the
+                // subpartition of its key and in order; then one barrier per subpartition.
+                let read: Vec<String> = lines
+                    .iter()
+                    .skip(subtask as usize)
+                    .step_by(2)
+                    .take(5)
+                    .cloned()
+                    .collect();
+                let first_barrier = before
+                    .iter()
+                    .position(|e| matches!(e, Event::Barrier(..)))
+                    .unwrap();
+                assert_eq!(
+                    &before[first_barrier..],
+                    &[Event::Barrier(0, 1), Event::Barrier(1, 1)]
+                );
+                for s in 0..2 {
+                    let expected: Vec<Word> = read
+                        .iter()
+                        .flat_map(|l| l.split_whitespace().map(|w| (w.to_owned(), 1)))
+                        .filter(|w| key_subpartition(&w.0) == s)
+                        .collect();
+                    assert_eq!(records(&before, s), expected, "local={local} s={s}");
+                }
+                assert!(before[..first_barrier].contains(&Event::Flush));
+
+                // Run to the end with a final checkpoint after end_input.
+                while instance.poll_source(4).unwrap() != SourceStatus::Finished {}
+                instance.end_input().unwrap();
+                assert!(instance.finish_outputs().is_ok());
+                let all: Vec<Event> = events.lock().unwrap().clone();
+                let total = records(&all, 0).len() + records(&all, 1).len();
+                assert_eq!(total, words_of(&lines, subtask as usize).len());
+                instance.close();
+            }
+        }
+    }
+
+    #[test]
+    fn end_of_data_comes_before_the_final_barrier_and_finish() {
+        let graph = word_count_graph("cp-order", RuntimeMode::Streaming);
+        let (mut instance, events) = producer(&graph, 0, true);
+        assert!(instance.snapshot(barrier(1)).is_err(), "not open");
+        instance.open().unwrap();
+        assert!(instance
+            .finish_outputs()
+            .unwrap_err()
+            .contains("finish_outputs called in state Running"));
+        while instance.poll_source(16).unwrap() != SourceStatus::Finished {}
+        instance.end_input().unwrap();
+        instance.end_input().unwrap();
+        instance.snapshot(barrier(7)).unwrap();
+        instance.notify_checkpoint_complete(7).unwrap();
+        instance.finish_outputs().unwrap();
+        instance.finish_outputs().unwrap();
+        instance.flush().unwrap();
+        assert!(instance
+            .snapshot(barrier(8))
+            .unwrap_err()
+            .contains("after finish_outputs"));
+        let lifecycle: Vec<Event> = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| !matches!(e, Event::Record(..) | Event::Flush))
+            .cloned()
+            .collect();
+        assert_eq!(
+            lifecycle,
+            vec![
+                Event::EndOfData,
+                Event::Barrier(0, 7),
+                Event::Barrier(1, 7),
+                Event::Finish
+            ]
+        );
+        // No record after the end of data.
+        let all = events.lock().unwrap().clone();
+        let end = all.iter().position(|e| *e == Event::EndOfData).unwrap();
+        assert!(all[end..].iter().all(|e| !matches!(e, Event::Record(..))));
+        instance.close();
+        assert!(instance.notify_checkpoint_complete(8).is_err());
+        instance.notify_checkpoint_aborted(8);
+
+        // Without checkpoints the runtime calls finish_outputs right after end_input.
+        let (mut plain, events) = producer(&graph, 1, false);
+        plain.open().unwrap();
+        while plain.poll_source(16).unwrap() != SourceStatus::Finished {}
+        plain.end_input().unwrap();
+        plain.finish_outputs().unwrap();
+        let all = events.lock().unwrap().clone();
+        let tail: Vec<&Event> = all
+            .iter()
+            .filter(|e| !matches!(e, Event::Record(..) | Event::Flush))
+            .collect();
+        assert_eq!(tail, vec![&Event::EndOfData, &Event::Finish]);
+    }
+
+    #[test]
+    fn a_restored_source_vertex_continues_where_the_snapshot_was_taken() {
+        let graph = word_count_graph("cp-source-restore", RuntimeMode::Streaming);
+        for local in [true, false] {
+            let (mut first, events) = producer(&graph, 1, local);
+            first.open().unwrap();
+            first.poll_source(6).unwrap();
+            let snapshot = first.snapshot(barrier(1)).unwrap();
+            while first.poll_source(16).unwrap() != SourceStatus::Finished {}
+            first.end_input().unwrap();
+            let all = events.lock().unwrap().clone();
+            let cut = all.iter().position(|e| *e == Event::Barrier(1, 1)).unwrap();
+            let after_barrier = &all[cut..];
+
+            let (mut second, replayed) = producer(&graph, 1, local);
+            second.restore(&snapshot).unwrap();
+            second.open().unwrap();
+            while second.poll_source(16).unwrap() != SourceStatus::Finished {}
+            second.end_input().unwrap();
+            let replayed = replayed.lock().unwrap().clone();
+            for s in 0..2 {
+                assert_eq!(records(&replayed, s), records(after_barrier, s), "s={s}");
+            }
+        }
+    }
+
+    /// The consumer vertex (keyed sum -> collect) of subtask `subtask`.
+    fn consumer(graph: &StreamGraph, subtask: u32, attempt: u32) -> VertexInstance {
+        graph
+            .instantiate(1, vctx(graph, 1, subtask, attempt), Vec::new())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_restored_keyed_sum_continues_the_counts() {
+        let lines = checkpoint_lines();
+        let sink = "cp-sum-restore";
+        let graph = word_count_graph(sink, RuntimeMode::Streaming);
+        // What producer subtask 0 sends, cut by its first barrier.
+        let (mut source, events) = producer(&graph, 0, false);
+        source.open().unwrap();
+        source.poll_source(9).unwrap();
+        source.snapshot(barrier(1)).unwrap();
+        while source.poll_source(16).unwrap() != SourceStatus::Finished {}
+        source.end_input().unwrap();
+        let events = events.lock().unwrap().clone();
+        let cut = events
+            .iter()
+            .position(|e| *e == Event::Barrier(0, 1))
+            .unwrap();
+        for s in 0..2u32 {
+            let phase1 = records(&events[..cut], s as usize);
+            let phase2 = records(&events[cut..], s as usize);
+            // Attempt 0 consumes phase 1 (serialized and typed) and snapshots at the barrier.
+            let mut first = consumer(&graph, s, 0);
+            first.open().unwrap();
+            let (serialized, typed) = phase1.split_at(phase1.len() / 2);
+            for word in serialized {
+                first.process_record(0, &encode_to_vec(word)).unwrap();
+            }
+            first.process_batch(0, Box::new(typed.to_vec())).unwrap();
+            let snapshot = first.snapshot(barrier(1)).unwrap();
+            first.close();
+            let counted = crate::testing::take_collected::<Word>(sink);
+            assert_eq!(counted.len(), phase1.len());
+
+            // Attempt 1 restores and consumes phase 2: the counts go on.
+            let mut second = consumer(&graph, s, 1);
+            second.restore(&snapshot).unwrap();
+            second.open().unwrap();
+            second.process_batch(0, Box::new(phase2.clone())).unwrap();
+            second.end_input().unwrap();
+            second.finish_outputs().unwrap();
+            second.close();
+            let mut last = std::collections::HashMap::new();
+            for (word, count) in crate::testing::take_collected::<Word>(sink) {
+                last.insert(word, count);
+            }
+            let mut expected = std::collections::HashMap::new();
+            for (word, _) in words_of(&lines, 0) {
+                if key_subpartition(&word) == s as usize {
+                    *expected.entry(word).or_insert(0) += 1;
+                }
+            }
+            expected.retain(|w, _| phase2.iter().any(|(p, _)| p == w));
+            assert_eq!(last, expected, "subtask {s}");
+        }
+    }
+
+    #[test]
+    fn malformed_and_foreign_snapshots_are_refused() {
+        let graph = word_count_graph("cp-malformed", RuntimeMode::Streaming);
+        let mut first = consumer(&graph, 0, 0);
+        first.open().unwrap();
+        for word in ["a", "b", "a"] {
+            first
+                .process_record(0, &encode_to_vec(&(word.to_owned(), 1u64)))
+                .unwrap();
+        }
+        let valid = first.snapshot(barrier(1)).unwrap();
+        first.close();
+        let _ = crate::testing::take_collected::<Word>("cp-malformed");
+
+        // Every truncation and a few byte flips fail cleanly.
+        for cut in 0..valid.len() {
+            let mut fresh = consumer(&graph, 0, 1);
+            assert!(fresh.restore(&valid[..cut]).is_err(), "cut {cut}");
+        }
+        let mut rng = crate::SplitMix64::new(2024);
+        for round in 0..2000 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                let mut bytes = valid.clone();
+                let at = rng.gen_range(bytes.len() as u64) as usize;
+                bytes[at] = rng.next_u64() as u8;
+                bytes
+            } else {
+                let len = rng.gen_range(80) as usize;
+                let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+                if round % 4 == 1 && bytes.len() >= 6 {
+                    bytes[..6].copy_from_slice(b"RFCK\x01\x00");
+                }
+                bytes
+            };
+            let mut fresh = consumer(&graph, 0, 1);
+            if fresh.restore(&bytes).is_ok() {
+                let _ = fresh.open();
+            }
+        }
+        // The source vertex's snapshot is foreign to the consumer, and the other way round.
+        let (mut source, _) = producer(&graph, 0, true);
+        source.open().unwrap();
+        source.poll_source(2).unwrap();
+        let source_snapshot = source.snapshot(barrier(1)).unwrap();
+        let err = consumer(&graph, 0, 1)
+            .restore(&source_snapshot)
+            .unwrap_err();
+        assert!(err.contains("does not have"), "{err}");
+        let (mut producer2, _) = producer(&graph, 0, true);
+        assert!(producer2
+            .restore(&valid)
+            .unwrap_err()
+            .contains("does not have"));
+        // Misuse: after open, twice.
+        let mut opened = consumer(&graph, 0, 1);
+        opened.open().unwrap();
+        assert!(opened.restore(&valid).is_err());
+        let mut twice = consumer(&graph, 0, 1);
+        twice.restore(&valid).unwrap();
+        assert!(twice.restore(&valid).unwrap_err().contains("twice"));
+        // An empty snapshot: every stateful operator starts empty.
+        let mut empty = consumer(&graph, 0, 1);
+        empty
+            .restore(&crate::snapshot::SnapshotWriter::new().finish())
+            .unwrap();
+        empty.open().unwrap();
+        empty
+            .process_record(0, &encode_to_vec(&("a".to_owned(), 1u64)))
+            .unwrap();
+        empty.close();
+        assert_eq!(
+            crate::testing::take_collected::<Word>("cp-malformed"),
+            vec![("a".to_owned(), 1)]
+        );
+    }
+
+    #[test]
+    fn batch_emission_cannot_be_checkpointed() {
+        let graph = word_count_graph("cp-batch", RuntimeMode::Automatic);
+        assert!(graph.batch_emission());
+        let (mut source, _) = producer(&graph, 0, true);
+        source.open().unwrap();
+        source.poll_source(3).unwrap();
+        let err = source.snapshot(barrier(1)).unwrap_err();
+        assert!(err.contains("STREAMING"), "{err}");
+        let mut sum = consumer(&graph, 0, 0);
+        sum.open().unwrap();
+        let err = sum.snapshot(barrier(1)).unwrap_err();
+        assert!(
+            err.contains("keyed sum") && err.contains("STREAMING"),
+            "{err}"
+        );
+        sum.close();
+    }
+
+    /// Counts per key with all three kinds of keyed state.
+    #[derive(Clone, Default)]
+    struct Tally {
+        count: ValueState<u64>,
+        seen: MapState<u64, u32>,
+        total: ReducingState<u64>,
+    }
+
+    impl KeyedProcessFunction<u64, (u64, u64), (u64, u64, usize, u64)> for Tally {
+        fn open(&mut self, state: &mut StateRegistry<u64>) -> Result<(), String> {
+            self.count = state.value_state("count");
+            self.seen = state.map_state("seen");
+            self.total = state.reducing_state("total", |a, b| a + b);
+            Ok(())
+        }
+
+        fn process_element(
+            &mut self,
+            (_, value): (u64, u64),
+            ctx: &mut KeyedContext<'_, u64>,
+            out: &mut dyn Collector<(u64, u64, usize, u64)>,
+        ) {
+            let count = ctx.value(&self.count).copied().unwrap_or(0) + 1;
+            ctx.update(&self.count, count);
+            let times = ctx.map_get(&self.seen, &value).copied().unwrap_or(0) + 1;
+            ctx.map_put(&self.seen, value, times);
+            ctx.reducing_add(&self.total, value);
+            let distinct = ctx.map_iter(&self.seen).count();
+            let total = ctx.reducing_get(&self.total).copied().unwrap_or(0);
+            out.collect((*ctx.key(), count, distinct, total));
+        }
+    }
+
+    #[test]
+    fn keyed_process_state_survives_a_restore() {
+        let sink = "cp-process";
+        let mut env = StreamExecutionEnvironment::new();
+        env.set_runtime_mode(RuntimeMode::Streaming);
+        env.from_collection(vec![(0u64, 0u64)])
+            .key_by(|t: &(u64, u64)| t.0)
+            .process(Tally::default())
+            .collect(sink);
+        let graph = env.stream_graph().unwrap();
+        let input: Vec<(u64, u64)> = (0..90).map(|i| (i % 4, (i * 7) % 5)).collect();
+        let run = |instance: &mut VertexInstance, records: &[(u64, u64)]| {
+            for r in records {
+                instance.process_record(0, &encode_to_vec(r)).unwrap();
+            }
+        };
+        let mut whole = consumer(&graph, 0, 0);
+        whole.open().unwrap();
+        run(&mut whole, &input);
+        whole.close();
+        let expected = crate::testing::take_collected::<(u64, u64, usize, u64)>(sink);
+
+        let mut first = consumer(&graph, 0, 0);
+        first.open().unwrap();
+        run(&mut first, &input[..40]);
+        let snapshot = first.snapshot(barrier(3)).unwrap();
+        first.close();
+        let mut got = crate::testing::take_collected::<(u64, u64, usize, u64)>(sink);
+        let mut second = consumer(&graph, 0, 1);
+        second.restore(&snapshot).unwrap();
+        second.open().unwrap();
+        run(&mut second, &input[40..]);
+        second.close();
+        got.extend(crate::testing::take_collected::<(u64, u64, usize, u64)>(
+            sink,
+        ));
+        assert_eq!(got, expected);
     }
 }

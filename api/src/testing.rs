@@ -199,7 +199,9 @@ struct Subtask {
 
 impl Subtask {
     fn finish(&mut self) -> Result<(), String> {
+        // No checkpoints here: the partitions end right after the input.
         self.instance.end_input()?;
+        self.instance.finish_outputs()?;
         for (inbox, input) in &self.end_targets {
             push(
                 inbox,
@@ -304,6 +306,7 @@ impl LocalExecutor {
                     max_parallelism: vertex.max_parallelism,
                     attempt_number: 0,
                     task_name: format!("{} ({}/{})", vertex.name, i + 1, vertex.parallelism),
+                    checkpointing: false,
                 };
                 let instance = graph
                     .instantiate(v, ctx, writers)
@@ -605,7 +608,7 @@ mod tests {
     }
 
     impl KeyedProcessFunction<u64, (u64, u64), (u64, u64, u64)> for Dedup {
-        fn open(&mut self, state: &mut StateRegistry) -> Result<(), String> {
+        fn open(&mut self, state: &mut StateRegistry<u64>) -> Result<(), String> {
             self.count = state.value_state("count");
             self.seen = state.map_state("seen");
             Ok(())
@@ -746,6 +749,7 @@ mod tests {
             max_parallelism: 128,
             attempt_number: 0,
             task_name: name.to_owned(),
+            checkpointing: false,
         };
         let mut source = graph
             .instantiate(0, ctx("src"), vec![Box::new(BrokenWriter { calls: 0 })])

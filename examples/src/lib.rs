@@ -22,6 +22,13 @@ pub fn registry() -> JobRegistry {
         wordcount,
     );
     jobs.register(
+        "streaming-wordcount",
+        "WordCount over generated text in streaming mode with checkpoints, exactly-once output \
+         (--lines N, --seed S, --lines-per-second R per subtask, --checkpoint-interval MS, \
+         --output DIR, --parallelism N)",
+        streaming_wordcount,
+    );
+    jobs.register(
         "sequence-sum",
         "Sums an endless seeded sequence per key (--keys N, --parallelism N, --count N to bound \
          it, --output FILE)",
@@ -144,6 +151,140 @@ pub fn wordcount(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result
         }
     }
     Ok(())
+}
+
+/// Line `index` of [`streaming_wordcount`]'s generated text for `seed`: 4 to 11 words drawn from
+/// Hamlet's vocabulary. Deterministic, so tests can compute the reference.
+pub fn generated_line(rng: &mut rflink::SplitMix64) -> String {
+    let vocabulary = vocabulary();
+    let words = rng.gen_between(4, 12);
+    let mut line = String::new();
+    for i in 0..words {
+        if i > 0 {
+            line.push(' ');
+        }
+        let pick = rng.gen_range(vocabulary.len() as u64) as usize;
+        line.push_str(vocabulary.get(pick).copied().unwrap_or("rflink"));
+    }
+    line
+}
+
+/// The lines [`streaming_wordcount`] generates for `seed` and `lines`, in index order.
+pub fn generated_text(seed: u64, lines: u64) -> Vec<String> {
+    (0..lines)
+        .map(|i| generated_line(&mut rflink::SplitMix64::for_index(seed, i)))
+        .collect()
+}
+
+/// The exact output of [`streaming_wordcount`] for `lines`: every word `w` seen `n` times
+/// contributes the lines `w 1` … `w n` (one update per occurrence), sorted.
+pub fn streaming_reference(lines: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (word, n) in count_words(&lines.join("\n")) {
+        for k in 1..=n {
+            out.push(format!("{word} {k}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn vocabulary() -> &'static [&'static str] {
+    static VOCABULARY: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    VOCABULARY.get_or_init(|| {
+        let mut words: Vec<&'static str> = text::WORDS
+            .iter()
+            .flat_map(|l| l.split(|c: char| !c.is_alphanumeric()))
+            .filter(|w| !w.is_empty() && w.is_ascii())
+            .collect();
+        words.sort_unstable();
+        words.dedup();
+        words
+    })
+}
+
+/// WordCount as a streaming job with exactly-once output: Flink's WordCount in STREAMING mode,
+/// with checkpoints.
+///
+/// - The input is generated (`--lines N` lines, default 100000, from `--seed S`), so a replay
+///   after a failure reads the same lines; `--lines-per-second R` slows each source subtask to
+///   about R lines per second (default: as fast as it goes), to keep a job running while tests
+///   kill TaskManagers.
+/// - Every word's running count is emitted on each occurrence (`word n`), as Flink's streaming
+///   WordCount does.
+/// - `--output DIR` is written exactly-once: part files committed when a checkpoint completes
+///   (read them with `rflink::sinks::read_committed_parts`). Without it the counts are printed.
+/// - `--checkpoint-interval MS` (default 500) sets `execution.checkpointing.interval`.
+pub fn streaming_wordcount(
+    env: &mut StreamExecutionEnvironment,
+    args: &JobArgs,
+) -> Result<(), JobError> {
+    args.expect_only(&[
+        "lines",
+        "seed",
+        "lines-per-second",
+        "checkpoint-interval",
+        "output",
+        "parallelism",
+    ])?;
+    if let Some(p) = args.parse::<u32>("parallelism")? {
+        env.set_parallelism(p.max(1));
+    }
+    env.set_job_name("Streaming WordCount");
+    env.set_runtime_mode(rflink::RuntimeMode::Streaming);
+    let interval = args.parse::<u64>("checkpoint-interval")?.unwrap_or(500);
+    env.enable_checkpointing(std::time::Duration::from_millis(interval.max(10)));
+    let lines = args.parse::<u64>("lines")?.unwrap_or(100_000);
+    let seed = args.parse::<u64>("seed")?.unwrap_or(7);
+    let rate = args.parse::<u64>("lines-per-second")?;
+    let text = env
+        .from_generator(Some(lines), seed, |rng, _| generated_line(rng))
+        .name("Generated text");
+    let text = match rate {
+        // Sleep 1 ms every `every` lines: about `rate` lines per second per subtask.
+        Some(rate) if rate > 0 => {
+            let every = (rate / 1000).max(1);
+            let pause = std::time::Duration::from_micros((every * 1_000_000 / rate).max(1));
+            text.map(move |line: String| {
+                throttle(every, pause);
+                line
+            })
+            .name("Throttle")
+        }
+        _ => text,
+    };
+    let counts = text
+        .flat_map(|line: String, out| tokenize(&line, |w| out.collect((w, 1u64))))
+        .name("Tokenizer")
+        .key_by_ref(|pair: &(String, u64)| &pair.0)
+        .sum(|pair: &mut (String, u64)| &mut pair.1)
+        .name("Counter")
+        .map(|(word, count): (String, u64)| format!("{word} {count}"))
+        .name("Format");
+    match args.get("output") {
+        Some(path) => {
+            counts.write_as_text(path).name("Exactly-once file sink");
+        }
+        None => {
+            counts.print().name("Print sink");
+        }
+    }
+    Ok(())
+}
+
+/// Sleeps `pause` once every `every` calls on this thread (each task has its own thread).
+fn throttle(every: u64, pause: std::time::Duration) {
+    thread_local! {
+        static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    let n = CALLS.with(|c| {
+        let n = c.get().wrapping_add(1);
+        c.set(n);
+        n
+    });
+    if n.is_multiple_of(every) {
+        std::thread::sleep(pause);
+    }
 }
 
 /// A sink that drops what it gets (Flink: `DiscardingSink`).

@@ -53,18 +53,22 @@ pub fn build_job_graph(jobs: &Jobs, entry: &str, args: &[String]) -> Result<JobG
             entry: entry.to_string(),
             args: args.to_vec(),
             fingerprint: plan.fingerprint.clone(),
+            batch: graph.batch_emission(),
         },
     );
+    let mut job_graph = job_graph;
+    job_graph.job_config = graph.job_config().clone();
     job_graph.validate()?;
     Ok(job_graph)
 }
 
 /// The JobGraph of a plan: one vertex per chain, edges in the plan's input order.
 pub fn job_graph_from_plan(plan: &JobPlan, program: JobProgram) -> JobGraph {
-    let ids: Vec<JobVertexId> = plan
-        .vertices
-        .iter()
-        .map(|_| JobVertexId::generate())
+    // Vertex ids derive from the program's fingerprint and the vertex's position, as Flink
+    // derives JobVertexIDs from the stream graph: every build of the same program has the same
+    // ids, so a savepoint's state finds its vertices in a resubmitted job.
+    let ids: Vec<JobVertexId> = (0..plan.vertices.len())
+        .map(|i| deterministic_vertex_id(&program.fingerprint, i))
         .collect();
     let vertices = plan
         .vertices
@@ -102,6 +106,18 @@ pub fn job_graph_from_plan(plan: &JobPlan, program: JobProgram) -> JobGraph {
         job_config: Default::default(),
         savepoint_path: None,
     }
+}
+
+fn deterministic_vertex_id(fingerprint: &str, index: usize) -> JobVertexId {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"rflink job vertex\0");
+    hasher.update(fingerprint.as_bytes());
+    hasher.update((index as u64).to_be_bytes());
+    let digest = hasher.finalize();
+    let mut bits = [0u8; 16];
+    bits.copy_from_slice(&digest[..16]);
+    JobVertexId::from_u128(u128::from_be_bytes(bits))
 }
 
 /// Names are shown in REST responses and must fit 255 bytes.

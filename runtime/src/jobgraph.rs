@@ -80,6 +80,9 @@ pub struct JobProgram {
     pub args: Vec<String>,
     /// The stream graph's fingerprint as the client built it.
     pub fingerprint: String,
+    /// Batch-style emission (bounded inputs, Flink's BATCH mode): no checkpoints.
+    #[serde(default)]
+    pub batch: bool,
 }
 
 /// The configuration key of a streaming vertex naming its index in the job's plan.

@@ -436,6 +436,8 @@ async fn stale_job_master_ids_are_refused_by_the_task_executor() {
         }),
         produced_partitions: Vec::new(),
         input_gates: Vec::new(),
+        checkpointing: None,
+        restore: None,
     };
     let stale = JobMasterId::generate();
     match te

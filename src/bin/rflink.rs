@@ -86,6 +86,29 @@ enum Command {
     },
     /// Shows the cluster overview.
     Overview,
+    /// Triggers a savepoint of a running job and prints its location (Flink's `flink
+    /// savepoint`).
+    Savepoint {
+        /// The job's id (32 hex characters).
+        job_id: JobId,
+        /// The directory to write it under [default: the cluster's
+        /// execution.checkpointing.savepoint-dir].
+        target_directory: Option<String>,
+        /// How long to wait for it, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Stops a job with a savepoint (Flink's `flink stop --savepointPath DIR`).
+    Stop {
+        /// The job's id (32 hex characters).
+        job_id: JobId,
+        /// The directory to write the savepoint under.
+        #[arg(short = 'p', long = "savepointPath")]
+        savepoint_path: Option<String>,
+        /// How long to wait for it, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +140,21 @@ struct RunArgs {
     /// Prints the job id and exits right after submission instead of waiting for the job.
     #[arg(short = 'd', long)]
     detached: bool,
+
+    /// Restores the job's state from a savepoint or retained checkpoint (its directory or
+    /// `_metadata` file), as Flink's `run --fromSavepoint`.
+    #[arg(
+        short = 's',
+        long = "from-savepoint",
+        alias = "fromSavepoint",
+        value_name = "PATH"
+    )]
+    from_savepoint: Option<String>,
+
+    /// A job configuration entry, `key=value` (repeatable), e.g.
+    /// `-D execution.checkpointing.interval=500ms` or `-D restart-strategy.type=fixed-delay`.
+    #[arg(short = 'D', value_name = "KEY=VALUE")]
+    config: Vec<String>,
 }
 
 /// What to run (one of).
@@ -228,6 +266,16 @@ fn main() -> ExitCode {
             Command::Cancel { job_id } => cancel_job(&client, job_id).await,
             Command::Info { job_id, json } => job_info(&client, job_id, json).await,
             Command::Overview => overview(&client).await,
+            Command::Savepoint {
+                job_id,
+                target_directory,
+                timeout,
+            } => savepoint(&client, job_id, target_directory.as_deref(), false, timeout).await,
+            Command::Stop {
+                job_id,
+                savepoint_path,
+                timeout,
+            } => savepoint(&client, job_id, savepoint_path.as_deref(), true, timeout).await,
         };
         result.unwrap_or_else(|e| {
             report(&client, &e);
@@ -314,6 +362,21 @@ fn build_graph(run: &RunArgs) -> JobGraph {
             Ok(mut graph) => {
                 if let Some(name) = &run.name {
                     graph.name = name.clone();
+                }
+                graph.savepoint_path = run.from_savepoint.clone();
+                for entry in &run.config {
+                    let Some((key, value)) = entry.split_once('=') else {
+                        usage_error(
+                            ErrorKind::InvalidValue,
+                            format!("-D {entry:?} is not key=value"),
+                        );
+                    };
+                    graph
+                        .job_config
+                        .insert(key.trim().to_string(), value.trim().to_string());
+                }
+                if let Err(err) = graph.validate() {
+                    usage_error(ErrorKind::InvalidValue, format!("{err}"));
                 }
                 graph
             }
@@ -511,6 +574,30 @@ fn print_jobs(jobs: &[&JobSummary], title: &str, none: &str) {
         );
     }
     println!("{}", "-".repeat(width));
+}
+
+async fn savepoint(
+    client: &RestClient,
+    job_id: JobId,
+    target: Option<&str>,
+    stop: bool,
+    timeout: u64,
+) -> Result<Outcome, RestClientError> {
+    println!(
+        "{} job {job_id}.",
+        if stop {
+            "Stopping with a savepoint"
+        } else {
+            "Triggering a savepoint of"
+        }
+    );
+    let trigger = client.trigger_savepoint(job_id, target, stop).await?;
+    let location = client
+        .wait_for_savepoint(job_id, &trigger, Duration::from_secs(timeout))
+        .await?;
+    println!("Savepoint completed. Path: {location}");
+    println!("Resume with: rflink run --from-savepoint {location} ...");
+    Ok(Outcome::Success)
 }
 
 async fn cancel_job(client: &RestClient, job_id: JobId) -> Result<Outcome, RestClientError> {

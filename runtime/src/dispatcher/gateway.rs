@@ -148,8 +148,11 @@ pub struct JobDetails {
 pub struct JobExceptions {
     /// The failure that failed the job, if it failed.
     pub root: Option<ErrorInfo>,
-    /// Every task failure, newest first.
+    /// Every handled failure, newest first.
     pub history: Vec<ErrorInfo>,
+    /// Per history entry (same order), the failures that came with it.
+    #[serde(default)]
+    pub concurrent: Vec<Vec<ErrorInfo>>,
 }
 
 /// A finished job's result. Flink: `JobResult` (`/jobs/{id}/execution-result`).
@@ -328,6 +331,72 @@ pub trait RestfulGateway: Send + Sync + 'static {
     fn cluster_overview(&self) -> BoxFuture<'static, Result<ClusterOverview, DispatcherError>>;
     /// The TaskManagers.
     fn task_managers(&self) -> BoxFuture<'static, Result<Vec<TaskManagerInfo>, DispatcherError>>;
+    /// A job's checkpoint statistics; `None` when it has checkpointing off.
+    fn checkpoint_stats(
+        &self,
+        job_id: JobId,
+    ) -> BoxFuture<
+        'static,
+        Result<Option<crate::checkpoint::stats::CheckpointStatsView>, DispatcherError>,
+    > {
+        Box::pin(async move { Err(DispatcherError::JobNotFound { job_id }) })
+    }
+    /// Triggers a savepoint of a running job (`terminate`: stop it afterwards); its id.
+    fn trigger_savepoint(
+        &self,
+        job_id: JobId,
+        target_directory: Option<String>,
+        terminate: bool,
+    ) -> BoxFuture<'static, Result<u64, DispatcherError>> {
+        let _ = (target_directory, terminate);
+        Box::pin(async move { Err(DispatcherError::JobNotFound { job_id }) })
+    }
+    /// How a savepoint went; `None` for an unknown id.
+    fn savepoint_status(
+        &self,
+        job_id: JobId,
+        id: u64,
+    ) -> BoxFuture<'static, Result<Option<crate::jobmaster::SavepointStatus>, DispatcherError>>
+    {
+        let _ = id;
+        Box::pin(async move { Err(DispatcherError::JobNotFound { job_id }) })
+    }
+}
+
+/// A job's checkpoint statistics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestCheckpointStats {
+    /// The job.
+    pub job_id: JobId,
+}
+impl RpcMessage for RequestCheckpointStats {
+    type Reply = Result<Option<crate::checkpoint::stats::CheckpointStatsView>, DispatcherError>;
+}
+
+/// Triggers a savepoint of a running job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TriggerSavepoint {
+    /// The job.
+    pub job_id: JobId,
+    /// Where to write it; `None`: the configured savepoint directory.
+    pub target_directory: Option<String>,
+    /// Stop the job after it.
+    pub terminate: bool,
+}
+impl RpcMessage for TriggerSavepoint {
+    type Reply = Result<u64, DispatcherError>;
+}
+
+/// How a savepoint went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestSavepointStatus {
+    /// The job.
+    pub job_id: JobId,
+    /// The savepoint's id.
+    pub id: u64,
+}
+impl RpcMessage for RequestSavepointStatus {
+    type Reply = Result<Option<crate::jobmaster::SavepointStatus>, DispatcherError>;
 }
 
 /// A JobMaster reports its job's end with the views to keep (Flink: the JobManagerRunner's
@@ -342,6 +411,9 @@ pub struct JobReachedTerminalState {
     pub exceptions: JobExceptions,
     /// The result.
     pub result: JobResult,
+    /// Checkpoint statistics, when the job had checkpointing on.
+    #[serde(default)]
+    pub checkpoints: Option<crate::checkpoint::stats::CheckpointStatsView>,
 }
 impl RpcMessage for JobReachedTerminalState {
     type Reply = ();

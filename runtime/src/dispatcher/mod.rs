@@ -38,6 +38,7 @@ enum JobEntry {
         details: Box<JobDetails>,
         exceptions: JobExceptions,
         result: JobResult,
+        checkpoints: Option<Box<crate::checkpoint::stats::CheckpointStatsView>>,
     },
 }
 
@@ -123,8 +124,10 @@ impl Dispatcher {
                 exceptions: JobExceptions {
                     root: Some(failure.clone()),
                     history: vec![failure],
+                    concurrent: vec![Vec::new()],
                 },
                 result,
+                checkpoints: None,
             },
         );
         self.events
@@ -248,6 +251,7 @@ impl Handler<JobReachedTerminalState> for Dispatcher {
                     details: Box::new(msg.details),
                     exceptions: msg.exceptions,
                     result: msg.result,
+                    checkpoints: msg.checkpoints.map(Box::new),
                 },
             );
         }
@@ -460,6 +464,110 @@ impl Handler<RequestTaskManagers> for Dispatcher {
     }
 }
 
+impl Handler<RequestCheckpointStats> for Dispatcher {
+    fn handle(
+        &mut self,
+        msg: RequestCheckpointStats,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<
+        Self,
+        Result<Option<crate::checkpoint::stats::CheckpointStatsView>, DispatcherError>,
+    > {
+        match self.jobs.get(&msg.job_id) {
+            None => Response::ready(Err(DispatcherError::JobNotFound { job_id: msg.job_id })),
+            Some(JobEntry::Done { checkpoints, .. }) => {
+                Response::ready(Ok(checkpoints.as_deref().cloned()))
+            }
+            Some(JobEntry::Running { gateway, .. }) => {
+                let gateway = gateway.clone();
+                Response::future(async move {
+                    gateway
+                        .ask(jobmaster::RequestCheckpointStats)
+                        .await
+                        .map_err(Into::into)
+                })
+            }
+        }
+    }
+}
+
+impl Handler<TriggerSavepoint> for Dispatcher {
+    fn handle(
+        &mut self,
+        msg: TriggerSavepoint,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<u64, DispatcherError>> {
+        let job_id = msg.job_id;
+        match self.jobs.get(&job_id) {
+            None => Response::ready(Err(DispatcherError::JobNotFound { job_id })),
+            Some(JobEntry::Done { result, .. }) => {
+                Response::ready(Err(DispatcherError::JobMaster {
+                    job_id,
+                    reason: format!("the job is {}: no savepoint can be taken", result.status),
+                }))
+            }
+            Some(JobEntry::Running { gateway, .. }) => {
+                let gateway = gateway.clone();
+                Response::future(async move {
+                    gateway
+                        .ask(jobmaster::TriggerSavepoint {
+                            target_directory: msg.target_directory,
+                            terminate: msg.terminate,
+                        })
+                        .await
+                        .map_err(DispatcherError::from)?
+                        .map_err(|e| DispatcherError::JobMaster {
+                            job_id,
+                            reason: e.to_string(),
+                        })
+                })
+            }
+        }
+    }
+}
+
+impl Handler<RequestSavepointStatus> for Dispatcher {
+    fn handle(
+        &mut self,
+        msg: RequestSavepointStatus,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<Option<jobmaster::SavepointStatus>, DispatcherError>> {
+        match self.jobs.get(&msg.job_id) {
+            None => Response::ready(Err(DispatcherError::JobNotFound { job_id: msg.job_id })),
+            Some(JobEntry::Done {
+                checkpoints,
+                result,
+                ..
+            }) => {
+                // A finished job's completed savepoints are in its archived statistics; any
+                // other savepoint it had can no longer complete.
+                let location = checkpoints
+                    .as_deref()
+                    .and_then(|c| c.savepoint_location(msg.id));
+                let status = match (location, checkpoints) {
+                    (Some(location), _) => Some(jobmaster::SavepointStatus::Completed(location)),
+                    (None, Some(_)) => Some(jobmaster::SavepointStatus::Failed(format!(
+                        "the job is {} and savepoint {} did not complete",
+                        result.status, msg.id
+                    ))),
+                    (None, None) => None,
+                };
+                Response::ready(Ok(status))
+            }
+            Some(JobEntry::Running { gateway, .. }) => {
+                let gateway = gateway.clone();
+                let id = msg.id;
+                Response::future(async move {
+                    gateway
+                        .ask(jobmaster::RequestSavepointStatus { id })
+                        .await
+                        .map_err(Into::into)
+                })
+            }
+        }
+    }
+}
+
 rpc_protocol!(Dispatcher {
     SubmitJob,
     JobReachedTerminalState,
@@ -471,6 +579,9 @@ rpc_protocol!(Dispatcher {
     RequestJobResult,
     RequestClusterOverview,
     RequestTaskManagers,
+    RequestCheckpointStats,
+    TriggerSavepoint,
+    RequestSavepointStatus,
 });
 
 /// Flattens a gateway answer: transport errors become `DispatcherError::Rpc`.
@@ -533,5 +644,45 @@ impl RestfulGateway for RpcGateway<Dispatcher> {
     fn task_managers(&self) -> BoxFuture<'static, Result<Vec<TaskManagerInfo>, DispatcherError>> {
         let g = self.clone();
         async move { flatten(g.ask(RequestTaskManagers).await) }.boxed()
+    }
+
+    fn checkpoint_stats(
+        &self,
+        job_id: JobId,
+    ) -> BoxFuture<
+        'static,
+        Result<Option<crate::checkpoint::stats::CheckpointStatsView>, DispatcherError>,
+    > {
+        let g = self.clone();
+        async move { flatten(g.ask(RequestCheckpointStats { job_id }).await) }.boxed()
+    }
+
+    fn trigger_savepoint(
+        &self,
+        job_id: JobId,
+        target_directory: Option<String>,
+        terminate: bool,
+    ) -> BoxFuture<'static, Result<u64, DispatcherError>> {
+        let g = self.clone();
+        async move {
+            flatten(
+                g.ask(TriggerSavepoint {
+                    job_id,
+                    target_directory,
+                    terminate,
+                })
+                .await,
+            )
+        }
+        .boxed()
+    }
+
+    fn savepoint_status(
+        &self,
+        job_id: JobId,
+        id: u64,
+    ) -> BoxFuture<'static, Result<Option<jobmaster::SavepointStatus>, DispatcherError>> {
+        let g = self.clone();
+        async move { flatten(g.ask(RequestSavepointStatus { job_id, id }).await) }.boxed()
     }
 }

@@ -192,8 +192,13 @@ pub struct ExecutionGraph {
     pub vertices: Vec<ExecutionJobVertex>,
     /// The failure that failed the job, if any.
     pub failure: Option<ErrorInfo>,
-    /// Every task failure seen, oldest first (REST `/exceptions` history).
+    /// Every failure that was handled (restarted or failed the job), oldest first (REST
+    /// `/exceptions` history).
     pub exception_history: Vec<ErrorInfo>,
+    /// Per history entry (same order), the failures that came with it: other tasks failing
+    /// while the job was restarting, failing or cancelling because of it. Flink's
+    /// `concurrentExceptions`.
+    pub concurrent_exceptions: Vec<Vec<ErrorInfo>>,
     /// Restarts done so far.
     pub restarts: u32,
     failover: Failover,
@@ -268,6 +273,7 @@ impl ExecutionGraph {
             vertices,
             failure: None,
             exception_history: Vec::new(),
+            concurrent_exceptions: Vec::new(),
             restarts: 0,
             failover: Failover {
                 backoff: failover::RestartBackoff::new(failover::RestartStrategy::None, 0),
@@ -490,11 +496,13 @@ impl ExecutionGraph {
             }
             let position = self.position(attempt);
             let is_new_failure = position.is_some_and(|p| !self.failover.pending.contains(&p));
-            // Failures while the job is already failing or cancelling are part of that, not
-            // new entries of the history.
+            // Failures while the job is already failing or cancelling, or of attempts already
+            // restarting, come with the failure that caused that: concurrent exceptions.
             if is_new_failure && matches!(self.status, JobStatus::Running | JobStatus::Restarting) {
-                self.exception_history.push(info.clone());
+                self.record_failure(info.clone());
                 actions.extend(self.handle_failure(position.into_iter().collect(), info)?);
+            } else {
+                self.record_concurrent(info);
             }
         }
         actions.extend(self.check_termination()?);
@@ -573,6 +581,39 @@ impl ExecutionGraph {
             delay,
             generation: self.failover.generation,
         });
+        Ok(actions)
+    }
+
+    fn record_failure(&mut self, info: ErrorInfo) {
+        self.exception_history.push(info);
+        self.concurrent_exceptions.push(Vec::new());
+    }
+
+    fn record_concurrent(&mut self, info: ErrorInfo) {
+        if let Some(last) = self.concurrent_exceptions.last_mut() {
+            last.push(info);
+        }
+    }
+
+    /// A failure of the whole job rather than of one task (a checkpoint failure beyond the
+    /// tolerated number, a failed restore): every subtask restarts, if the strategy allows.
+    pub fn global_failure(&mut self, cause: ErrorInfo) -> Result<Vec<GraphAction>, GraphError> {
+        if !matches!(self.status, JobStatus::Running | JobStatus::Restarting) {
+            return Ok(Vec::new());
+        }
+        self.record_failure(cause.clone());
+        let saved = self.failover.region_of.take();
+        let all: Vec<(usize, u32)> = self
+            .vertices
+            .iter()
+            .enumerate()
+            .flat_map(|(v, x)| (0..x.parallelism).map(move |k| (v, k)))
+            .collect();
+        let result = self.handle_failure(all, cause);
+        self.failover.region_of = saved;
+        let mut actions = result?;
+        actions.extend(self.check_termination()?);
+        actions.extend(self.check_restart()?);
         Ok(actions)
     }
 
@@ -718,6 +759,7 @@ impl ExecutionGraph {
         // One loss is one failure for the restart strategy, however many tasks ran there.
         let mut failed = Vec::new();
         let mut first: Option<ErrorInfo> = None;
+        let mut lost_too = Vec::new();
         for (attempt, location) in lost {
             let info = ErrorInfo {
                 kind: "TaskManagerLost".into(),
@@ -731,16 +773,28 @@ impl ExecutionGraph {
             if let Some(exec) = self.execution_mut(attempt) {
                 exec.failure = Some(info.clone());
             }
-            if let Some(p) = position.filter(|p| !self.failover.pending.contains(p)) {
-                failed.push(p);
-                first.get_or_insert(info);
+            match position.filter(|p| !self.failover.pending.contains(p)) {
+                Some(p) if first.is_none() => {
+                    failed.push(p);
+                    first = Some(info);
+                }
+                Some(p) => {
+                    failed.push(p);
+                    lost_too.push(info);
+                }
+                None => lost_too.push(info),
             }
         }
-        if let Some(info) = first {
-            if matches!(self.status, JobStatus::Running | JobStatus::Restarting) {
-                self.exception_history.push(info.clone());
+        match first {
+            Some(info) if matches!(self.status, JobStatus::Running | JobStatus::Restarting) => {
+                self.record_failure(info.clone());
                 actions.extend(self.handle_failure(failed, info)?);
             }
+            Some(info) => self.record_concurrent(info),
+            None => {}
+        }
+        for info in lost_too {
+            self.record_concurrent(info);
         }
         // The lost TaskExecutor cannot confirm cancellations: drop those actions for it.
         actions.retain(|a| !matches!(a, GraphAction::CancelTask { slot, .. } if slot.resource_id == resource_id));

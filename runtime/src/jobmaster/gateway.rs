@@ -20,6 +20,9 @@ pub enum JobMasterError {
     /// A call to another component failed.
     #[error("rpc failed: {0}")]
     Rpc(#[from] RpcError),
+    /// A checkpoint or savepoint cannot be taken.
+    #[error("{0}")]
+    Checkpoint(String),
 }
 
 /// A successful TaskManager registration at a JobMaster. Flink: `JMTMRegistrationSuccess`.
@@ -144,4 +147,84 @@ impl RpcMessage for RequestJobDetails {
 pub struct RequestJobExceptions;
 impl RpcMessage for RequestJobExceptions {
     type Reply = JobExceptions;
+}
+
+/// A task's part of a checkpoint is stored. Flink: `acknowledgeCheckpoint`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AcknowledgeCheckpoint {
+    /// The job.
+    pub job_id: JobId,
+    /// The task.
+    pub attempt: ExecutionAttemptId,
+    /// The checkpoint.
+    pub checkpoint_id: u64,
+    /// Where its state is (`None`: stateless).
+    pub state: Option<crate::checkpoint::TaskStateHandle>,
+    /// The task had ended its input when it took its part.
+    pub ended_input: bool,
+    /// Millis on the task thread.
+    pub sync_millis: u64,
+    /// Millis writing the state.
+    pub async_millis: u64,
+}
+impl RpcMessage for AcknowledgeCheckpoint {
+    type Reply = ();
+}
+
+/// A task could not take its part of a checkpoint. Flink: `declineCheckpoint`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeclineCheckpoint {
+    /// The job.
+    pub job_id: JobId,
+    /// The task.
+    pub attempt: ExecutionAttemptId,
+    /// The checkpoint.
+    pub checkpoint_id: u64,
+    /// Why.
+    pub reason: String,
+}
+impl RpcMessage for DeclineCheckpoint {
+    type Reply = ();
+}
+
+/// The job's checkpoint statistics, in Flink's `/jobs/{id}/checkpoints` shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestCheckpointStats;
+impl RpcMessage for RequestCheckpointStats {
+    type Reply = Option<crate::checkpoint::stats::CheckpointStatsView>;
+}
+
+/// Triggers a savepoint (`terminate`: stop the job once it is complete). The reply is the
+/// savepoint's id, for [`RequestSavepointStatus`]. Flink: `triggerSavepoint` /
+/// `stopWithSavepoint`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TriggerSavepoint {
+    /// Where to write it; `None`: `execution.checkpointing.savepoint-dir`.
+    pub target_directory: Option<String>,
+    /// Stop the job after the savepoint.
+    pub terminate: bool,
+}
+impl RpcMessage for TriggerSavepoint {
+    type Reply = Result<u64, JobMasterError>;
+}
+
+/// How a savepoint went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SavepointStatus {
+    /// Still running.
+    InProgress,
+    /// Done; its location (the directory to resume from).
+    Completed(String),
+    /// Failed, and why.
+    Failed(String),
+}
+
+/// The status of savepoint `id` of this job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestSavepointStatus {
+    /// The id [`TriggerSavepoint`] returned.
+    pub id: u64,
+}
+impl RpcMessage for RequestSavepointStatus {
+    type Reply = Option<SavepointStatus>;
 }

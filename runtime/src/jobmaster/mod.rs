@@ -26,6 +26,7 @@
 //! fails the attempts it ran: one failure for the restart strategy. Slots that do not all arrive
 //! within `slot.request.timeout` fail the waiting attempts with `NoResourceAvailable`.
 
+mod checkpointing;
 pub mod deployment;
 pub mod gateway;
 pub mod slot_pool;
@@ -141,6 +142,8 @@ pub struct JobMaster {
     finished: bool,
     /// The job's effective configuration (cluster defaults + its own entries).
     config: crate::config::Configuration,
+    /// Checkpoints, when the job has them on.
+    checkpointing: Option<checkpointing::Checkpointing>,
     /// Per vertex, what goes into its deployment descriptors: ready once offloading is done.
     deployment_data: Option<HashMap<JobVertexId, MaybeOffloaded<TaskInformation>>>,
     /// Attempts whose `SubmitTask` the TaskExecutor acknowledged: it must know them until it
@@ -157,10 +160,10 @@ impl JobMaster {
         dispatcher: Option<RpcGateway<Dispatcher>>,
     ) -> Self {
         let config = effective_config(&settings.job_defaults, &job_graph);
-        let checkpointing = config.checkpointing.interval.is_some();
+        let checkpointing_on = config.checkpointing.interval.is_some();
         let strategy = crate::executiongraph::failover::from_lookup(
             &|key| config.get(key),
-            checkpointing,
+            checkpointing_on,
         )
         .unwrap_or_else(|reason| {
             tracing::warn!(job_id = %job_graph.job_id, reason, "bad restart strategy; the job will not restart");
@@ -169,6 +172,7 @@ impl JobMaster {
         let region_failover = config.restart.failover_strategy == "region";
         let seed = job_graph.job_id.as_abstract_id().as_u128() as u64;
         let graph = ExecutionGraph::new(&job_graph).with_failover(strategy, region_failover, seed);
+        let checkpointing = checkpointing::Checkpointing::for_job(&config, &job_graph);
         JobMaster {
             job_master_id: JobMasterId::generate(),
             resource_id: ResourceId::generate(),
@@ -187,6 +191,7 @@ impl JobMaster {
             slot_wait_generation: 0,
             waiting_for_slots: false,
             finished: false,
+            checkpointing,
             config,
             deployment_data: None,
             acknowledged: HashMap::new(),
@@ -330,7 +335,19 @@ impl JobMaster {
             })
             .collect();
         let offload = self.settings.blob_offload.clone();
+        let savepoint = self.job_graph.savepoint_path.clone();
         let fut = async move {
+            let restore = match savepoint {
+                Some(path) => Some(
+                    tokio::task::spawn_blocking(move || {
+                        crate::checkpoint::storage::load_metadata(std::path::Path::new(&path))
+                            .map_err(|e| format!("cannot restore from savepoint {path}: {e}"))
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?,
+                ),
+                None => None,
+            };
             let mut data = HashMap::new();
             for (vertex, info) in infos {
                 let value = match &offload {
@@ -339,25 +356,32 @@ impl JobMaster {
                 };
                 data.insert(vertex, value);
             }
-            Ok::<_, String>(data)
+            Ok::<_, String>((data, restore))
         };
-        ctx.spawn_then(fut, |result, jm, ctx| match result {
-            Ok(data) => {
-                jm.deployment_data = Some(data);
-                jm.maybe_deploy(ctx);
-            }
-            Err(reason) => {
-                let error = ErrorInfo {
-                    kind: "DeploymentFailure".into(),
-                    message: format!(
-                        "could not offload deployment data to the blob server: {reason}"
-                    ),
-                    task_name: None,
-                    location: None,
-                    timestamp: now_millis(),
-                };
-                if let Ok(actions) = jm.graph.fail_job(error) {
-                    jm.apply(actions, ctx);
+        ctx.spawn_then(fut, |result, jm, ctx| {
+            match result.and_then(|(data, restore)| {
+                if let Some(loaded) = restore {
+                    jm.restored_savepoint(loaded)?;
+                }
+                Ok(data)
+            }) {
+                Ok(data) => {
+                    jm.deployment_data = Some(data);
+                    jm.maybe_deploy(ctx);
+                }
+                Err(reason) => {
+                    let error = ErrorInfo {
+                        kind: "DeploymentFailure".into(),
+                        message: format!(
+                            "could not offload deployment data to the blob server: {reason}"
+                        ),
+                        task_name: None,
+                        location: None,
+                        timestamp: now_millis(),
+                    };
+                    if let Ok(actions) = jm.graph.fail_job(error) {
+                        jm.apply(actions, ctx);
+                    }
                 }
             }
         });
@@ -536,6 +560,12 @@ impl JobMaster {
                 task_information,
                 produced_partitions,
                 input_gates,
+                checkpointing: self.checkpointing.as_ref().map(|c| {
+                    taskexecutor::TaskCheckpointConfig {
+                        base_dir: c.base_dir.clone(),
+                    }
+                }),
+                restore: self.restore_for(attempt),
             };
             let gateway = tm.gateway.clone();
             let msg = taskexecutor::SubmitTask {
@@ -612,6 +642,7 @@ impl JobMaster {
                 }
                 GraphAction::JobTerminated(status) => self.job_finished(status, ctx),
                 GraphAction::ScheduleRestart { delay, generation } => {
+                    self.abort_pending_checkpoints("the job is restarting", ctx);
                     self.events.publish(ClusterEvent::JobStatusChanged {
                         job_id: self.graph.job_id,
                         status: self.graph.status(),
@@ -635,10 +666,11 @@ impl JobMaster {
         self.publish_status();
     }
 
-    fn job_finished(&mut self, status: JobStatus, _ctx: &mut RpcContext<'_, Self>) {
+    fn job_finished(&mut self, status: JobStatus, ctx: &mut RpcContext<'_, Self>) {
         if self.finished {
             return;
         }
+        self.abort_pending_checkpoints(&format!("the job is {status}"), ctx);
         self.finished = true;
         tracing::info!(job_id = %self.graph.job_id, %status, "job reached a terminal status");
         self.publish_status();
@@ -675,6 +707,7 @@ impl JobMaster {
                 details: views::details(&self.graph),
                 exceptions: views::exceptions(&self.graph),
                 result: views::result(&self.graph),
+                checkpoints: self.checkpointing.as_ref().map(|c| c.coordinator.stats()),
             });
         }
     }
@@ -886,6 +919,9 @@ impl RpcEndpoint for JobMaster {
         ctx.run_interval(self.settings.heartbeat.interval, |jm, ctx| {
             jm.heartbeat_tick(ctx)
         });
+        if let Some(cp) = &self.checkpointing {
+            ctx.run_interval(cp.tick(), |jm, ctx| jm.checkpoint_tick(ctx));
+        }
         self.wait_for_slots(ctx);
         Ok(())
     }
@@ -1106,6 +1142,69 @@ impl Handler<RequestJobExceptions> for JobMaster {
     }
 }
 
+impl Handler<AcknowledgeCheckpoint> for JobMaster {
+    fn handle(
+        &mut self,
+        msg: AcknowledgeCheckpoint,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, ()> {
+        if msg.job_id == self.graph.job_id {
+            self.acknowledge(msg, ctx);
+        }
+        Response::ready(())
+    }
+}
+
+impl Handler<DeclineCheckpoint> for JobMaster {
+    fn handle(
+        &mut self,
+        msg: DeclineCheckpoint,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, ()> {
+        if msg.job_id == self.graph.job_id {
+            self.decline(msg.checkpoint_id, msg.attempt, msg.reason, ctx);
+        }
+        Response::ready(())
+    }
+}
+
+impl Handler<RequestCheckpointStats> for JobMaster {
+    fn handle(
+        &mut self,
+        _: RequestCheckpointStats,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Option<crate::checkpoint::stats::CheckpointStatsView>> {
+        Response::ready(self.checkpointing.as_ref().map(|c| c.coordinator.stats()))
+    }
+}
+
+impl Handler<TriggerSavepoint> for JobMaster {
+    fn handle(
+        &mut self,
+        msg: TriggerSavepoint,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<u64, JobMasterError>> {
+        Response::ready(
+            self.trigger_savepoint(msg.target_directory, msg.terminate, ctx)
+                .map_err(JobMasterError::Checkpoint),
+        )
+    }
+}
+
+impl Handler<RequestSavepointStatus> for JobMaster {
+    fn handle(
+        &mut self,
+        msg: RequestSavepointStatus,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Option<SavepointStatus>> {
+        Response::ready(
+            self.checkpointing
+                .as_ref()
+                .and_then(|c| c.savepoints.get(&msg.id).cloned()),
+        )
+    }
+}
+
 rpc_protocol!(JobMaster {
     RegisterTaskManager,
     OfferSlots,
@@ -1117,4 +1216,9 @@ rpc_protocol!(JobMaster {
     RequestJobStatus,
     RequestJobDetails,
     RequestJobExceptions,
+    AcknowledgeCheckpoint,
+    DeclineCheckpoint,
+    RequestCheckpointStats,
+    TriggerSavepoint,
+    RequestSavepointStatus,
 });

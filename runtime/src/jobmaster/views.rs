@@ -102,6 +102,7 @@ pub fn exceptions(graph: &ExecutionGraph) -> JobExceptions {
     JobExceptions {
         root: graph.failure.clone(),
         history: graph.exception_history.iter().rev().cloned().collect(),
+        concurrent: graph.concurrent_exceptions.iter().rev().cloned().collect(),
     }
 }
 

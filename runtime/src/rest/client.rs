@@ -247,6 +247,84 @@ impl RestClient {
         Ok(())
     }
 
+    /// A job's checkpoint statistics (`GET /v1/jobs/{id}/checkpoints`), as Flink's JSON.
+    pub async fn checkpoints(&self, job_id: JobId) -> Result<serde_json::Value, RestClientError> {
+        self.get(&format!("/v1/jobs/{job_id}/checkpoints")).await
+    }
+
+    /// Triggers a savepoint (`POST /v1/jobs/{id}/savepoints`, or `/stop` to stop the job
+    /// after it) and returns its trigger id.
+    pub async fn trigger_savepoint(
+        &self,
+        job_id: JobId,
+        target_directory: Option<&str>,
+        stop: bool,
+    ) -> Result<String, RestClientError> {
+        let (path, body) = if stop {
+            (
+                format!("/v1/jobs/{job_id}/stop"),
+                serde_json::json!({"targetDirectory": target_directory, "drain": false}),
+            )
+        } else {
+            (
+                format!("/v1/jobs/{job_id}/savepoints"),
+                serde_json::json!({"target-directory": target_directory, "cancel-job": false}),
+            )
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| RestClientError::Decode {
+            request: format!("POST {path}"),
+            reason: e.to_string(),
+        })?;
+        let response: serde_json::Value = self
+            .call(Method::POST, &path, Some(body), StatusCode::ACCEPTED)
+            .await?;
+        response
+            .get("request-id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| RestClientError::Decode {
+                request: format!("POST {path}"),
+                reason: format!("no request-id in {response}"),
+            })
+    }
+
+    /// Waits for savepoint `trigger` of `job_id` (`GET /v1/jobs/{id}/savepoints/{trigger}`):
+    /// its location, or the failure cause as an error.
+    pub async fn wait_for_savepoint(
+        &self,
+        job_id: JobId,
+        trigger: &str,
+        timeout: std::time::Duration,
+    ) -> Result<String, RestClientError> {
+        let path = format!("/v1/jobs/{job_id}/savepoints/{trigger}");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status: serde_json::Value = self.get(&path).await?;
+            if status["status"]["id"] == "COMPLETED" {
+                let operation = &status["operation"];
+                if let Some(location) = operation["location"].as_str() {
+                    return Ok(location.to_string());
+                }
+                return Err(RestClientError::Decode {
+                    request: format!("GET {path}"),
+                    reason: format!(
+                        "the savepoint failed: {}",
+                        operation["failure-cause"]["stack-trace"]
+                            .as_str()
+                            .unwrap_or("unknown cause")
+                    ),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RestClientError::Decode {
+                    request: format!("GET {path}"),
+                    reason: format!("the savepoint did not complete within {timeout:?}"),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every job's id and status (`GET /v1/jobs`).
     pub async fn job_ids(&self) -> Result<Vec<JobIdWithStatus>, RestClientError> {
         let body: JobIdsWithStatusOverview = self.get("/v1/jobs").await?;

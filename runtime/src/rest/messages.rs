@@ -717,20 +717,31 @@ impl JobExceptionsInfoWithHistory {
     /// The body of a gateway view, with at most `max` entries: the history (newest first), with
     /// the root failure in front if the history does not hold it.
     pub fn from_view(e: &JobExceptions, max: usize) -> Self {
-        let mut all: Vec<&ErrorInfo> = Vec::with_capacity(e.history.len() + 1);
+        let none: &[ErrorInfo] = &[];
+        let mut all: Vec<(&ErrorInfo, &[ErrorInfo])> = Vec::with_capacity(e.history.len() + 1);
         if let Some(root) = &e.root {
             if !e.history.contains(root) {
-                all.push(root);
+                all.push((root, none));
             }
         }
-        all.extend(e.history.iter());
+        all.extend(
+            e.history
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (h, e.concurrent.get(i).map_or(none, Vec::as_slice))),
+        );
         let truncated = all.len() > max;
         JobExceptionsInfoWithHistory {
             exception_history: JobExceptionHistory {
                 entries: all
                     .into_iter()
                     .take(max)
-                    .map(ExceptionInfo::from_view)
+                    .map(|(entry, concurrent)| {
+                        let mut info = ExceptionInfo::from_view(entry);
+                        info.concurrent_exceptions =
+                            concurrent.iter().map(ExceptionInfo::from_view).collect();
+                        info
+                    })
                     .collect(),
                 truncated,
             },

@@ -262,6 +262,15 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(job_execution_result)),
         )
         .service(resource("/jobs/{jobid}/yarn-cancel", "GET").route(web::get().to(yarn_cancel)))
+        .service(resource("/jobs/{jobid}/checkpoints", "GET").route(web::get().to(job_checkpoints)))
+        .service(
+            resource("/jobs/{jobid}/savepoints", "POST").route(web::post().to(trigger_savepoint)),
+        )
+        .service(
+            resource("/jobs/{jobid}/savepoints/{triggerid}", "GET")
+                .route(web::get().to(savepoint_status)),
+        )
+        .service(resource("/jobs/{jobid}/stop", "POST").route(web::post().to(stop_with_savepoint)))
         .service(resource("/taskmanagers", "GET").route(web::get().to(task_managers)))
         .service(resource("/jobmanager/config", "GET").route(web::get().to(jobmanager_config)));
 }
@@ -434,6 +443,156 @@ async fn job_execution_result(req: HttpRequest, state: State) -> HttpResponse {
         let id = job_id(&req)?;
         let result = state.call("job result", |g| g.job_result(id)).await?;
         Ok(JobExecutionResultResponseBody::from_view(result.as_ref()))
+    }
+    .await;
+    respond(&req, StatusCode::OK, result)
+}
+
+async fn job_checkpoints(req: HttpRequest, state: State) -> HttpResponse {
+    let result = async {
+        let id = job_id(&req)?;
+        let stats = state
+            .call("checkpoint statistics", |g| g.checkpoint_stats(id))
+            .await?;
+        stats.ok_or_else(|| ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("Checkpointing is not enabled for job {id}."),
+        })
+    }
+    .await;
+    respond(&req, StatusCode::OK, result)
+}
+
+/// `POST /jobs/{id}/savepoints` (Flink's `SavepointTriggerRequestBody`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct SavepointTriggerRequest {
+    #[serde(rename = "target-directory")]
+    target_directory: Option<String>,
+    #[serde(rename = "cancel-job")]
+    cancel_job: bool,
+}
+
+/// `POST /jobs/{id}/stop` (Flink's `StopWithSavepointRequestBody`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct StopWithSavepointRequest {
+    #[serde(rename = "targetDirectory")]
+    target_directory: Option<String>,
+    drain: bool,
+}
+
+/// Flink's `TriggerResponse`.
+#[derive(Debug, Serialize)]
+struct TriggerResponse {
+    #[serde(rename = "request-id")]
+    request_id: String,
+}
+
+async fn json_body<T: serde::de::DeserializeOwned + Default>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &State,
+    what: &str,
+) -> Result<T, ApiError> {
+    check_json_content_type(req)?;
+    let body = read_body(req, payload, state.config.max_content_length).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("Request did not match expected format {what}: {e}"))
+    })
+}
+
+async fn savepoint(
+    state: &State,
+    id: JobId,
+    target: Option<String>,
+    terminate: bool,
+) -> Result<TriggerResponse, ApiError> {
+    let savepoint = state
+        .call("trigger savepoint", |g| {
+            g.trigger_savepoint(id, target, terminate)
+        })
+        .await?;
+    info!(job_id = %id, savepoint, terminate, "savepoint triggered over rest");
+    Ok(TriggerResponse {
+        request_id: format!("{savepoint:032x}"),
+    })
+}
+
+async fn trigger_savepoint(req: HttpRequest, state: State, payload: web::Payload) -> HttpResponse {
+    let result = async {
+        let id = job_id(&req)?;
+        let body: SavepointTriggerRequest =
+            json_body(&req, payload, &state, "SavepointTriggerRequestBody").await?;
+        savepoint(&state, id, body.target_directory, body.cancel_job).await
+    }
+    .await;
+    respond(&req, StatusCode::ACCEPTED, result)
+}
+
+async fn stop_with_savepoint(
+    req: HttpRequest,
+    state: State,
+    payload: web::Payload,
+) -> HttpResponse {
+    let result = async {
+        let id = job_id(&req)?;
+        let body: StopWithSavepointRequest =
+            json_body(&req, payload, &state, "StopWithSavepointRequestBody").await?;
+        if body.drain {
+            return Err(ApiError::bad_request(
+                "Bad request: rflink does not support drain=true (stop with savepoint suspends \
+                 the job as Flink's default)"
+                    .to_string(),
+            ));
+        }
+        savepoint(&state, id, body.target_directory, true).await
+    }
+    .await;
+    respond(&req, StatusCode::ACCEPTED, result)
+}
+
+async fn savepoint_status(req: HttpRequest, state: State) -> HttpResponse {
+    let result = async {
+        let id = job_id(&req)?;
+        let raw = req.match_info().get("triggerid").unwrap_or_default();
+        let trigger = u64::from_str_radix(raw, 16)
+            .ok()
+            .filter(|_| raw.len() == 32)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Bad request, could not parse parameters: triggerid {raw:?} is not 32 hex digits"
+                ))
+            })?;
+        let status = state
+            .call("savepoint status", |g| g.savepoint_status(id, trigger))
+            .await?;
+        use crate::jobmaster::SavepointStatus;
+        match status {
+            None => Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: format!("There is no savepoint operation with triggerId={raw} for job {id}."),
+            }),
+            Some(SavepointStatus::InProgress) => Ok(serde_json::json!({
+                "status": {"id": "IN_PROGRESS"},
+                "operation": null,
+            })),
+            Some(SavepointStatus::Completed(location)) => Ok(serde_json::json!({
+                "status": {"id": "COMPLETED"},
+                "operation": {"location": location},
+            })),
+            Some(SavepointStatus::Failed(cause)) => Ok(serde_json::json!({
+                "status": {"id": "COMPLETED"},
+                "operation": {"failure-cause": {
+                    "class": "org.apache.flink.runtime.checkpoint.CheckpointException",
+                    "stack-trace": cause,
+                    "serialized-throwable": null,
+                }},
+            })),
+        }
     }
     .await;
     respond(&req, StatusCode::OK, result)

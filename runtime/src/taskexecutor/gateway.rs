@@ -44,6 +44,9 @@ pub enum TaskExecutorError {
     /// No task with that attempt id runs here.
     #[error("no task {0} runs here")]
     UnknownTask(ExecutionAttemptId),
+    /// The task does not take part in checkpoints (its job has checkpointing off).
+    #[error("task {0} does not take part in checkpoints")]
+    NotCheckpointing(ExecutionAttemptId),
 }
 
 /// Why a task could not be submitted. Flink: `TaskSubmissionException`.
@@ -105,6 +108,65 @@ pub struct TaskDeploymentDescriptor {
     /// The results it consumes, one gate per incoming edge, in the vertex's input order.
     #[serde(default)]
     pub input_gates: Vec<InputGateDeploymentDescriptor>,
+    /// Exactly-once checkpointing, when the job has it on: where state goes.
+    #[serde(default)]
+    pub checkpointing: Option<TaskCheckpointConfig>,
+    /// The state to start from (a restart, or a job resumed from a savepoint). Flink:
+    /// `JobManagerTaskRestore`.
+    #[serde(default)]
+    pub restore: Option<crate::tasks::checkpointing::TaskRestore>,
+}
+
+/// A task's checkpoint storage. Part of the deployment descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCheckpointConfig {
+    /// The checkpoint storage's base directory; checkpoint `n` of job `j` is
+    /// `<base_dir>/<j>/chk-<n>/`.
+    pub base_dir: std::path::PathBuf,
+}
+
+/// Starts checkpoint `checkpoint_id` at a source task (it snapshots and emits the barrier).
+/// Flink: `triggerCheckpoint`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TriggerCheckpoint {
+    /// The task.
+    pub attempt: ExecutionAttemptId,
+    /// The checkpoint.
+    pub checkpoint_id: u64,
+    /// When it was triggered (millis).
+    pub timestamp: i64,
+    /// A savepoint.
+    pub savepoint: bool,
+}
+impl RpcMessage for TriggerCheckpoint {
+    type Reply = Result<Ack, TaskExecutorError>;
+}
+
+/// Checkpoint `checkpoint_id` completed; `last` marks the job's final checkpoint (every task
+/// had ended its input), after which tasks finish. Flink: `confirmCheckpoint`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfirmCheckpoint {
+    /// The task.
+    pub attempt: ExecutionAttemptId,
+    /// The checkpoint.
+    pub checkpoint_id: u64,
+    /// The job's final checkpoint.
+    pub last: bool,
+}
+impl RpcMessage for ConfirmCheckpoint {
+    type Reply = ();
+}
+
+/// Checkpoint `checkpoint_id` was aborted. Flink: `abortCheckpoint`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AbortCheckpoint {
+    /// The task.
+    pub attempt: ExecutionAttemptId,
+    /// The checkpoint.
+    pub checkpoint_id: u64,
+}
+impl RpcMessage for AbortCheckpoint {
+    type Reply = ();
 }
 
 /// One result a subtask produces. Flink: `ResultPartitionDeploymentDescriptor`.

@@ -123,6 +123,8 @@ struct RunningTask {
     job_id: JobId,
     allocation_id: AllocationId,
     cancel: Arc<CancelSignal>,
+    /// Where checkpoint messages for a checkpointing streaming task go.
+    mailbox: Option<crate::tasks::checkpointing::TaskMailbox>,
 }
 
 /// The TaskExecutor endpoint.
@@ -955,8 +957,10 @@ impl TaskExecutor {
         ctx: &mut RpcContext<'_, Self>,
     ) -> Result<Ack, TaskSubmissionError> {
         let job_id = tdd.job_id;
+        let mut mailbox = None;
         let invokable = if task_information.invokable == STREAM_TASK_INVOKABLE {
-            let task = self.stream_task(&tdd, &task_information)?;
+            let (task, task_mailbox) = self.stream_task(&tdd, &task_information, ctx)?;
+            mailbox = task_mailbox;
             self.partitions
                 .entry(job_id)
                 .or_default()
@@ -1005,6 +1009,7 @@ impl TaskExecutor {
                 job_id,
                 allocation_id: tdd.allocation_id,
                 cancel,
+                mailbox,
             },
         );
         Ok(Ack)
@@ -1020,7 +1025,14 @@ impl TaskExecutor {
         &self,
         tdd: &TaskDeploymentDescriptor,
         info: &TaskInformation,
-    ) -> Result<Box<dyn Invokable>, TaskSubmissionError> {
+        ctx: &RpcContext<'_, Self>,
+    ) -> Result<
+        (
+            Box<dyn Invokable>,
+            Option<crate::tasks::checkpointing::TaskMailbox>,
+        ),
+        TaskSubmissionError,
+    > {
         let fail = |reason: String| TaskSubmissionError::Invokable {
             invokable: STREAM_TASK_INVOKABLE.into(),
             reason,
@@ -1085,16 +1097,152 @@ impl TaskExecutor {
                 .map_err(|e| fail(format!("cannot create the input gate: {e}")))?;
             Some((gate, inputs))
         };
-        Ok(Box::new(StreamTask {
-            jobs: self.settings.jobs.clone(),
-            program,
-            vertex,
-            max_parallelism: info.max_parallelism,
-            buffer_timeout: shuffle.config().buffer_timeout,
-            partitions,
-            gate,
-            shuffle: Some(shuffle.clone()),
-        }))
+        let checkpointing = tdd.checkpointing.as_ref().map(|config| {
+            let handle = ctx.main_thread_handle();
+            let (job_id, attempt) = (tdd.job_id, tdd.attempt);
+            let responder: crate::tasks::checkpointing::CheckpointResponder =
+                Arc::new(move |response| {
+                    handle.run_async(move |te, _| {
+                        te.forward_checkpoint_response(job_id, attempt, response)
+                    });
+                });
+            crate::tasks::checkpointing::TaskCheckpointing {
+                job_id,
+                base_dir: config.base_dir.clone(),
+                key: crate::checkpoint::SubtaskKey::from(tdd.attempt),
+                mailbox: Default::default(),
+                responder,
+                restore: tdd.restore.clone(),
+            }
+        });
+        let mailbox = checkpointing.as_ref().map(|c| c.mailbox.clone());
+        Ok((
+            Box::new(StreamTask {
+                jobs: self.settings.jobs.clone(),
+                program,
+                vertex,
+                max_parallelism: info.max_parallelism,
+                buffer_timeout: shuffle.config().buffer_timeout,
+                partitions,
+                gate,
+                shuffle: Some(shuffle.clone()),
+                checkpointing,
+            }),
+            mailbox,
+        ))
+    }
+}
+
+impl TaskExecutor {
+    /// Sends a task's checkpoint response to its job's JobMaster (fenced by its token). A lost
+    /// response is a checkpoint that times out, never wrong state.
+    fn forward_checkpoint_response(
+        &mut self,
+        job_id: JobId,
+        attempt: ExecutionAttemptId,
+        response: crate::tasks::checkpointing::CheckpointResponse,
+    ) {
+        use crate::tasks::checkpointing::CheckpointResponse;
+        let Some(gateway) = self.jobs.get(&job_id).and_then(|c| c.gateway.clone()) else {
+            tracing::debug!(%attempt, ?response, "no job master for a checkpoint response");
+            return;
+        };
+        let sent = match response {
+            CheckpointResponse::Acknowledge {
+                id,
+                state,
+                ended_input,
+                sync_millis,
+                async_millis,
+            } => gateway.tell(jobmaster::AcknowledgeCheckpoint {
+                job_id,
+                attempt,
+                checkpoint_id: id,
+                state,
+                ended_input,
+                sync_millis,
+                async_millis,
+            }),
+            CheckpointResponse::Decline { id, reason } => {
+                gateway.tell(jobmaster::DeclineCheckpoint {
+                    job_id,
+                    attempt,
+                    checkpoint_id: id,
+                    reason,
+                })
+            }
+        };
+        if let Err(err) = sent {
+            tracing::warn!(%attempt, error = %err, "could not send a checkpoint response");
+        }
+    }
+
+    fn post_mail(
+        &self,
+        attempt: ExecutionAttemptId,
+        mail: crate::tasks::checkpointing::TaskMail,
+    ) -> Result<Ack, TaskExecutorError> {
+        match self.tasks.get(&attempt) {
+            Some(RunningTask {
+                mailbox: Some(mailbox),
+                ..
+            }) => {
+                mailbox.post(mail);
+                Ok(Ack)
+            }
+            Some(_) => Err(TaskExecutorError::NotCheckpointing(attempt)),
+            None => Err(TaskExecutorError::UnknownTask(attempt)),
+        }
+    }
+}
+
+impl Handler<TriggerCheckpoint> for TaskExecutor {
+    fn handle(
+        &mut self,
+        msg: TriggerCheckpoint,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, Result<Ack, TaskExecutorError>> {
+        Response::ready(self.post_mail(
+            msg.attempt,
+            crate::tasks::checkpointing::TaskMail::Trigger {
+                id: msg.checkpoint_id,
+                timestamp: msg.timestamp,
+                savepoint: msg.savepoint,
+            },
+        ))
+    }
+}
+
+impl Handler<ConfirmCheckpoint> for TaskExecutor {
+    fn handle(
+        &mut self,
+        msg: ConfirmCheckpoint,
+        _: &mut RpcContext<'_, Self>,
+    ) -> Response<Self, ()> {
+        if let Err(err) = self.post_mail(
+            msg.attempt,
+            crate::tasks::checkpointing::TaskMail::Complete {
+                id: msg.checkpoint_id,
+                last: msg.last,
+            },
+        ) {
+            tracing::debug!(error = %err, "checkpoint confirmation for a task not here");
+        }
+        Response::ready(())
+    }
+}
+
+impl Handler<AbortCheckpoint> for TaskExecutor {
+    fn handle(&mut self, msg: AbortCheckpoint, _: &mut RpcContext<'_, Self>) -> Response<Self, ()> {
+        if let Err(err) = self.post_mail(
+            msg.attempt,
+            crate::tasks::checkpointing::TaskMail::Abort {
+                id: msg.checkpoint_id,
+            },
+        ) {
+            tracing::debug!(error = %err, "checkpoint abort for a task not here");
+        }
+        Response::ready(())
     }
 }
 
@@ -1252,6 +1400,9 @@ rpc_protocol!(TaskExecutor {
     FreeSlot,
     SubmitTask,
     CancelTask,
+    TriggerCheckpoint,
+    ConfirmCheckpoint,
+    AbortCheckpoint,
     HeartbeatFromJobManager,
     HeartbeatFromResourceManager,
     DisconnectJobManager,

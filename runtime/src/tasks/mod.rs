@@ -20,22 +20,31 @@
 //! task's [`CancelSignal`]); a failure or cancellation releases the partitions, so consumers see
 //! the cause and every buffer returns to the pool.
 
+pub mod checkpointing;
+
 use std::any::Any;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use rflink::task::{PartitionWriter, VertexContext};
+use rflink::task::{CheckpointBarrier, PartitionWriter, VertexContext, VertexInstance};
 use rflink::{JobArgs, JobRegistry, SourceStatus};
+
+use checkpointing::{Alignment, BarrierAligner, TaskCheckpointing, TaskMail};
 
 use crate::jobgraph::JobProgram;
 use crate::network::{
-    GateItem, InputGate, NetworkError, RecordDeserializer, ResultPartitionId,
+    GateItem, InputGate, NetworkError, NetworkEvent, RecordDeserializer, ResultPartitionId,
     ResultPartitionWriter, ShuffleEnvironment,
 };
 use crate::taskexecutor::invokable::{Invokable, TaskContext, TaskError};
 
-/// Records a source emits per poll: small enough to see cancellation promptly.
+/// Most records a source emits per poll.
 const SOURCE_BATCH: usize = 1024;
+
+/// A poll that takes longer than this halves the next poll's batch (down to one record), a
+/// quicker one doubles it (up to [`SOURCE_BATCH`]): a slow source still sees cancellation and
+/// checkpoint triggers within about this time, a fast one keeps its large batches.
+const SOURCE_POLL_TARGET: Duration = Duration::from_millis(2);
 
 /// Source polls or input items between two looks at the clock for the buffer timeout.
 const FLUSH_CHECK_EVERY: u32 = 16;
@@ -72,6 +81,8 @@ pub struct StreamTask {
     /// Where the partitions are registered, to release them with the task's real failure (their
     /// consumers then fail naming the root cause, not a dropped producer).
     pub(crate) shuffle: Option<ShuffleEnvironment>,
+    /// Exactly-once checkpointing, when the job has it on.
+    pub(crate) checkpointing: Option<TaskCheckpointing>,
 }
 
 impl std::fmt::Debug for StreamTask {
@@ -125,9 +136,315 @@ impl PartitionWriter for PartitionOutput {
     fn finish(&mut self) -> Result<(), String> {
         self.0.finish().map_err(net)
     }
+
+    fn broadcast_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
+        self.0
+            .broadcast_event(crate::network::NetworkEvent::CheckpointBarrier {
+                id: barrier.id,
+                timestamp: barrier.timestamp,
+                savepoint: barrier.savepoint,
+            })
+            .map_err(net)
+    }
+
+    fn end_of_data(&mut self) -> Result<(), String> {
+        self.0.end_of_data().map_err(net)
+    }
 }
 
+/// Where a task stands with its checkpoints.
+#[derive(Debug, Default)]
+struct CheckpointProgress {
+    /// The input has ended (operators finished, end of data sent).
+    ended_input: bool,
+    /// The job's final checkpoint completed: the task may finish its partitions and end.
+    final_done: bool,
+    /// The newest checkpoint this task snapshotted.
+    last_snapshot: u64,
+}
+
+/// How long a task that waits only for checkpoint messages sleeps between looks at its
+/// cancellation.
+const MAIL_WAIT: Duration = Duration::from_millis(50);
+
 impl StreamTask {
+    /// Runs the opened chain to its end: polls the source or reads the gate, answers checkpoint
+    /// messages and barriers, and with checkpointing waits after the end of its input for the
+    /// job's final checkpoint before finishing its partitions.
+    fn drive(
+        &mut self,
+        instance: &mut VertexInstance,
+        ctx: &TaskContext,
+        failed: &dyn Fn(String) -> TaskError,
+    ) -> Result<(), TaskError> {
+        let cancel = Arc::clone(&ctx.cancel);
+        instance.open().map_err(failed)?;
+        let mut progress = CheckpointProgress::default();
+        // Flink's output flusher, on the task's own thread: a busy task pushes out partly
+        // filled buffers at least every buffer timeout.
+        let mut last_flush = Instant::now();
+        let mut since_check = 0u32;
+        let buffer_timeout = self.buffer_timeout;
+        let mut flush_if_due = |instance: &mut VertexInstance| -> Result<(), TaskError> {
+            since_check += 1;
+            if since_check < FLUSH_CHECK_EVERY {
+                return Ok(());
+            }
+            since_check = 0;
+            if last_flush.elapsed() >= buffer_timeout {
+                instance.flush().map_err(failed)?;
+                last_flush = Instant::now();
+            }
+            Ok(())
+        };
+        let checkpointing = self.checkpointing.as_ref();
+        let mut aligner = self
+            .gate
+            .as_ref()
+            .map(|(gate, _)| BarrierAligner::new(gate.num_channels()));
+        if instance.is_source() {
+            let mut batch = SOURCE_BATCH;
+            loop {
+                if cancel.is_cancelled() {
+                    return Err(TaskError::Canceled);
+                }
+                if let Some(cp) = checkpointing.filter(|cp| cp.mailbox.has_mail()) {
+                    Self::handle_mail(cp, instance, &mut progress, None, failed)?;
+                }
+                if progress.ended_input {
+                    match checkpointing {
+                        Some(_) if progress.final_done => break,
+                        Some(cp) => cp.mailbox.wait(MAIL_WAIT),
+                        None => break,
+                    }
+                    continue;
+                }
+                let started = Instant::now();
+                let status = instance.poll_source(batch).map_err(failed)?;
+                batch = if started.elapsed() > SOURCE_POLL_TARGET {
+                    (batch / 2).max(1)
+                } else {
+                    (batch * 2).min(SOURCE_BATCH)
+                };
+                match status {
+                    SourceStatus::More => flush_if_due(instance)?,
+                    SourceStatus::Idle => instance.flush().map_err(failed)?,
+                    SourceStatus::Finished => {
+                        instance.end_input().map_err(failed)?;
+                        progress.ended_input = true;
+                    }
+                }
+            }
+        } else if self.gate.is_some() {
+            let num_channels = self.gate.as_ref().map_or(0, |(g, _)| g.num_channels());
+            let mut deserializers: Vec<RecordDeserializer> = (0..num_channels)
+                .map(|_| RecordDeserializer::new())
+                .collect();
+            let mut end_of_data = vec![false; num_channels];
+            let mut all_ended = false;
+            loop {
+                if cancel.is_cancelled() {
+                    return Err(TaskError::Canceled);
+                }
+                if let Some(cp) = checkpointing.filter(|cp| cp.mailbox.has_mail()) {
+                    if Self::handle_mail(cp, instance, &mut progress, aligner.as_mut(), failed)? {
+                        if let Some((gate, _)) = self.gate.as_mut() {
+                            gate.resume_all();
+                        }
+                    }
+                }
+                if progress.final_done || (all_ended && checkpointing.is_none()) {
+                    break;
+                }
+                let Some((gate, inputs)) = &mut self.gate else {
+                    break;
+                };
+                if all_ended {
+                    // Every channel ended; only checkpoint messages can come now.
+                    if let Some(cp) = checkpointing {
+                        cp.mailbox.wait(MAIL_WAIT);
+                    }
+                    continue;
+                }
+                let item = match gate.poll_next().map_err(|e| failed(e.to_string()))? {
+                    Some(item) => {
+                        flush_if_due(instance)?;
+                        item
+                    }
+                    None => {
+                        // Nothing to read: push out what is buffered before waiting.
+                        instance.flush().map_err(failed)?;
+                        gate.next().map_err(|e| failed(e.to_string()))?
+                    }
+                };
+                match item {
+                    GateItem::Buffer { channel, buffer } => {
+                        let input = inputs.get(channel).copied().unwrap_or(0);
+                        let Some(deserializer) = deserializers.get_mut(channel) else {
+                            return Err(failed(format!("no channel {channel}")));
+                        };
+                        deserializer
+                            .feed(&buffer, |record| instance.process_record(input, record))
+                            .map_err(|e| failed(e.to_string()))?;
+                    }
+                    GateItem::Batch { channel, batch } => {
+                        let input = inputs.get(channel).copied().unwrap_or(0);
+                        instance
+                            .process_batch(input, batch.take())
+                            .map_err(failed)?;
+                    }
+                    GateItem::Event {
+                        channel,
+                        event:
+                            NetworkEvent::CheckpointBarrier {
+                                id,
+                                timestamp,
+                                savepoint,
+                            },
+                    } => {
+                        let Some(cp) = checkpointing else {
+                            tracing::warn!(task = %ctx.task_name, id, "a checkpoint barrier reached a task without checkpointing; ignored");
+                            continue;
+                        };
+                        let Some(aligner) = aligner.as_mut() else {
+                            continue;
+                        };
+                        for step in aligner.on_barrier(channel, id, timestamp, savepoint) {
+                            let (gate, _) = self
+                                .gate
+                                .as_mut()
+                                .ok_or_else(|| failed("no input gate".into()))?;
+                            match step {
+                                Alignment::Wait => {}
+                                Alignment::Block(channel) => gate.block_channel(channel),
+                                Alignment::Supersede { aborted, .. } => {
+                                    gate.resume_all();
+                                    (cp.responder)(checkpointing::CheckpointResponse::Decline {
+                                        id: aborted,
+                                        reason: format!("checkpoint {aborted} was superseded by {id} during alignment"),
+                                    });
+                                }
+                                Alignment::Snapshot {
+                                    id,
+                                    timestamp,
+                                    savepoint,
+                                } => {
+                                    gate.resume_all();
+                                    let barrier = CheckpointBarrier {
+                                        id,
+                                        timestamp,
+                                        savepoint,
+                                    };
+                                    snapshot(cp, instance, barrier, &mut progress);
+                                }
+                            }
+                        }
+                    }
+                    GateItem::Event {
+                        channel,
+                        event: NetworkEvent::EndOfData,
+                    } => {
+                        if let Some(flag) = end_of_data.get_mut(channel) {
+                            *flag = true;
+                        }
+                        if !progress.ended_input && end_of_data.iter().all(|e| *e) {
+                            instance.end_input().map_err(failed)?;
+                            progress.ended_input = true;
+                        }
+                    }
+                    GateItem::Event { .. } | GateItem::Woken => {}
+                    GateItem::EndOfPartition { channel } => {
+                        if let Some(d) = deserializers.get(channel) {
+                            d.check_complete().map_err(|e| failed(e.to_string()))?;
+                        }
+                        if let Some(flag) = end_of_data.get_mut(channel) {
+                            *flag = true;
+                        }
+                        if let (Some(cp), Some(aligner)) = (checkpointing, aligner.as_mut()) {
+                            if let Some(Alignment::Snapshot {
+                                id,
+                                timestamp,
+                                savepoint,
+                            }) = aligner.on_channel_ended(channel)
+                            {
+                                if let Some((gate, _)) = self.gate.as_mut() {
+                                    gate.resume_all();
+                                }
+                                let barrier = CheckpointBarrier {
+                                    id,
+                                    timestamp,
+                                    savepoint,
+                                };
+                                snapshot(cp, instance, barrier, &mut progress);
+                            }
+                        }
+                    }
+                    GateItem::End => {
+                        all_ended = true;
+                        if !progress.ended_input {
+                            instance.end_input().map_err(failed)?;
+                            progress.ended_input = true;
+                        }
+                    }
+                }
+            }
+        }
+        if !progress.ended_input {
+            instance.end_input().map_err(failed)?;
+        }
+        instance.finish_outputs().map_err(failed)
+    }
+
+    /// Handles the checkpoint messages waiting in the mailbox. Returns true when an aborted
+    /// alignment means every blocked channel must be resumed.
+    fn handle_mail(
+        cp: &TaskCheckpointing,
+        instance: &mut VertexInstance,
+        progress: &mut CheckpointProgress,
+        mut aligner: Option<&mut BarrierAligner>,
+        failed: &dyn Fn(String) -> TaskError,
+    ) -> Result<bool, TaskError> {
+        let mut resume = false;
+        for mail in cp.mailbox.drain() {
+            match mail {
+                TaskMail::Trigger {
+                    id,
+                    timestamp,
+                    savepoint,
+                } => {
+                    if id <= progress.last_snapshot {
+                        continue;
+                    }
+                    if !instance.is_source() {
+                        // Triggered directly (all producers finished): behave like a source.
+                        if let Some(aligner) = aligner.as_deref_mut() {
+                            aligner.last_id = aligner.last_id.max(id);
+                        }
+                    }
+                    let barrier = CheckpointBarrier {
+                        id,
+                        timestamp,
+                        savepoint,
+                    };
+                    snapshot(cp, instance, barrier, progress);
+                }
+                TaskMail::Complete { id, last } => {
+                    instance.notify_checkpoint_complete(id).map_err(failed)?;
+                    if last && progress.ended_input && id <= progress.last_snapshot {
+                        progress.final_done = true;
+                    }
+                }
+                TaskMail::Abort { id } => {
+                    instance.notify_checkpoint_aborted(id);
+                    if let Some(aligner) = aligner.as_deref_mut() {
+                        resume |= aligner.abort(id);
+                    }
+                }
+            }
+        }
+        Ok(resume)
+    }
+
     fn run(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
         let cancel = Arc::clone(&ctx.cancel);
         let failed = |message: String| {
@@ -179,91 +496,36 @@ impl StreamTask {
             max_parallelism: self.max_parallelism,
             attempt_number: ctx.attempt.attempt_number,
             task_name: ctx.task_name.clone(),
+            checkpointing: self.checkpointing.is_some(),
         };
         let mut instance = graph
             .instantiate(self.vertex, vertex_ctx, outputs)
             .map_err(|e| {
                 TaskError::Failed(format!("cannot instantiate the operator chain: {e}"))
             })?;
-        let result = (|| {
-            instance.open().map_err(&failed)?;
-            // Flink's output flusher, on the task's own thread: a busy task pushes out partly
-            // filled buffers at least every buffer timeout.
-            let mut last_flush = Instant::now();
-            let mut since_check = 0u32;
-            let mut flush_if_due =
-                |instance: &mut rflink::task::VertexInstance| -> Result<(), TaskError> {
-                    since_check += 1;
-                    if since_check < FLUSH_CHECK_EVERY {
-                        return Ok(());
-                    }
-                    since_check = 0;
-                    if last_flush.elapsed() >= self.buffer_timeout {
-                        instance.flush().map_err(&failed)?;
-                        last_flush = Instant::now();
-                    }
-                    Ok(())
-                };
-            if instance.is_source() {
-                loop {
-                    if cancel.is_cancelled() {
-                        return Err(TaskError::Canceled);
-                    }
-                    match instance.poll_source(SOURCE_BATCH).map_err(&failed)? {
-                        SourceStatus::More => flush_if_due(&mut instance)?,
-                        SourceStatus::Idle => instance.flush().map_err(&failed)?,
-                        SourceStatus::Finished => break,
-                    }
-                }
-            } else if let Some((gate, inputs)) = &mut self.gate {
-                let mut deserializers: Vec<RecordDeserializer> = (0..gate.num_channels())
-                    .map(|_| RecordDeserializer::new())
-                    .collect();
-                loop {
-                    if cancel.is_cancelled() {
-                        return Err(TaskError::Canceled);
-                    }
-                    let item = match gate.poll_next().map_err(|e| failed(e.to_string()))? {
-                        Some(item) => {
-                            flush_if_due(&mut instance)?;
-                            item
-                        }
-                        None => {
-                            // Nothing to read: push out what is buffered before waiting.
-                            instance.flush().map_err(&failed)?;
-                            gate.next().map_err(|e| failed(e.to_string()))?
-                        }
-                    };
-                    match item {
-                        GateItem::Buffer { channel, buffer } => {
-                            let input = inputs.get(channel).copied().unwrap_or(0);
-                            let Some(deserializer) = deserializers.get_mut(channel) else {
-                                return Err(failed(format!("no channel {channel}")));
-                            };
-                            deserializer
-                                .feed(&buffer, |record| instance.process_record(input, record))
-                                .map_err(|e| failed(e.to_string()))?;
-                        }
-                        GateItem::Batch { channel, batch } => {
-                            let input = inputs.get(channel).copied().unwrap_or(0);
-                            instance
-                                .process_batch(input, batch.take())
-                                .map_err(&failed)?;
-                        }
-                        GateItem::EndOfPartition { channel } => {
-                            if let Some(d) = deserializers.get(channel) {
-                                d.check_complete().map_err(|e| failed(e.to_string()))?;
-                            }
-                        }
-                        // Barriers, end of data and wake-ups: handled by the checkpointing
-                        // task loop (not yet).
-                        GateItem::Event { .. } | GateItem::Woken => {}
-                        GateItem::End => break,
-                    }
-                }
+        if let Some(restore) = self.checkpointing.as_ref().and_then(|c| c.restore.as_ref()) {
+            if let Some(handle) = &restore.handle {
+                let bytes =
+                    crate::checkpoint::storage::read_task_state(&restore.checkpoint_dir, handle)
+                        .map_err(|e| {
+                            TaskError::Failed(format!(
+                                "cannot read the state of checkpoint {}: {e}",
+                                restore.checkpoint_id
+                            ))
+                        })?;
+                instance.restore(&bytes).map_err(|e| {
+                    TaskError::Failed(format!(
+                        "cannot restore checkpoint {}: {e}",
+                        restore.checkpoint_id
+                    ))
+                })?;
+                tracing::info!(task = %ctx.task_name, checkpoint = restore.checkpoint_id, "state restored");
             }
-            instance.end_input().map_err(&failed)
-        })();
+        }
+        if let (Some(cp), Some((gate, _))) = (&self.checkpointing, &self.gate) {
+            cp.mailbox.set_waker(gate.waker());
+        }
+        let result = self.drive(&mut instance, ctx, &failed);
         if let (Err(err), Some(shuffle)) = (&result, &self.shuffle) {
             let cause = match err {
                 TaskError::Failed(message) => {
@@ -277,6 +539,41 @@ impl StreamTask {
         }
         instance.close();
         result
+    }
+}
+
+/// Takes this task's part of a checkpoint: copies the chain's state and emits the barrier
+/// downstream (on the task thread), then writes the state and acknowledges on a writer thread.
+/// A chain that cannot snapshot declines; the task goes on.
+fn snapshot(
+    cp: &TaskCheckpointing,
+    instance: &mut VertexInstance,
+    barrier: CheckpointBarrier,
+    progress: &mut CheckpointProgress,
+) {
+    if barrier.id <= progress.last_snapshot {
+        return;
+    }
+    progress.last_snapshot = barrier.id;
+    let started = Instant::now();
+    match instance.snapshot(barrier) {
+        Ok(bytes) => {
+            let sync_millis = started.elapsed().as_millis() as u64;
+            checkpointing::write_and_acknowledge(
+                cp,
+                barrier.id,
+                bytes,
+                progress.ended_input,
+                sync_millis,
+            );
+        }
+        Err(reason) => {
+            tracing::warn!(checkpoint = barrier.id, reason, "declining a checkpoint");
+            (cp.responder)(checkpointing::CheckpointResponse::Decline {
+                id: barrier.id,
+                reason,
+            });
+        }
     }
 }
 
@@ -345,6 +642,7 @@ mod tests {
             entry: "two-stage".into(),
             args: Vec::new(),
             fingerprint: plan.fingerprint.clone(),
+            batch: false,
         };
         (
             jobs,
@@ -371,6 +669,7 @@ mod tests {
             partitions: Vec::new(),
             gate,
             shuffle: None,
+            checkpointing: None,
         }
     }
 

@@ -1,0 +1,407 @@
+//! Checkpoints, restarts and savepoints end to end on in-process MiniClusters (Flink's scenarios
+//! 29, 30 and 32 with real operators): a streaming WordCount whose counts live in keyed state,
+//! written by the exactly-once file sink, compared line for line with the sequential reference
+//! after task failures, a lost TaskManager, and a stop-with-savepoint and resume.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rflink::{
+    Collector, JobArgs, JobError, JobRegistry, KeyedContext, KeyedProcessFunction, StateRegistry,
+    StreamExecutionEnvironment, ValueState,
+};
+use rflink_runtime::client::build_job_graph;
+use rflink_runtime::dispatcher::{
+    RequestCheckpointStats, RequestSavepointStatus, TriggerSavepoint,
+};
+use rflink_runtime::executiongraph::JobStatus;
+use rflink_runtime::heartbeat::HeartbeatSettings;
+use rflink_runtime::jobmaster::SavepointStatus;
+use rflink_runtime::minicluster::{MiniCluster, MiniClusterConfig};
+use rflink_runtime::rest::client::RestClient;
+use rflink_runtime::tasks::Jobs;
+use rflink_runtime::types::JobId;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn registry() -> JobRegistry {
+    let mut jobs = rflink_examples::registry();
+    jobs.register(
+        "cp-wordcount",
+        "generated text -> tokenizer -> keyed count in ValueState -> exactly-once files",
+        cp_wordcount,
+    );
+    jobs
+}
+
+/// Counts words in a `ValueState`; subtask 0's first attempt fails on its `fail_at`-th record.
+#[derive(Clone, Default)]
+struct CountWords {
+    fail_at: Option<u64>,
+    seen: u64,
+    count: ValueState<u64>,
+}
+
+impl KeyedProcessFunction<String, (String, u64), String> for CountWords {
+    fn open(&mut self, state: &mut StateRegistry<String>) -> Result<(), String> {
+        self.count = state.value_state("count");
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        value: (String, u64),
+        ctx: &mut KeyedContext<'_, String>,
+        out: &mut dyn Collector<String>,
+    ) {
+        self.seen += 1;
+        let runtime = ctx.runtime();
+        if runtime.attempt_number == 0
+            && runtime.subtask_index == 0
+            && Some(self.seen) == self.fail_at
+        {
+            panic!("injected failure at record {}", self.seen);
+        }
+        let n = ctx.value(&self.count).copied().unwrap_or(0) + value.1;
+        ctx.update(&self.count, n);
+        out.collect(format!("{} {n}", value.0));
+    }
+}
+
+fn cp_wordcount(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<(), JobError> {
+    env.set_parallelism(args.parse::<u32>("parallelism")?.unwrap_or(2));
+    env.set_runtime_mode(rflink::RuntimeMode::Streaming);
+    env.enable_checkpointing(Duration::from_millis(
+        args.parse::<u64>("interval")?.unwrap_or(50),
+    ));
+    for (key, value) in [
+        ("restart-strategy.type", "fixed-delay"),
+        ("restart-strategy.fixed-delay.attempts", "3"),
+        ("restart-strategy.fixed-delay.delay", "20 ms"),
+    ] {
+        env.configure(key, value);
+    }
+    let lines = args.parse::<u64>("lines")?.unwrap_or(2000);
+    let pause = args.parse::<u64>("pause-micros")?.unwrap_or(0);
+    let function = CountWords {
+        fail_at: args.parse::<u64>("fail-at")?,
+        ..CountWords::default()
+    };
+    let output = args.get("output").unwrap_or("/nonexistent").to_string();
+    env.from_generator(Some(lines), 7, move |rng, _| {
+        if pause > 0 {
+            std::thread::sleep(Duration::from_micros(pause));
+        }
+        rflink_examples::generated_line(rng)
+    })
+    .flat_map(|line: String, out: &mut dyn Collector<(String, u64)>| {
+        rflink_examples::tokenize(&line, |w| out.collect((w, 1)))
+    })
+    .key_by(|pair: &(String, u64)| pair.0.clone())
+    .process(function)
+    .write_as_text(output);
+    Ok(())
+}
+
+fn config(task_managers: u32, slots: u32) -> MiniClusterConfig {
+    init_tracing();
+    MiniClusterConfig {
+        num_task_managers: task_managers,
+        slots_per_task_manager: slots,
+        heartbeat: HeartbeatSettings {
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_millis(2000),
+            ..HeartbeatSettings::default()
+        },
+        jobs: Jobs::new(registry()),
+        rest: true,
+        ..MiniClusterConfig::default()
+    }
+}
+
+async fn cluster(task_managers: u32, slots: u32, checkpoints: &Path) -> MiniCluster {
+    let mut config = config(task_managers, slots);
+    config.job_defaults.checkpointing.dir = Some(checkpoints.to_path_buf());
+    let c = MiniCluster::start(config)
+        .await
+        .expect("mini cluster starts");
+    c.wait_for_task_managers(task_managers, WAIT)
+        .await
+        .expect("task managers register");
+    c
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn reference(lines: u64) -> Vec<String> {
+    rflink_examples::streaming_reference(&rflink_examples::generated_text(7, lines))
+}
+
+fn committed(output: &Path) -> Vec<String> {
+    let text = rflink::sinks::read_committed_parts(output).expect("reads the committed output");
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// Compares without printing thousands of lines: the first difference and the counts.
+fn assert_exact(got: &[String], expected: &[String]) {
+    if got == expected {
+        return;
+    }
+    let first = got
+        .iter()
+        .zip(expected)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(expected.len()));
+    panic!(
+        "output differs from the reference: {} lines vs {} expected; first difference at {first}: \
+         got {:?}, expected {:?}",
+        got.len(),
+        expected.len(),
+        got.get(first),
+        expected.get(first)
+    );
+}
+
+async fn stats(c: &MiniCluster, job_id: JobId) -> serde_json::Value {
+    let view = c
+        .dispatcher_gateway()
+        .ask(RequestCheckpointStats { job_id })
+        .await
+        .expect("asks")
+        .expect("answers")
+        .expect("checkpointing is on");
+    serde_json::to_value(view).expect("serializes")
+}
+
+async fn wait_for_completed_checkpoint(c: &MiniCluster, job_id: JobId) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if stats(c, job_id).await["counts"]["completed"].as_u64() >= Some(1) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkpoint completed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Without failures the committed output is the reference, and REST shows the checkpoints in
+/// Flink's shape (the last one is the job's final checkpoint).
+#[actix_rt::test]
+async fn a_checkpointed_job_commits_exactly_its_output() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = dir.path().join("out");
+    let c = cluster(2, 2, &dir.path().join("checkpoints")).await;
+    let lines = 1500;
+    let job = build_job_graph(
+        &c_jobs(),
+        "cp-wordcount",
+        &args(&[
+            "--lines",
+            &lines.to_string(),
+            "--pause-micros",
+            "200",
+            "--output",
+            &output.display().to_string(),
+        ]),
+    )
+    .expect("builds");
+    let job_id = c.submit_job(job).await.expect("submits");
+    let result = c.request_job_result(job_id, WAIT).await.expect("result");
+    assert_eq!(result.status, JobStatus::Finished, "{result:?}");
+    assert_exact(&committed(&output), &reference(lines));
+    let rest = RestClient::new(c.rest_address().expect("rest").to_string());
+    let json = rest
+        .checkpoints(job_id)
+        .await
+        .expect("checkpoint statistics");
+    let completed = json["counts"]["completed"].as_u64().unwrap_or(0);
+    assert!(completed >= 1, "{json}");
+    assert_eq!(json["latest"]["completed"]["status"], "COMPLETED", "{json}");
+    assert!(
+        json["summary"]["state_size"]["max"].as_i64() > Some(0),
+        "{json}"
+    );
+    c.close().await.expect("closes");
+}
+
+fn c_jobs() -> Jobs {
+    Jobs::new(registry())
+}
+
+/// A task that fails mid-stream restarts from the latest completed checkpoint: sources rewind,
+/// keyed counts are restored, the sink's uncommitted output is discarded, and the committed
+/// output is exactly the reference.
+#[actix_rt::test]
+async fn a_task_failure_restores_the_last_checkpoint_exactly_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = dir.path().join("out");
+    let c = cluster(2, 2, &dir.path().join("checkpoints")).await;
+    let lines = 2000;
+    let job = build_job_graph(
+        &c_jobs(),
+        "cp-wordcount",
+        &args(&[
+            "--lines",
+            &lines.to_string(),
+            "--pause-micros",
+            "300",
+            "--fail-at",
+            "4000",
+            "--output",
+            &output.display().to_string(),
+        ]),
+    )
+    .expect("builds");
+    let job_id = c.submit_job(job).await.expect("submits");
+    let result = c.request_job_result(job_id, WAIT).await.expect("result");
+    assert_eq!(result.status, JobStatus::Finished, "{result:?}");
+    assert_exact(&committed(&output), &reference(lines));
+    let exceptions = c.job_exceptions(job_id).await.expect("exceptions");
+    assert_eq!(exceptions.history.len(), 1, "{:?}", exceptions.history);
+    assert!(
+        exceptions.history[0].message.contains("injected failure"),
+        "{:?}",
+        exceptions.history
+    );
+    let json = stats(&c, job_id).await;
+    assert!(
+        json["counts"]["restored"].as_u64() >= Some(1)
+            || json["counts"]["completed"].as_u64() >= Some(1),
+        "{json}"
+    );
+    c.close().await.expect("closes");
+}
+
+/// A TaskManager lost mid-job (after a checkpoint completed): the job restarts on the spare
+/// TaskManager from that checkpoint and the committed output is exactly the reference.
+#[actix_rt::test]
+async fn a_lost_task_manager_restores_exactly_once_on_a_spare() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = dir.path().join("out");
+    let mut c = cluster(3, 1, &dir.path().join("checkpoints")).await;
+    let lines = 3000;
+    let job = build_job_graph(
+        &c_jobs(),
+        "cp-wordcount",
+        &args(&[
+            "--lines",
+            &lines.to_string(),
+            "--pause-micros",
+            "500",
+            "--output",
+            &output.display().to_string(),
+        ]),
+    )
+    .expect("builds");
+    let job_id = c.submit_job(job).await.expect("submits");
+    wait_for_completed_checkpoint(&c, job_id).await;
+    // Two of the three single-slot TaskManagers run the job; losing any one of the first two
+    // hits it (the job's slots are spread over TaskManagers), losing the spare changes nothing.
+    c.terminate_task_manager(0).await.expect("terminated");
+    let result = c.request_job_result(job_id, WAIT).await.expect("result");
+    assert_eq!(result.status, JobStatus::Finished, "{result:?}");
+    assert_exact(&committed(&output), &reference(lines));
+    c.close().await.expect("closes");
+}
+
+/// Stop with a savepoint, then resume from it: the second run continues the sources and the
+/// counts, and the committed output of both runs together is exactly the reference.
+#[actix_rt::test]
+async fn stop_with_savepoint_and_resume_continues_the_counts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = dir.path().join("out");
+    let savepoints = dir.path().join("savepoints");
+    let c = cluster(2, 2, &dir.path().join("checkpoints")).await;
+    let lines = 20000;
+    let program = args(&[
+        "--lines",
+        &lines.to_string(),
+        "--pause-micros",
+        "200",
+        "--output",
+        &output.display().to_string(),
+    ]);
+    let job = build_job_graph(&c_jobs(), "cp-wordcount", &program).expect("builds");
+    let job_id = c.submit_job(job).await.expect("submits");
+    wait_for_completed_checkpoint(&c, job_id).await;
+    let savepoint = c
+        .dispatcher_gateway()
+        .ask(TriggerSavepoint {
+            job_id,
+            target_directory: Some(savepoints.display().to_string()),
+            terminate: true,
+        })
+        .await
+        .expect("asks")
+        .expect("savepoint triggered");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let location = loop {
+        let status = c
+            .dispatcher_gateway()
+            .ask(RequestSavepointStatus {
+                job_id,
+                id: savepoint,
+            })
+            .await
+            .expect("asks")
+            .expect("answers");
+        match status {
+            Some(SavepointStatus::Completed(location)) => break location,
+            Some(SavepointStatus::Failed(reason)) => panic!("the savepoint failed: {reason}"),
+            _ => {}
+        }
+        assert!(tokio::time::Instant::now() < deadline, "savepoint not done");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let first = c.request_job_result(job_id, WAIT).await.expect("result");
+    assert_eq!(first.status, JobStatus::Canceled, "stopped: {first:?}");
+    let partial = committed(&output);
+    assert!(
+        partial.len() < reference(lines).len(),
+        "the job was stopped before its end ({} lines)",
+        partial.len()
+    );
+
+    let mut resumed = build_job_graph(&c_jobs(), "cp-wordcount", &program).expect("builds");
+    resumed.savepoint_path = Some(location.clone());
+    let resumed_id = c.submit_job(resumed).await.expect("submits");
+    let second = c
+        .request_job_result(resumed_id, WAIT)
+        .await
+        .expect("result");
+    assert_eq!(second.status, JobStatus::Finished, "{second:?}");
+    assert_exact(&committed(&output), &reference(lines));
+    let json = stats(&c, resumed_id).await;
+    assert_eq!(json["counts"]["restored"], 1, "{json}");
+
+    // A savepoint of another program is refused with a clear error.
+    let mut other = build_job_graph(&c_jobs(), "wordcount", &[]).expect("builds");
+    other.savepoint_path = Some(location);
+    other
+        .job_config
+        .insert("execution.checkpointing.interval".into(), "1 s".into());
+    let other_id = c.submit_job(other).await.expect("submits");
+    let refused = c.request_job_result(other_id, WAIT).await.expect("result");
+    assert_eq!(refused.status, JobStatus::Failed, "{refused:?}");
+    let cause = refused.failure.map(|f| f.message).unwrap_or_default();
+    assert!(cause.contains("savepoint"), "{cause}");
+    let _ = Arc::new(());
+    c.close().await.expect("closes");
+}
