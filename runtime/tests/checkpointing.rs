@@ -44,10 +44,12 @@ fn registry() -> JobRegistry {
     jobs
 }
 
-/// Counts words in a `ValueState`; subtask 0's first attempt fails on its `fail_at`-th record.
+/// Counts words in a `ValueState`; subtask 0's first attempt (every attempt with
+/// `fail_always`) fails on its `fail_at`-th record.
 #[derive(Clone, Default)]
 struct CountWords {
     fail_at: Option<u64>,
+    fail_always: bool,
     seen: u64,
     count: ValueState<u64>,
 }
@@ -66,7 +68,7 @@ impl KeyedProcessFunction<String, (String, u64), String> for CountWords {
     ) {
         self.seen += 1;
         let runtime = ctx.runtime();
-        if runtime.attempt_number == 0
+        if (runtime.attempt_number == 0 || self.fail_always)
             && runtime.subtask_index == 0
             && Some(self.seen) == self.fail_at
         {
@@ -95,6 +97,7 @@ fn cp_wordcount(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<
     let pause = args.parse::<u64>("pause-micros")?.unwrap_or(0);
     let function = CountWords {
         fail_at: args.parse::<u64>("fail-at")?,
+        fail_always: args.has("fail-always"),
         ..CountWords::default()
     };
     let output = args.get("output").unwrap_or("/nonexistent").to_string();
@@ -404,4 +407,172 @@ async fn stop_with_savepoint_and_resume_continues_the_counts() {
     assert!(cause.contains("savepoint"), "{cause}");
     let _ = Arc::new(());
     c.close().await.expect("closes");
+}
+
+/// Scenario 30 with a real operator: a task that throws on its Nth record in every attempt,
+/// with fixed-delay(3), restarts three times and then FAILS; `/jobs/{id}/exceptions` shows the
+/// four failures, newest first, and the root cause.
+#[actix_rt::test]
+async fn a_task_failing_every_attempt_exhausts_fixed_delay_and_shows_the_history() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(1, 2, &dir.path().join("checkpoints")).await;
+    let job = build_job_graph(
+        &c_jobs(),
+        "cp-wordcount",
+        &args(&[
+            "--lines",
+            "500",
+            "--fail-at",
+            "100",
+            "--fail-always",
+            "--output",
+            &dir.path().join("out").display().to_string(),
+        ]),
+    )
+    .expect("builds");
+    let job_id = c.submit_job(job).await.expect("submits");
+    let result = c.request_job_result(job_id, WAIT).await.expect("result");
+    assert_eq!(result.status, JobStatus::Failed, "{result:?}");
+    let rest = RestClient::new(c.rest_address().expect("rest").to_string());
+    let exceptions = rest.job_exceptions(job_id).await.expect("exceptions");
+    let entries = &exceptions.exception_history.entries;
+    assert_eq!(
+        entries.len(),
+        4,
+        "three restarts and the final failure: {entries:?}"
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.stacktrace.contains("injected failure at record 100")),
+        "{entries:?}"
+    );
+    assert!(
+        entries.windows(2).all(|w| w[0].timestamp >= w[1].timestamp),
+        "newest first: {entries:?}"
+    );
+    c.close().await.expect("closes");
+}
+
+/// The savepoint endpoints over REST: a savepoint of a running checkpointed job completes and
+/// names its directory (which holds a `_metadata`); a malformed body is 400, an unknown trigger
+/// id 404, a savepoint of a job without checkpointing is refused with the reason, and the
+/// checkpoint statistics of such a job are 404 with Flink's message.
+#[actix_rt::test]
+async fn rest_savepoint_endpoints_answer_like_flink() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = cluster(1, 2, &dir.path().join("checkpoints")).await;
+    let rest = RestClient::new(c.rest_address().expect("rest").to_string());
+    let job = build_job_graph(
+        &c_jobs(),
+        "cp-wordcount",
+        &args(&[
+            "--lines",
+            "20000",
+            "--pause-micros",
+            "200",
+            "--output",
+            &dir.path().join("out").display().to_string(),
+        ]),
+    )
+    .expect("builds");
+    let job_id = c.submit_job(job).await.expect("submits");
+    wait_for_completed_checkpoint(&c, job_id).await;
+    let target = dir.path().join("savepoints");
+    let trigger = rest
+        .trigger_savepoint(job_id, Some(&target.display().to_string()), false)
+        .await
+        .expect("triggered");
+    assert_eq!(trigger.len(), 32, "a trigger id like Flink's: {trigger}");
+    let location = rest
+        .wait_for_savepoint(job_id, &trigger, WAIT)
+        .await
+        .expect("the savepoint completes");
+    assert!(
+        Path::new(&location).join("_metadata").is_file(),
+        "{location} holds the metadata"
+    );
+    assert!(
+        location.starts_with(&target.display().to_string()),
+        "{location}"
+    );
+
+    let http = reqwest_like(&c, &format!("/jobs/{job_id}/savepoints"), "{not json").await;
+    assert!(http.starts_with("HTTP/1.1 400"), "{http}");
+    let unknown =
+        reqwest_like_get(&c, &format!("/jobs/{job_id}/savepoints/{}", "0".repeat(32))).await;
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    let malformed = reqwest_like_get(&c, &format!("/jobs/{job_id}/savepoints/xyz")).await;
+    assert!(malformed.starts_with("HTTP/1.1 400"), "{malformed}");
+    c.dispatcher_gateway()
+        .ask(rflink_runtime::dispatcher::CancelJob { job_id })
+        .await
+        .expect("asks")
+        .expect("cancels");
+
+    // A batch-style job has no checkpoints: its statistics are 404 and savepoints are refused.
+    let batch = build_job_graph(&c_jobs(), "sequence-sum", &args(&["--count", "100000000"]))
+        .expect("builds");
+    let batch_id = c.submit_job(batch).await.expect("submits");
+    let stats = reqwest_like_get(&c, &format!("/jobs/{batch_id}/checkpoints")).await;
+    assert!(
+        stats.starts_with("HTTP/1.1 404") && stats.contains("Checkpointing is not enabled"),
+        "{stats}"
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let refused = loop {
+        match rest.trigger_savepoint(batch_id, None, false).await {
+            Err(err) if !err.to_string().contains("not every task") => break err,
+            Err(_) | Ok(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    };
+    assert!(
+        refused.to_string().contains("checkpointing is off"),
+        "{refused}"
+    );
+    c.close().await.expect("closes");
+}
+
+/// A raw HTTP POST to the MiniCluster's REST port; returns the whole response.
+async fn reqwest_like(c: &MiniCluster, path: &str, body: &str) -> String {
+    raw_http(
+        c,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+}
+
+/// A raw HTTP GET to the MiniCluster's REST port; returns the whole response.
+async fn reqwest_like_get(c: &MiniCluster, path: &str) -> String {
+    raw_http(
+        c,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// Off the test's thread: the cluster's endpoints run on it and must keep answering.
+async fn raw_http(c: &MiniCluster, request: &str) -> String {
+    use std::io::{Read, Write};
+    let address = c.rest_address().expect("rest");
+    let request = request.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(address).expect("connects");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        socket.write_all(request.as_bytes()).expect("writes");
+        let mut response = String::new();
+        let _ = socket.read_to_string(&mut response);
+        response
+    })
+    .await
+    .expect("the request thread")
 }
