@@ -418,6 +418,19 @@ impl JobMaster {
         }
     }
 
+    /// A restart redeploys tasks from the latest completed checkpoint (if any): REST counts it
+    /// as a restore.
+    pub(super) fn note_restore(&mut self) {
+        let Some(cp) = self.checkpointing.as_mut() else {
+            return;
+        };
+        if let Some(latest) = cp.coordinator.latest_completed().cloned() {
+            tracing::info!(job_id = %self.graph.job_id, checkpoint_id = latest.id, "restoring the latest completed checkpoint");
+            cp.coordinator
+                .set_restored(&latest.path, &latest.metadata, now_millis());
+        }
+    }
+
     /// Where a (re)deployed attempt's state is: the latest completed checkpoint (or the
     /// savepoint the job was resumed from).
     pub(super) fn restore_for(&self, attempt: ExecutionAttemptId) -> Option<TaskRestore> {

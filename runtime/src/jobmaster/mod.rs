@@ -659,6 +659,7 @@ impl JobMaster {
                     for attempt in &attempts {
                         self.acknowledged.remove(attempt);
                     }
+                    self.note_restore();
                     self.maybe_deploy(ctx);
                 }
             }
