@@ -556,6 +556,17 @@ fn usage_errors_exit_2() {
         vec!["list", "--bogus"],
         vec!["frobnicate"],
         vec![],
+        vec!["savepoint", "xyz"],
+        vec!["stop", "0123"],
+        vec!["run", "-D", "no-equals-sign", "--example", "wordcount"],
+        vec![
+            "run",
+            "-D",
+            "restart-strategy.type=sometimes",
+            "--example",
+            "wordcount",
+        ],
+        vec!["run", "-D", "no.such.key=1", "--example", "wordcount"],
     ] {
         let out = c.rflink(&bad);
         assert_eq!(out.code, 2, "rflink {bad:?}: {out:?}");
@@ -583,7 +594,12 @@ fn usage_errors_exit_2() {
 fn rest_errors_and_an_unreachable_jobmanager_exit_3() {
     let c = Cluster::start();
     let unknown = JobId::generate().to_string();
-    for cmd in [vec!["cancel", &unknown[..]], vec!["info", &unknown[..]]] {
+    for cmd in [
+        vec!["cancel", &unknown[..]],
+        vec!["info", &unknown[..]],
+        vec!["savepoint", &unknown[..], "/tmp/savepoints"],
+        vec!["stop", &unknown[..]],
+    ] {
         let out = c.rflink(&cmd);
         assert_eq!(out.code, 3, "{out:?}");
         assert!(

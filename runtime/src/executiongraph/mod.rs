@@ -1109,6 +1109,59 @@ mod tests {
         assert_eq!(g.exception_history.len(), 1);
     }
 
+    /// Region failover (scenario 29): in an all-forward job every subtask pipeline is its own
+    /// pipelined region; a failure restarts only its region, the other keeps its attempts.
+    #[test]
+    fn region_failover_restarts_only_the_failed_pipeline() {
+        let a = JobVertex::new("source", "NoOpInvokable", 2);
+        let b = JobVertex::new("sink", "NoOpInvokable", 2)
+            .connect_from(&a, DistributionPattern::Pointwise);
+        let mut g = ExecutionGraph::new(&JobGraph::new("forward", vec![a, b])).with_failover(
+            fixed_delay(1),
+            true,
+            1,
+        );
+        assert_eq!(g.regions().len(), 2, "{:?}", g.regions());
+        let attempts = run_all(&mut g);
+        // attempts: source 0, source 1, sink 0, sink 1.
+        let actions = g
+            .update_execution(attempts[1], ExecutionState::Failed, Some(boom("boom")))
+            .expect("failed");
+        assert_eq!(g.status(), JobStatus::Restarting);
+        let cancelled: Vec<ExecutionAttemptId> = actions
+            .iter()
+            .filter_map(|a| match a {
+                GraphAction::CancelTask { attempt, .. } => Some(*attempt),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            cancelled,
+            vec![attempts[3]],
+            "only sink 1 shares the region"
+        );
+        let generation = generation_of(&actions).expect("scheduled");
+        settle_cancels(&mut g, &actions);
+        let redeploy = g.restart_delay_elapsed(generation).expect("restarts");
+        let [GraphAction::Redeploy { attempts: fresh }] = redeploy.as_slice() else {
+            panic!("expected a redeploy, got {redeploy:?}");
+        };
+        assert_eq!(fresh.len(), 2);
+        assert!(fresh
+            .iter()
+            .all(|a| a.vertex.subtask_index == 1 && a.attempt_number == 1));
+        // Region 0 kept its attempts and still runs.
+        assert_eq!(
+            g.execution(attempts[0]).map(|e| e.state),
+            Some(ExecutionState::Running)
+        );
+        assert_eq!(
+            g.execution(attempts[2]).map(|e| e.state),
+            Some(ExecutionState::Running)
+        );
+        assert_eq!(g.status(), JobStatus::Running);
+    }
+
     /// Cancelling while restarting cancels the job; a pending restart never happens.
     #[test]
     fn cancel_while_restarting() {
