@@ -5,12 +5,14 @@
 //! cargo run --release -p rflink-bench -- submit [options]
 //! cargo run --release -p rflink-bench -- wordcount [options]
 //! cargo build --release -p rflink-dist && cargo run --release -p rflink-bench -- startup [options]
+//! cargo build --release -p rflink-dist && cargo run --release -p rflink-bench -- recovery [options]
 //! ```
 //!
 //! Every benchmark prints human-readable lines and ends with exactly one JSON object on the last
 //! line of stdout, for scripts. Exit codes: 0 success, 1 the benchmark failed, 2 bad usage.
 
 mod cli;
+mod recovery;
 mod rpc;
 mod startup;
 mod stats;
@@ -35,6 +37,7 @@ enum Command {
     Submit(submit::Options),
     Startup(startup::Options),
     Wordcount(wordcount::Options),
+    Recovery(recovery::Options),
 }
 
 /// The benchmarks, for the usage text. Add new subcommands here and in [`parse`].
@@ -55,6 +58,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
         "wordcount",
         "the wordcount example job on a MiniCluster (p=1, p=2), against a 1-thread Rust word count",
     ),
+    (
+        "recovery",
+        "kill -> running / first record after SIGKILL of a TaskManager; checkpointing on/off throughput",
+    ),
 ];
 
 fn usage() -> String {
@@ -70,6 +77,8 @@ fn usage() -> String {
     text.push_str(startup::OPTIONS_HELP);
     text.push_str("\n\noptions of wordcount:\n");
     text.push_str(wordcount::OPTIONS_HELP);
+    text.push_str("\n\noptions of recovery:\n");
+    text.push_str(recovery::OPTIONS_HELP);
     text.push_str("\n  -h, --help   show this help\n");
     text
 }
@@ -86,6 +95,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         "submit" => submit::Options::parse(rest).map(Command::Submit),
         "startup" => startup::Options::parse(rest).map(Command::Startup),
         "wordcount" => wordcount::Options::parse(rest).map(Command::Wordcount),
+        "recovery" => recovery::Options::parse(rest).map(Command::Recovery),
         other => Err(format!("unknown benchmark {other:?}")),
     }
 }
@@ -123,6 +133,10 @@ fn main() -> ExitCode {
         Command::Wordcount(options) => {
             init_tracing();
             wordcount::run(&options)
+        }
+        Command::Recovery(options) => {
+            init_tracing();
+            recovery::run(&options)
         }
     };
     match result {
@@ -206,5 +220,21 @@ mod tests {
             _ => panic!("expected wordcount options"),
         }
         assert!(parse(&args(&["wordcount", "--runs", "0"])).is_err());
+    }
+
+    #[test]
+    fn recovery_parses_its_options() {
+        match parse(&args(&[
+            "recovery",
+            "--trials",
+            "3",
+            "--throughput-lines=0",
+        ])) {
+            Ok(Command::Recovery(o)) => {
+                assert_eq!((o.trials, o.fast_trials, o.throughput_lines), (3, 5, 0));
+            }
+            _ => panic!("expected recovery options"),
+        }
+        assert!(parse(&args(&["recovery", "--trials", "0"])).is_err());
     }
 }

@@ -84,7 +84,7 @@ impl Options {
 }
 
 /// The `rflink-node` binary to measure.
-fn node_binary() -> Result<PathBuf, BoxError> {
+pub(crate) fn node_binary() -> Result<PathBuf, BoxError> {
     let path = match std::env::var_os("RFLINK_NODE") {
         Some(path) => PathBuf::from(path),
         None => std::env::current_exe()?

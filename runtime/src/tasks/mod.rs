@@ -203,7 +203,9 @@ impl StreamTask {
             .as_ref()
             .map(|(gate, _)| BarrierAligner::new(gate.num_channels()));
         if instance.is_source() {
-            let mut batch = SOURCE_BATCH;
+            // Start small: a slow source's first records go out (and its cancellation is seen)
+            // after its first quick poll; a fast one reaches full batches within a few polls.
+            let mut batch = 1;
             loop {
                 if cancel.is_cancelled() {
                     return Err(TaskError::Canceled);
