@@ -181,11 +181,19 @@ macro_rules! forward_checkpointing {
         ) -> Result<(), String> {
             self.$out.snapshot_state(checkpoint_id, snapshot)
         }
-        fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
-            self.$out.emit_barrier(barrier)
-        }
         fn restore_state(&mut self, snapshot: &mut SnapshotSections<'_>) -> Result<(), String> {
             self.$out.restore_state(snapshot)
+        }
+        forward_checkpoint_signals!($out);
+    };
+}
+
+/// The checkpoint calls a stateful stage passes on unchanged to its output `$out` (it handles
+/// `snapshot_state` and `restore_state` itself).
+macro_rules! forward_checkpoint_signals {
+    ($out:ident) => {
+        fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
+            self.$out.emit_barrier(barrier)
         }
         fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
             self.$out.notify_checkpoint_complete(checkpoint_id)
@@ -522,21 +530,7 @@ impl<T: Record, K: Key> Output<T> for ReduceOp<T, K> {
         }
         self.out.restore_state(snapshot)
     }
-    fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
-        self.out.emit_barrier(barrier)
-    }
-    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
-        self.out.notify_checkpoint_complete(checkpoint_id)
-    }
-    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
-        self.out.notify_checkpoint_aborted(checkpoint_id)
-    }
-    fn end_of_data(&mut self) -> Result<(), String> {
-        self.out.end_of_data()
-    }
-    fn finish_outputs(&mut self) -> Result<(), String> {
-        self.out.finish_outputs()
-    }
+    forward_checkpoint_signals!(out);
 }
 
 /// Keyed `sum`: the first record of a key, with the field replaced by the running sum.
@@ -618,21 +612,7 @@ impl<T: Record, K: Key, N: Numeric> Output<T> for SumOp<T, K, N> {
         }
         self.out.restore_state(snapshot)
     }
-    fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
-        self.out.emit_barrier(barrier)
-    }
-    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
-        self.out.notify_checkpoint_complete(checkpoint_id)
-    }
-    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
-        self.out.notify_checkpoint_aborted(checkpoint_id)
-    }
-    fn end_of_data(&mut self) -> Result<(), String> {
-        self.out.end_of_data()
-    }
-    fn finish_outputs(&mut self) -> Result<(), String> {
-        self.out.finish_outputs()
-    }
+    forward_checkpoint_signals!(out);
 }
 
 /// Keyed `process`.
@@ -730,21 +710,7 @@ impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> Output<I>
         }
         self.out.restore_state(snapshot)
     }
-    fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
-        self.out.emit_barrier(barrier)
-    }
-    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
-        self.out.notify_checkpoint_complete(checkpoint_id)
-    }
-    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
-        self.out.notify_checkpoint_aborted(checkpoint_id)
-    }
-    fn end_of_data(&mut self) -> Result<(), String> {
-        self.out.end_of_data()
-    }
-    fn finish_outputs(&mut self) -> Result<(), String> {
-        self.out.finish_outputs()
-    }
+    forward_checkpoint_signals!(out);
 }
 
 /// A sink at the end of a chain.
@@ -903,21 +869,7 @@ impl<T: Record> ChainDriver for TypedSource<T> {
         }
         self.out.restore_state(snapshot)
     }
-    fn emit_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
-        self.out.emit_barrier(barrier)
-    }
-    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
-        self.out.notify_checkpoint_complete(checkpoint_id)
-    }
-    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
-        self.out.notify_checkpoint_aborted(checkpoint_id)
-    }
-    fn end_of_data(&mut self) -> Result<(), String> {
-        self.out.end_of_data()
-    }
-    fn finish_outputs(&mut self) -> Result<(), String> {
-        self.out.finish_outputs()
-    }
+    forward_checkpoint_signals!(out);
     fn finish(&mut self) -> Result<(), String> {
         self.out.finish()
     }

@@ -557,25 +557,7 @@ impl ExecutionGraph {
             else {
                 continue;
             };
-            match exec.state {
-                ExecutionState::Created | ExecutionState::Scheduled => {
-                    exec.state = ExecutionState::Canceled;
-                    exec.timestamps.insert(ExecutionState::Canceled, now);
-                }
-                ExecutionState::Deploying
-                | ExecutionState::Initializing
-                | ExecutionState::Running => {
-                    exec.state = ExecutionState::Canceling;
-                    exec.timestamps.insert(ExecutionState::Canceling, now);
-                    if let Some(slot) = &exec.slot {
-                        actions.push(GraphAction::CancelTask {
-                            attempt: exec.attempt,
-                            slot: slot.clone(),
-                        });
-                    }
-                }
-                _ => {}
-            }
+            actions.extend(cancel_execution(exec, now));
         }
         actions.push(GraphAction::ScheduleRestart {
             delay,
@@ -716,25 +698,7 @@ impl ExecutionGraph {
             .iter_mut()
             .flat_map(|v| v.executions.iter_mut())
         {
-            match exec.state {
-                ExecutionState::Created | ExecutionState::Scheduled => {
-                    exec.state = ExecutionState::Canceled;
-                    exec.timestamps.insert(ExecutionState::Canceled, now);
-                }
-                ExecutionState::Deploying
-                | ExecutionState::Initializing
-                | ExecutionState::Running => {
-                    exec.state = ExecutionState::Canceling;
-                    exec.timestamps.insert(ExecutionState::Canceling, now);
-                    if let Some(slot) = &exec.slot {
-                        actions.push(GraphAction::CancelTask {
-                            attempt: exec.attempt,
-                            slot: slot.clone(),
-                        });
-                    }
-                }
-                _ => {}
-            }
+            actions.extend(cancel_execution(exec, now));
         }
         actions
     }
@@ -844,6 +808,27 @@ impl ExecutionGraph {
             *counts.entry(e.state).or_insert(0) += 1;
         }
         counts
+    }
+}
+
+/// Cancels one attempt: one not deployed yet is CANCELED at once; a deployed one goes
+/// CANCELING and its TaskExecutor is asked to cancel it (the returned action).
+fn cancel_execution(exec: &mut Execution, now: i64) -> Option<GraphAction> {
+    match exec.state {
+        ExecutionState::Created | ExecutionState::Scheduled => {
+            exec.state = ExecutionState::Canceled;
+            exec.timestamps.insert(ExecutionState::Canceled, now);
+            None
+        }
+        ExecutionState::Deploying | ExecutionState::Initializing | ExecutionState::Running => {
+            exec.state = ExecutionState::Canceling;
+            exec.timestamps.insert(ExecutionState::Canceling, now);
+            exec.slot.as_ref().map(|slot| GraphAction::CancelTask {
+                attempt: exec.attempt,
+                slot: slot.clone(),
+            })
+        }
+        _ => None,
     }
 }
 
