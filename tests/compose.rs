@@ -236,6 +236,14 @@ impl Project {
             .collect()
     }
 
+    /// The running containers of `service`.
+    fn running_containers(&self, service: &str) -> Vec<String> {
+        self.containers(service)
+            .into_iter()
+            .filter(|c| self.inspect(c, "{{.State.Running}}") == "true")
+            .collect()
+    }
+
     /// `docker inspect -f FORMAT container`, trimmed.
     fn inspect(&self, container: &str, format: &str) -> String {
         self.docker(&["inspect", "-f", format, container])
@@ -316,6 +324,92 @@ impl Drop for Project {
                 outcome.describe()
             );
         }
+    }
+}
+
+/// Submits the checkpointed streaming WordCount detached through the CLI; its job id.
+fn submit_streaming_wordcount(
+    project: &Project,
+    lines: u64,
+    seed: u64,
+    output: &str,
+) -> rflink_runtime::types::JobId {
+    let args: Vec<String> = [
+        "-m",
+        &format!("127.0.0.1:{}", project.rest_port),
+        "run",
+        "-d",
+        "--example",
+        "streaming-wordcount",
+        "--lines",
+        &lines.to_string(),
+        "--lines-per-second",
+        "1000",
+        "--seed",
+        &seed.to_string(),
+        "--output",
+        output,
+        "--parallelism",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (code, stdout, stderr) = support::rflink_cli(&args, JOB_DEADLINE);
+    if code != 0 {
+        project.fail(&format!(
+            "rflink {args:?}: exit {code}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        ));
+    }
+    let Some(job_id) = stdout
+        .split_whitespace()
+        .find_map(|w| w.parse::<rflink_runtime::types::JobId>().ok())
+    else {
+        project.fail(&format!("no job id in {stdout:?}"));
+    };
+    job_id
+}
+
+/// Waits until the job completed a checkpoint.
+async fn wait_for_a_checkpoint(
+    project: &Project,
+    rest: &RestClient,
+    job_id: rflink_runtime::types::JobId,
+) {
+    let deadline = Instant::now() + JOB_DEADLINE;
+    loop {
+        let completed = rest
+            .checkpoints(job_id)
+            .await
+            .ok()
+            .and_then(|c| c["counts"]["completed"].as_u64())
+            .unwrap_or(0);
+        if completed >= 1 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            project.fail("no checkpoint completed on compose");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the job reached a globally terminal status; returns it.
+async fn wait_for_end(
+    project: &Project,
+    rest: &RestClient,
+    job_id: rflink_runtime::types::JobId,
+) -> rflink_runtime::executiongraph::JobStatus {
+    let deadline = Instant::now() + JOB_DEADLINE;
+    loop {
+        match rest.job_status(job_id).await {
+            Ok(status) if status.is_globally_terminal() => return status,
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            project.fail(&format!("job {job_id} did not end within {JOB_DEADLINE:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -445,71 +539,87 @@ async fn wordcount_on_docker_compose_and_task_manager_loss() {
         expected.len()
     );
 
-    // A checkpointed streaming WordCount (exactly-once part files, checkpoints on the shared
-    // volume) on both TaskManagers; one TaskManager container is killed after a checkpoint
-    // completed. The job restarts on the other's spare slots from that checkpoint, and the
-    // committed output is exactly the sequential reference.
+    // Checkpointed streaming WordCounts (exactly-once part files, checkpoints on the shared
+    // volume) on both TaskManagers, trial after trial: a TaskManager container is killed after a
+    // checkpoint completed, the job restarts on the other's spare slots from that checkpoint,
+    // the committed output must be exactly the sequential reference, and compose brings the
+    // killed TaskManager back for the next trial. Every trial must be exact.
+    let trials: u64 = std::env::var("RFLINK_COMPOSE_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(10);
     let lines = 6000u64;
-    let stream_seed = seed % 1000;
-    let job_id = {
-        let args: Vec<String> = [
-            "-m",
-            &format!("127.0.0.1:{}", project.rest_port),
-            "run",
-            "-d",
-            "--example",
-            "streaming-wordcount",
-            "--lines",
-            &lines.to_string(),
-            "--lines-per-second",
-            "1000",
-            "--seed",
-            &stream_seed.to_string(),
-            "--output",
-            "/data/stream-out",
-            "--parallelism",
-            "2",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let (code, stdout, stderr) = support::rflink_cli(&args, JOB_DEADLINE);
-        if code != 0 {
+    let mut exact = 0;
+    for trial in 0..trials {
+        let stream_seed = seed % 1000 + trial;
+        let out_dir = format!("/data/stream-out-{trial}");
+        let job_id = submit_streaming_wordcount(&project, lines, stream_seed, &out_dir);
+        wait_for_a_checkpoint(&project, &rest, job_id).await;
+        let running = project.running_containers("taskmanager");
+        let Some(victim) = running.get(trial as usize % running.len().max(1)) else {
+            project.fail(&format!("no running taskmanager container: {running:?}"));
+        };
+        let killed_at = Instant::now();
+        project.docker(&["kill", victim]);
+        project
+            .wait_for_overview(
+                &rest,
+                "1 TaskManager after docker kill",
+                LOSS_DEADLINE,
+                |o| o.taskmanagers == 1,
+            )
+            .await;
+        let noticed = killed_at.elapsed();
+        let finished = wait_for_end(&project, &rest, job_id).await;
+        if finished != rflink_runtime::executiongraph::JobStatus::Finished {
             project.fail(&format!(
-                "rflink {args:?}: exit {code}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+                "trial {trial}: the streaming job ended {finished}"
             ));
         }
-        let Some(job_id) = stdout
-            .split_whitespace()
-            .find_map(|w| w.parse::<rflink_runtime::types::JobId>().ok())
-        else {
-            project.fail(&format!("no job id in {stdout:?}"));
-        };
-        job_id
-    };
-    let deadline = Instant::now() + JOB_DEADLINE;
-    loop {
-        let completed = rest
-            .checkpoints(job_id)
-            .await
-            .ok()
-            .and_then(|c| c["counts"]["completed"].as_u64())
-            .unwrap_or(0);
-        if completed >= 1 {
-            break;
+        let took = killed_at.elapsed();
+        let stream_out = dir.path().join(format!("stream-out-{trial}"));
+        project.docker(&[
+            "cp",
+            &format!("{jobmanager}:{out_dir}"),
+            &stream_out.display().to_string(),
+        ]);
+        let committed = rflink::sinks::read_committed_parts(&stream_out).expect("committed parts");
+        let mut got: Vec<String> = committed.lines().map(str::to_string).collect();
+        got.sort();
+        let expected = rflink_examples::streaming_reference(&rflink_examples::generated_text(
+            stream_seed,
+            lines,
+        ));
+        if got != expected {
+            project.fail(&format!(
+                "trial {trial}: the checkpointed WordCount on compose is not exact after a \
+                 TaskManager loss: {} lines, {} expected (seed {stream_seed})",
+                got.len(),
+                expected.len()
+            ));
         }
-        if Instant::now() >= deadline {
-            project.fail("no checkpoint completed on compose");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        exact += 1;
+        eprintln!(
+            "compose suite: trial {trial}: kill noticed after {noticed:?}, job FINISHED {took:?} \
+             after the kill, output exact ({} lines)",
+            expected.len()
+        );
+        // The killed TaskManager comes back (compose starts the stopped container again).
+        project.compose(&["up", "-d", "--scale", "taskmanager=2"]);
+        project
+            .wait_for_overview(&rest, "2 TaskManagers again", UP_DEADLINE, |o| {
+                o.taskmanagers == 2 && o.slots_available == 4
+            })
+            .await;
     }
+    assert_eq!(exact, trials, "every trial's committed output is exact");
 
     // A TaskManager container killed: its connection drops, or at the latest its heartbeat
     // times out.
-    let task_managers = project.containers("taskmanager");
+    let task_managers = project.running_containers("taskmanager");
     let [first, second] = task_managers.as_slice() else {
         project.fail(&format!(
-            "two taskmanager containers expected: {task_managers:?}"
+            "two running taskmanager containers expected: {task_managers:?}"
         ));
     };
     let killed_at = Instant::now();
@@ -525,42 +635,6 @@ async fn wordcount_on_docker_compose_and_task_manager_loss() {
     eprintln!(
         "compose suite: docker kill noticed after {:?}",
         killed_at.elapsed()
-    );
-    let finished = loop {
-        match rest.job_status(job_id).await {
-            Ok(status) if status.is_globally_terminal() => break status,
-            _ => {}
-        }
-        if Instant::now() >= deadline {
-            project.fail("the streaming job did not end after the TaskManager was killed");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    if finished != rflink_runtime::executiongraph::JobStatus::Finished {
-        project.fail(&format!("the streaming job ended {finished}"));
-    }
-    let stream_out = dir.path().join("stream-out");
-    project.docker(&[
-        "cp",
-        &format!("{jobmanager}:/data/stream-out"),
-        &stream_out.display().to_string(),
-    ]);
-    let committed = rflink::sinks::read_committed_parts(&stream_out).expect("committed parts");
-    let mut got: Vec<String> = committed.lines().map(str::to_string).collect();
-    got.sort();
-    let expected =
-        rflink_examples::streaming_reference(&rflink_examples::generated_text(stream_seed, lines));
-    if got != expected {
-        project.fail(&format!(
-            "the checkpointed WordCount on compose is not exact after a TaskManager loss: {} \
-             lines, {} expected",
-            got.len(),
-            expected.len()
-        ));
-    }
-    eprintln!(
-        "compose suite: checkpointed WordCount exact after the TaskManager loss ({} lines)",
-        expected.len()
     );
 
     // The other one cut off the compose network: a silent loss, found by the heartbeat timeout.
