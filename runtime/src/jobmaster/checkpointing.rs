@@ -65,11 +65,13 @@ impl Checkpointing {
             tracing::info!(job_id = %job.job_id, "checkpointing is off for a batch-style job");
             return None;
         }
-        let base_dir = config
-            .checkpointing
-            .dir
-            .clone()
-            .unwrap_or_else(default_checkpoint_dir);
+        let base_dir = config.checkpointing.dir.clone().unwrap_or_else(|| {
+            let dir = default_checkpoint_dir();
+            tracing::warn!(job_id = %job.job_id, dir = %dir.display(),
+                "execution.checkpointing.dir is not set: checkpoints go to a local temporary \
+                 directory, which only works when every TaskManager runs on this machine");
+            dir
+        });
         let settings = CheckpointSettings {
             interval: Some(interval),
             timeout: config.checkpointing.timeout,
