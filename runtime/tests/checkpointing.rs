@@ -312,9 +312,24 @@ async fn a_lost_task_manager_restores_exactly_once_on_a_spare() {
     .expect("builds");
     let job_id = c.submit_job(job).await.expect("submits");
     wait_for_completed_checkpoint(&c, job_id).await;
-    // Two of the three single-slot TaskManagers run the job; losing any one of the first two
-    // hits it (the job's slots are spread over TaskManagers), losing the spare changes nothing.
-    c.terminate_task_manager(0).await.expect("terminated");
+    // Two of the three single-slot TaskManagers run the job: kill one of those (the one with
+    // no free slot, as the REST API lists them), not the spare.
+    let rest = RestClient::new(c.rest_address().expect("rest").to_string());
+    let busy: Vec<String> = rest
+        .taskmanagers()
+        .await
+        .expect("task managers")
+        .into_iter()
+        .filter(|tm| tm.free_slots == 0)
+        .map(|tm| tm.id)
+        .collect();
+    let victim = (0..3)
+        .find(|&i| {
+            c.task_manager(i)
+                .is_some_and(|tm| busy.contains(&tm.resource_id().to_string()))
+        })
+        .expect("a TaskManager runs the job");
+    c.terminate_task_manager(victim).await.expect("terminated");
     let result = c.request_job_result(job_id, WAIT).await.expect("result");
     assert_eq!(result.status, JobStatus::Finished, "{result:?}");
     assert_exact(&committed(&output), &reference(lines));
