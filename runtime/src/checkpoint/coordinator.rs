@@ -586,6 +586,31 @@ impl CheckpointCoordinator {
         self.abort(id, error, now_ms)
     }
 
+    /// A task gave up checkpoint `id` because the barrier of the newer checkpoint `by` overtook
+    /// it during alignment: the checkpoint is aborted as subsumed, which does not count against
+    /// `tolerable_failures` (Flink: `CHECKPOINT_DECLINED_SUBSUMED`).
+    pub fn decline_subsumed(
+        &mut self,
+        id: u64,
+        attempt: ExecutionAttemptId,
+        by: u64,
+        now_ms: i64,
+    ) -> Option<AbortedCheckpoint> {
+        let pending = self.pending.get(&id)?;
+        if !pending.expected.contains_key(&attempt) || pending.fully_acknowledged() {
+            tracing::debug!(job_id = %self.job_id, checkpoint_id = id, %attempt, "ignoring decline");
+            return None;
+        }
+        self.abort(
+            id,
+            CheckpointError::Subsumed {
+                checkpoint_id: id,
+                by,
+            },
+            now_ms,
+        )
+    }
+
     /// Aborts every pending checkpoint whose timeout passed at `now`; each counts as a failure.
     /// This includes a fully acknowledged one whose metadata is still being written: its
     /// `complete` then fails with `NotPending` and the JobMaster discards the directory.
@@ -1372,6 +1397,28 @@ mod tests {
         }
         assert!(c.latest_completed().is_none());
         assert!(!c.failure_budget_exceeded(), "aborts are no failures");
+    }
+
+    /// A decline because a newer barrier overtook the checkpoint aborts it as subsumed: not a
+    /// failure, even with no failure tolerated.
+    #[test]
+    fn a_subsumed_decline_is_no_failure() {
+        let mut c = coordinator(settings());
+        let t = Instant::now();
+        let a = tasks()[0];
+        let id = c
+            .trigger(t, 0, CheckpointKind::Checkpoint, tasks())
+            .unwrap()
+            .id;
+        let aborted = c.decline_subsumed(id, a, id + 1, 0).unwrap();
+        assert!(matches!(aborted.error, CheckpointError::Subsumed { .. }));
+        assert!(!c.failure_budget_exceeded());
+        assert_eq!(c.consecutive_failures(), 0);
+        assert_eq!(
+            c.decline_subsumed(id, a, id + 1, 0),
+            None,
+            "already aborted"
+        );
     }
 
     #[test]

@@ -185,6 +185,7 @@ impl JobMaster {
                     id,
                     attempt,
                     "the source task's TaskManager is gone".into(),
+                    None,
                     ctx,
                 );
                 continue;
@@ -208,6 +209,7 @@ impl JobMaster {
                         id,
                         attempt,
                         format!("could not trigger the source: {reason}"),
+                        None,
                         ctx,
                     );
                 },
@@ -334,19 +336,27 @@ impl JobMaster {
         }
     }
 
-    /// A task declined its part (or could not be triggered).
+    /// A task declined its part (or could not be triggered). A decline because a newer
+    /// checkpoint overtook this one (`subsumed_by`) aborts it without counting as a failure.
     pub(super) fn decline(
         &mut self,
         id: u64,
         attempt: ExecutionAttemptId,
         reason: String,
+        subsumed_by: Option<u64>,
         ctx: &mut RpcContext<'_, Self>,
     ) {
         let Some(cp) = self.checkpointing.as_mut() else {
             return;
         };
-        tracing::info!(job_id = %self.graph.job_id, checkpoint_id = id, %attempt, reason, "checkpoint declined");
-        if let Some(aborted) = cp.coordinator.decline(id, attempt, reason, now_millis()) {
+        tracing::info!(job_id = %self.graph.job_id, checkpoint_id = id, %attempt, reason, ?subsumed_by, "checkpoint declined");
+        let aborted = match subsumed_by {
+            Some(by) => cp
+                .coordinator
+                .decline_subsumed(id, attempt, by, now_millis()),
+            None => cp.coordinator.decline(id, attempt, reason, now_millis()),
+        };
+        if let Some(aborted) = aborted {
             self.checkpoint_aborted(aborted, ctx);
         }
     }

@@ -182,6 +182,9 @@ pub struct DeclineCheckpoint {
     pub checkpoint_id: u64,
     /// Why.
     pub reason: String,
+    /// A newer checkpoint overtook it during alignment: not counted as a failed checkpoint.
+    #[serde(default)]
+    pub subsumed_by: Option<u64>,
 }
 impl RpcMessage for DeclineCheckpoint {
     type Reply = ();

@@ -1163,7 +1163,13 @@ impl Handler<DeclineCheckpoint> for JobMaster {
         ctx: &mut RpcContext<'_, Self>,
     ) -> Response<Self, ()> {
         if msg.job_id == self.graph.job_id {
-            self.decline(msg.checkpoint_id, msg.attempt, msg.reason, ctx);
+            self.decline(
+                msg.checkpoint_id,
+                msg.attempt,
+                msg.reason,
+                msg.subsumed_by,
+                ctx,
+            );
         }
         Response::ready(())
     }

@@ -1163,14 +1163,17 @@ impl TaskExecutor {
                 sync_millis,
                 async_millis,
             }),
-            CheckpointResponse::Decline { id, reason } => {
-                gateway.tell(jobmaster::DeclineCheckpoint {
-                    job_id,
-                    attempt,
-                    checkpoint_id: id,
-                    reason,
-                })
-            }
+            CheckpointResponse::Decline {
+                id,
+                reason,
+                subsumed_by,
+            } => gateway.tell(jobmaster::DeclineCheckpoint {
+                job_id,
+                attempt,
+                checkpoint_id: id,
+                reason,
+                subsumed_by,
+            }),
         };
         if let Err(err) = sent {
             tracing::warn!(%attempt, error = %err, "could not send a checkpoint response");

@@ -155,6 +155,9 @@ pub enum CheckpointResponse {
         id: u64,
         /// Why.
         reason: String,
+        /// Set when a newer checkpoint's barrier overtook this one during alignment: not a
+        /// failure (Flink: `CHECKPOINT_DECLINED_SUBSUMED`).
+        subsumed_by: Option<u64>,
     },
 }
 
@@ -364,13 +367,18 @@ pub(crate) fn write_and_acknowledge(
                     sync_millis,
                     async_millis: started.elapsed().as_millis() as u64,
                 },
-                Err(reason) => CheckpointResponse::Decline { id, reason },
+                Err(reason) => CheckpointResponse::Decline {
+                    id,
+                    reason,
+                    subsumed_by: None,
+                },
             });
         });
     if let Err(err) = spawned {
         (cp.responder)(CheckpointResponse::Decline {
             id,
             reason: format!("cannot start the state writer: {err}"),
+            subsumed_by: None,
         });
     }
 }

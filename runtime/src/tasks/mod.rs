@@ -324,6 +324,7 @@ impl StreamTask {
                                     (cp.responder)(checkpointing::CheckpointResponse::Decline {
                                         id: aborted,
                                         reason: format!("checkpoint {aborted} was superseded by {id} during alignment"),
+                                        subsumed_by: Some(id),
                                     });
                                 }
                                 Alignment::Snapshot {
@@ -574,6 +575,7 @@ fn snapshot(
             (cp.responder)(checkpointing::CheckpointResponse::Decline {
                 id: barrier.id,
                 reason,
+                subsumed_by: None,
             });
         }
     }
