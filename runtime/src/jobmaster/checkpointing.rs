@@ -196,6 +196,7 @@ impl JobMaster {
                 checkpoint_id: id,
                 timestamp: trigger.timestamp,
                 savepoint: kind.is_savepoint(),
+                terminate: matches!(kind, CheckpointKind::Savepoint { terminate: true }),
             };
             ctx.spawn_then(
                 async move { gateway.ask(msg).await },
@@ -315,24 +316,23 @@ impl JobMaster {
             discard_in_background(old.path.clone());
         }
         let aborted = outcome.aborted;
+        if terminate {
+            // Stop-with-savepoint: the sources emitted nothing since their part of it; every
+            // task now finishes, and the job ends FINISHED, as Flink's `stop`.
+            tracing::info!(job_id = %self.graph.job_id, checkpoint_id = id, "stopping the job after its savepoint");
+        }
         for attempt in outcome.to_notify {
             self.tell_task(attempt, ctx, move |attempt| {
                 taskexecutor::ConfirmCheckpoint {
                     attempt,
                     checkpoint_id: id,
                     last,
+                    stop: terminate,
                 }
             });
         }
         for aborted in aborted {
             self.checkpoint_aborted(aborted, ctx);
-        }
-        if terminate {
-            tracing::info!(job_id = %self.graph.job_id, checkpoint_id = id, "stopping the job after its savepoint");
-            match self.graph.cancel() {
-                Ok(actions) => self.apply(actions, ctx),
-                Err(err) => tracing::warn!(error = %err, "could not stop the job"),
-            }
         }
     }
 

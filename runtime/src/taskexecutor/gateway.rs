@@ -137,6 +137,10 @@ pub struct TriggerCheckpoint {
     pub timestamp: i64,
     /// A savepoint.
     pub savepoint: bool,
+    /// A stop-with-savepoint: the source emits nothing after it until the savepoint completes
+    /// (then the job finishes) or is aborted (then it goes on). Flink: `SYNC_SAVEPOINT`.
+    #[serde(default)]
+    pub terminate: bool,
 }
 impl RpcMessage for TriggerCheckpoint {
     type Reply = Result<Ack, TaskExecutorError>;
@@ -152,6 +156,9 @@ pub struct ConfirmCheckpoint {
     pub checkpoint_id: u64,
     /// The job's final checkpoint.
     pub last: bool,
+    /// A stop-with-savepoint completed: the task finishes now.
+    #[serde(default)]
+    pub stop: bool,
 }
 impl RpcMessage for ConfirmCheckpoint {
     type Reply = ();

@@ -1211,6 +1211,7 @@ impl Handler<TriggerCheckpoint> for TaskExecutor {
                 id: msg.checkpoint_id,
                 timestamp: msg.timestamp,
                 savepoint: msg.savepoint,
+                terminate: msg.terminate,
             },
         ))
     }
@@ -1227,6 +1228,7 @@ impl Handler<ConfirmCheckpoint> for TaskExecutor {
             crate::tasks::checkpointing::TaskMail::Complete {
                 id: msg.checkpoint_id,
                 last: msg.last,
+                stop: msg.stop,
             },
         ) {
             tracing::debug!(error = %err, "checkpoint confirmation for a task not here");

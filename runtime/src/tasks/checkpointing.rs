@@ -38,6 +38,8 @@ pub enum TaskMail {
         timestamp: i64,
         /// A savepoint rather than a checkpoint.
         savepoint: bool,
+        /// A stop-with-savepoint: emit nothing more until it completes or is aborted.
+        terminate: bool,
     },
     /// Checkpoint `id` completed. `last` is true when every task had ended its input when it
     /// took its part: the job's final checkpoint, after which tasks finish. Flink:
@@ -47,6 +49,8 @@ pub enum TaskMail {
         id: u64,
         /// The job's final checkpoint.
         last: bool,
+        /// A stop-with-savepoint completed: finish now.
+        stop: bool,
     },
     /// Checkpoint `id` was aborted. Flink: `notifyCheckpointAborted`.
     Abort {

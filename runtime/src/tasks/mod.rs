@@ -161,6 +161,9 @@ struct CheckpointProgress {
     final_done: bool,
     /// The newest checkpoint this task snapshotted.
     last_snapshot: u64,
+    /// A source that took part in stop-with-savepoint `n` emits nothing until it completes
+    /// (and the task finishes) or is aborted.
+    stopping: Option<u64>,
 }
 
 /// How long a task that waits only for checkpoint messages sleeps between looks at its
@@ -213,7 +216,7 @@ impl StreamTask {
                 if let Some(cp) = checkpointing.filter(|cp| cp.mailbox.has_mail()) {
                     Self::handle_mail(cp, instance, &mut progress, None, failed)?;
                 }
-                if progress.ended_input {
+                if progress.ended_input || progress.stopping.is_some() {
                     match checkpointing {
                         Some(_) if progress.final_done => break,
                         Some(cp) => cp.mailbox.wait(MAIL_WAIT),
@@ -414,6 +417,7 @@ impl StreamTask {
                     id,
                     timestamp,
                     savepoint,
+                    terminate,
                 } => {
                     if id <= progress.last_snapshot {
                         continue;
@@ -430,14 +434,20 @@ impl StreamTask {
                         savepoint,
                     };
                     snapshot(cp, instance, barrier, progress);
+                    if terminate && progress.last_snapshot == id {
+                        progress.stopping = Some(id);
+                    }
                 }
-                TaskMail::Complete { id, last } => {
+                TaskMail::Complete { id, last, stop } => {
                     instance.notify_checkpoint_complete(id).map_err(failed)?;
-                    if last && progress.ended_input && id <= progress.last_snapshot {
+                    if ((last && progress.ended_input) || stop) && id <= progress.last_snapshot {
                         progress.final_done = true;
                     }
                 }
                 TaskMail::Abort { id } => {
+                    if progress.stopping == Some(id) {
+                        progress.stopping = None;
+                    }
                     instance.notify_checkpoint_aborted(id);
                     if let Some(aligner) = aligner.as_deref_mut() {
                         resume |= aligner.abort(id);
