@@ -710,3 +710,57 @@ fn wildcard_task_manager_bind_needs_an_advertised_host() {
         .validate()
         .unwrap();
 }
+
+/// The restart strategy and checkpointing keys are checked when the configuration loads, by the
+/// same code that builds the strategy, each problem under its key.
+#[test]
+fn bad_restart_and_checkpointing_settings_are_refused_at_load() {
+    for (properties, key) in [
+        (
+            &["restart-strategy.type=sometimes"][..],
+            "restart-strategy.type",
+        ),
+        (
+            &[
+                "restart-strategy.type=exponential-delay",
+                "restart-strategy.exponential-delay.backoff-multiplier=0.5",
+            ][..],
+            "restart-strategy.exponential-delay.backoff-multiplier",
+        ),
+        (
+            &[
+                "restart-strategy.type=exponential-delay",
+                "restart-strategy.exponential-delay.jitter-factor=2",
+            ][..],
+            "restart-strategy.exponential-delay.jitter-factor",
+        ),
+        (
+            &["jobmanager.execution.failover-strategy=sideways"][..],
+            "jobmanager.execution.failover-strategy",
+        ),
+        (
+            &["execution.checkpointing.interval=1 ms"][..],
+            "execution.checkpointing.interval",
+        ),
+        (
+            &["execution.checkpointing.num-retained=0"][..],
+            "execution.checkpointing.num-retained",
+        ),
+    ] {
+        let found = problems(load_dynamic(properties));
+        assert!(
+            found.iter().any(|p| p.key.as_deref() == Some(key)),
+            "{properties:?}: {found:?}"
+        );
+    }
+    // Flink's older key name still works, with checkpointing's default restart strategy.
+    let config = load_dynamic(&[
+        "state.checkpoints.dir=/data/checkpoints",
+        "execution.checkpointing.interval=500 ms",
+    ])
+    .expect("loads");
+    assert_eq!(
+        config.checkpointing.dir.as_deref(),
+        Some(std::path::Path::new("/data/checkpoints"))
+    );
+}

@@ -233,48 +233,50 @@ impl Configuration {
         );
 
         let rs = &self.restart;
-        if let Some(kind) = &rs.strategy_type {
+        // The restart strategy is checked by the code that builds it, so a configuration that
+        // loads is one the JobMaster accepts (Flink's constructor rules: multiplier > 1,
+        // jitter 0..=1, initial <= max backoff, ...). Unset keys of unused strategies are not
+        // read, as in Flink.
+        if let Err(message) = crate::executiongraph::failover::from_lookup(
+            &|key| self.get(key),
+            self.checkpointing.interval.is_some(),
+        ) {
+            use crate::executiongraph::failover as f;
+            let key = [
+                f::KEY_FIXED_DELAY_ATTEMPTS,
+                f::KEY_FIXED_DELAY_DELAY,
+                f::KEY_FAILURE_RATE_MAX_FAILURES,
+                f::KEY_FAILURE_RATE_INTERVAL,
+                f::KEY_FAILURE_RATE_DELAY,
+                f::KEY_EXP_INITIAL_BACKOFF,
+                f::KEY_EXP_MAX_BACKOFF,
+                f::KEY_EXP_MULTIPLIER,
+                f::KEY_EXP_RESET_THRESHOLD,
+                f::KEY_EXP_JITTER,
+                f::KEY_EXP_ATTEMPTS,
+            ]
+            .into_iter()
+            .find(|k| message.contains(k))
+            .unwrap_or(f::KEY_TYPE);
+            p.require(false, key, || message);
+        }
+        // Even when another strategy is chosen, the exponential-delay numbers must parse.
+        for (key, text) in [
+            (
+                "restart-strategy.exponential-delay.backoff-multiplier",
+                &rs.exponential_multiplier,
+            ),
+            (
+                "restart-strategy.exponential-delay.jitter-factor",
+                &rs.exponential_jitter,
+            ),
+        ] {
             p.require(
-                crate::executiongraph::failover::parse_strategy_type(kind).is_ok(),
-                "restart-strategy.type",
-                || {
-                    format!(
-                        "{kind:?} is not a restart strategy: use none, fixed-delay, \
-                         failure-rate or exponential-delay"
-                    )
-                },
+                text.trim().parse::<f64>().is_ok_and(f64::is_finite),
+                key,
+                || format!("{text:?} is not a number"),
             );
         }
-        let multiplier = rs.exponential_multiplier.trim().parse::<f64>();
-        p.require(
-            multiplier
-                .as_ref()
-                .is_ok_and(|m| m.is_finite() && *m >= 1.0),
-            "restart-strategy.exponential-delay.backoff-multiplier",
-            || {
-                format!(
-                    "{:?} must be a number of at least 1",
-                    rs.exponential_multiplier
-                )
-            },
-        );
-        let jitter = rs.exponential_jitter.trim().parse::<f64>();
-        p.require(
-            jitter.as_ref().is_ok_and(|j| (0.0..=1.0).contains(j)),
-            "restart-strategy.exponential-delay.jitter-factor",
-            || format!("{:?} must be a number in 0..=1", rs.exponential_jitter),
-        );
-        p.require(
-            rs.exponential_max_backoff >= rs.exponential_initial_backoff,
-            "restart-strategy.exponential-delay.max-backoff",
-            || {
-                format!(
-                    "{} must not be below restart-strategy.exponential-delay.initial-backoff ({})",
-                    format_duration(rs.exponential_max_backoff),
-                    format_duration(rs.exponential_initial_backoff)
-                )
-            },
-        );
         p.require(
             matches!(rs.failover_strategy.as_str(), "region" | "full"),
             "jobmanager.execution.failover-strategy",
