@@ -573,17 +573,12 @@ impl CheckpointCoordinator {
         reason: String,
         now_ms: i64,
     ) -> Option<AbortedCheckpoint> {
-        let pending = self.pending.get(&id)?;
-        if !pending.expected.contains_key(&attempt) || pending.fully_acknowledged() {
-            tracing::debug!(job_id = %self.job_id, checkpoint_id = id, %attempt, "ignoring decline");
-            return None;
-        }
         let error = CheckpointError::Declined {
             checkpoint_id: id,
             attempt,
             reason,
         };
-        self.abort(id, error, now_ms)
+        self.abort_declined(id, attempt, error, now_ms)
     }
 
     /// A task gave up checkpoint `id` because the barrier of the newer checkpoint `by` overtook
@@ -596,19 +591,28 @@ impl CheckpointCoordinator {
         by: u64,
         now_ms: i64,
     ) -> Option<AbortedCheckpoint> {
+        let error = CheckpointError::Subsumed {
+            checkpoint_id: id,
+            by,
+        };
+        self.abort_declined(id, attempt, error, now_ms)
+    }
+
+    /// Aborts `id` with `error` for a decline by `attempt`, unless the decline does not count:
+    /// the id is not pending, the attempt is not expected, or every task already acknowledged.
+    fn abort_declined(
+        &mut self,
+        id: u64,
+        attempt: ExecutionAttemptId,
+        error: CheckpointError,
+        now_ms: i64,
+    ) -> Option<AbortedCheckpoint> {
         let pending = self.pending.get(&id)?;
         if !pending.expected.contains_key(&attempt) || pending.fully_acknowledged() {
             tracing::debug!(job_id = %self.job_id, checkpoint_id = id, %attempt, "ignoring decline");
             return None;
         }
-        self.abort(
-            id,
-            CheckpointError::Subsumed {
-                checkpoint_id: id,
-                by,
-            },
-            now_ms,
-        )
+        self.abort(id, error, now_ms)
     }
 
     /// Aborts every pending checkpoint whose timeout passed at `now`; each counts as a failure.
