@@ -38,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+pub mod abi;
 mod args;
 pub mod codec;
 mod datastream;
@@ -74,6 +75,48 @@ pub use graph::{
 pub use hash::assign_key_to_subtask;
 pub use operators::KeySelector;
 pub use registry::{BuildFn, JobEntry, JobRegistry};
+
+/// Exports a job library's registry to rflink: put it once in a `cdylib` crate, naming a
+/// function that returns the library's [`JobRegistry`]. Defines the symbols
+/// `RFLINK_ABI_NOTE` and `rflink_plugin_entry` (see [`abi`]).
+///
+/// ```ignore
+/// fn jobs() -> rflink::JobRegistry {
+///     let mut registry = rflink::JobRegistry::new();
+///     registry.register("my-job", "what it does", my_job);
+///     registry
+/// }
+/// rflink::export_jobs!(jobs);
+/// ```
+///
+/// The registry function runs once, when a node loads the library; it must not panic (a
+/// panic is caught and refuses the library). A library must not set its own `tracing`
+/// subscriber or panic hook (the node's are installed for it), start an async runtime, or
+/// rely on being unloaded.
+#[macro_export]
+macro_rules! export_jobs {
+    ($registry:path) => {
+        /// The ABI note rflink reads from this file before loading it.
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub static RFLINK_ABI_NOTE: [u8; $crate::abi::NOTE_LEN] = $crate::abi::NOTE;
+
+        /// rflink's entry point into this library.
+        ///
+        /// # Safety
+        /// Called by rflink only, with its host API and writable out-pointers.
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn rflink_plugin_entry(
+            host: *const $crate::abi::HostApi,
+            api: *mut *const $crate::abi::PluginApi,
+            err: *mut $crate::abi::RfBuf,
+        ) -> $crate::abi::Status {
+            // SAFETY: forwarded from rflink, which passes valid pointers.
+            unsafe { $crate::abi::plugin::entry(host, api, err, $registry) }
+        }
+    };
+}
 pub use sources::SOCKET_READ_TIMEOUT;
 pub use state::{
     EndOfInputContext, KeyedContext, KeyedProcessFunction, MapState, ReducingState, StateRegistry,
