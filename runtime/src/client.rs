@@ -54,6 +54,7 @@ pub fn build_job_graph(jobs: &Jobs, entry: &str, args: &[String]) -> Result<JobG
             args: args.to_vec(),
             fingerprint: plan.fingerprint.clone(),
             batch: graph.batch_emission(),
+            library: None,
         },
     );
     let mut job_graph = job_graph;

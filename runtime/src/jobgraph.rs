@@ -83,6 +83,25 @@ pub struct JobProgram {
     /// Batch-style emission (bounded inputs, Flink's BATCH mode): no checkpoints.
     #[serde(default)]
     pub batch: bool,
+    /// The job library the program comes from, when it is not compiled into the nodes.
+    /// Flink: the JobGraph's user jar blob keys.
+    #[serde(default)]
+    pub library: Option<JobLibraryRef>,
+}
+
+/// A job library shipped with its job through the BlobServer (see [`crate::library`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLibraryRef {
+    /// The file's name as the user gave it, e.g. `libmy_job.so` (for messages and logs).
+    pub file_name: String,
+    /// The SHA-256 of the file (64 hex characters): its BlobKey under the job. The client
+    /// computes it; the JobManager checks the upload against it, every TaskExecutor checks its
+    /// download.
+    pub blob_key: String,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// The build fingerprint in the library's ABI note (rflink, rustc, target).
+    pub build_fingerprint: String,
 }
 
 /// The configuration key of a streaming vertex naming its index in the job's plan.
@@ -222,6 +241,9 @@ pub enum JobGraphError {
         /// Which name.
         what: String,
     },
+    /// The program's library reference is malformed.
+    #[error("job library: {0}")]
+    BadLibrary(String),
     /// An entry of the job's configuration is not a known key or does not parse.
     #[error("job configuration {key:?}: {reason}")]
     BadConfig {
@@ -320,6 +342,20 @@ impl JobGraph {
                     .unwrap_or_default(),
                 reason: err.to_string(),
             });
+        }
+        if let Some(library) = self.program.as_ref().and_then(|p| p.library.as_ref()) {
+            if library.blob_key.parse::<crate::blob::BlobKey>().is_err() {
+                return Err(JobGraphError::BadLibrary(format!(
+                    "blob key {:?} is not 64 hex characters",
+                    library.blob_key
+                )));
+            }
+            let name = &library.file_name;
+            if name.is_empty() || name.len() > 255 || name.contains(['/', '\\', '\0']) {
+                return Err(JobGraphError::BadLibrary(format!(
+                    "file name {name:?} must be 1 to 255 characters without a path"
+                )));
+            }
         }
         let total: u64 = self.vertices.iter().map(|v| u64::from(v.parallelism)).sum();
         if total > MAX_TOTAL_SUBTASKS {

@@ -15,6 +15,7 @@ pub mod heartbeat;
 pub mod jobgraph;
 pub mod jobmaster;
 pub mod leaderretrieval;
+pub mod library;
 pub mod minicluster;
 pub mod network;
 pub mod registration;

@@ -657,6 +657,7 @@ mod tests {
             args: Vec::new(),
             fingerprint: plan.fingerprint.clone(),
             batch: false,
+            library: None,
         };
         (
             jobs,
