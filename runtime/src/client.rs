@@ -11,9 +11,10 @@
 use rflink::{JobArgs, JobPlan, Partitioner};
 
 use crate::jobgraph::{
-    JobEdge, JobGraph, JobGraphError, JobProgram, JobVertex, ShipStrategy, STREAM_TASK_INVOKABLE,
-    STREAM_VERTEX_KEY,
+    JobEdge, JobGraph, JobGraphError, JobLibraryRef, JobProgram, JobVertex, ShipStrategy,
+    STREAM_TASK_INVOKABLE, STREAM_VERTEX_KEY,
 };
+use crate::library::JobLibrary;
 use crate::tasks::Jobs;
 use crate::types::{JobId, JobVertexId};
 
@@ -59,6 +60,68 @@ pub fn build_job_graph(jobs: &Jobs, entry: &str, args: &[String]) -> Result<JobG
     );
     let mut job_graph = job_graph;
     job_graph.job_config = graph.job_config().clone();
+    job_graph.validate()?;
+    Ok(job_graph)
+}
+
+/// Picks the job of `library` to run: `class` if given (Flink's `--class`), else its only job.
+///
+/// # Errors
+/// An unknown name, or no name given for a library of several jobs; each lists the jobs.
+pub fn choose_library_job(
+    library: &JobLibrary,
+    class: Option<&str>,
+) -> Result<String, ClientError> {
+    let names: Vec<&str> = library.jobs().iter().map(|(n, _)| n.as_str()).collect();
+    match class {
+        Some(name) if names.contains(&name) => Ok(name.to_string()),
+        Some(name) => Err(ClientError::Job(format!(
+            "job library {} has no job {name:?}; its jobs: {}",
+            library.name(),
+            names.join(", ")
+        ))),
+        None if names.len() == 1 => Ok(names[0].to_string()),
+        None => Err(ClientError::Job(format!(
+            "job library {} exports {} jobs ({}): choose one with --class NAME",
+            library.name(),
+            names.len(),
+            names.join(", ")
+        ))),
+    }
+}
+
+/// Builds job `entry` of a loaded job library with `args`, as the client of `rflink run
+/// libmy_job.so` does: the plan comes from the library, and the JobGraph names the library
+/// (`bytes`, the file's content) so that the TaskExecutors fetch it from the BlobServer.
+///
+/// # Errors
+/// The library's refusal (unknown job, bad argument, panicking build function) or an invalid
+/// graph.
+pub fn build_library_job_graph(
+    library: &JobLibrary,
+    bytes: &[u8],
+    entry: &str,
+    args: &[String],
+) -> Result<JobGraph, ClientError> {
+    let info = library
+        .plugin()
+        .build_plan(entry, args)
+        .map_err(|e| ClientError::Job(format!("{}: {e}", library.name())))?;
+    let key = crate::blob::BlobKey::of(bytes);
+    let program = JobProgram {
+        entry: entry.to_string(),
+        args: args.to_vec(),
+        fingerprint: info.plan.fingerprint.clone(),
+        batch: info.batch_emission,
+        library: Some(JobLibraryRef {
+            file_name: library.name().to_string(),
+            blob_key: key.to_string(),
+            size: bytes.len() as u64,
+            build_fingerprint: library.plugin().fingerprint(),
+        }),
+    };
+    let mut job_graph = job_graph_from_plan(&info.plan, program);
+    job_graph.job_config = info.job_config;
     job_graph.validate()?;
     Ok(job_graph)
 }

@@ -53,7 +53,9 @@ pub enum LibraryError {
         reason: String,
     },
     /// The file is shorter than its own headers say (a cut-off upload or copy).
-    #[error("{library} is truncated: the file has {size} bytes, its headers describe at least {needed}")]
+    #[error(
+        "{library} is truncated: the file has {size} bytes, its headers describe at least {needed}"
+    )]
     Truncated {
         /// The library.
         library: String,
@@ -97,7 +99,9 @@ pub enum LibraryError {
         reason: String,
     },
     /// Another ABI version.
-    #[error("{library} uses rflink ABI version {library_version}, this node ABI version {host_version}")]
+    #[error(
+        "{library} uses rflink ABI version {library_version}, this node ABI version {host_version}"
+    )]
     AbiVersion {
         /// The library.
         library: String,
@@ -237,9 +241,15 @@ fn check_extents(library: &str, bytes: &[u8]) -> Result<(), LibraryError> {
         for i in 0..phnum {
             let at = (phoff + i * phentsize) as usize;
             let (offset, filesz) = if wide {
-                (read_uint(b, at + 8, 8, little), read_uint(b, at + 32, 8, little))
+                (
+                    read_uint(b, at + 8, 8, little),
+                    read_uint(b, at + 32, 8, little),
+                )
             } else {
-                (read_uint(b, at + 4, 4, little), read_uint(b, at + 16, 4, little))
+                (
+                    read_uint(b, at + 4, 4, little),
+                    read_uint(b, at + 16, 4, little),
+                )
             };
             needed = needed.max(offset.saturating_add(filesz));
         }
@@ -378,6 +388,16 @@ impl JobLibrary {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
+        Self::load_as(path, &name)
+    }
+
+    /// [`JobLibrary::load`], naming the library `name` in messages (a TaskExecutor's cached
+    /// copy is named by its key; the user knows it by its file name).
+    ///
+    /// # Errors
+    /// As [`JobLibrary::load`].
+    pub fn load_as(path: &Path, name: &str) -> Result<Arc<JobLibrary>, LibraryError> {
+        let name = name.to_string();
         let bytes = std::fs::read(path).map_err(|e| LibraryError::Read {
             library: path.display().to_string(),
             reason: e.to_string(),
@@ -502,7 +522,11 @@ mod tests {
             }
         }
         match inspect("x.so", b"\x7fELF\x02\x01\x01") {
-            Err(LibraryError::Truncated { size: 7, needed: 64, .. }) => {}
+            Err(LibraryError::Truncated {
+                size: 7,
+                needed: 64,
+                ..
+            }) => {}
             other => panic!("{other:?}"),
         }
     }
@@ -531,7 +555,11 @@ mod tests {
     fn another_architecture_is_named() {
         let mut bytes = own_binary();
         // e_machine: 183 (AArch64) on x86_64 hosts, 62 (x86-64) elsewhere.
-        let other: u16 = if std::env::consts::ARCH == "x86_64" { 183 } else { 62 };
+        let other: u16 = if std::env::consts::ARCH == "x86_64" {
+            183
+        } else {
+            62
+        };
         bytes[18..20].copy_from_slice(&other.to_le_bytes());
         match inspect("lib.so", &bytes) {
             Err(LibraryError::WrongArchitecture {

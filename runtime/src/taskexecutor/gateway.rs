@@ -87,6 +87,9 @@ pub enum TaskSubmissionError {
     /// Offloaded deployment data could not be loaded.
     #[error("cannot load deployment data: {0}")]
     Blob(String),
+    /// The job's library could not be fetched, verified or loaded.
+    #[error("cannot load the job library: {0}")]
+    Library(String),
 }
 
 /// What a task runs and where its data is. Flink: `TaskDeploymentDescriptor`.

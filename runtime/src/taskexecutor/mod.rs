@@ -41,7 +41,9 @@ use rflink_rpc::{
 pub use gateway::*;
 use invokable::{CancelSignal, Invokable, InvokableRegistry};
 
+use crate::jobgraph::JobLibraryRef;
 use crate::jobgraph::{STREAM_TASK_INVOKABLE, STREAM_VERTEX_KEY};
+use crate::library::JobLibrary;
 use crate::network::{ChannelLocation, InputChannelSpec, ResultPartitionId, ShuffleEnvironment};
 use crate::tasks::{Jobs, StreamTask};
 use slot_table::{TaskSlotState, TaskSlotTable};
@@ -145,6 +147,9 @@ pub struct TaskExecutor {
     blob_cache: Option<BlobCache>,
     /// Jobs holding a lease on the BlobCache: exactly those with a slot here.
     blob_leases: std::collections::HashSet<JobId>,
+    /// The loaded library of each job that runs one here (the process keeps every library
+    /// loaded; this is the job's handle on it, dropped with the job).
+    job_libraries: HashMap<JobId, Arc<JobLibrary>>,
     /// Ended tasks whose final state the JobMaster has not acknowledged yet, by attempt: still
     /// reported in heartbeats so the JobMaster does not take them for lost.
     unreported: HashMap<ExecutionAttemptId, JobId>,
@@ -186,6 +191,7 @@ impl TaskExecutor {
             tasks: HashMap::new(),
             blob_cache: None,
             blob_leases: std::collections::HashSet::new(),
+            job_libraries: HashMap::new(),
             unreported: HashMap::new(),
             pending_submissions: HashMap::new(),
             hardware: hardware_description(),
@@ -524,6 +530,7 @@ impl TaskExecutor {
                 shuffle.release_partition(id, cause);
             }
         }
+        self.job_libraries.remove(&job_id);
         if self.blob_leases.remove(&job_id) {
             if let Some(cache) = &self.blob_cache {
                 let _ = cache.release_job(job_id);
@@ -954,12 +961,13 @@ impl TaskExecutor {
         &mut self,
         tdd: TaskDeploymentDescriptor,
         task_information: TaskInformation,
+        library: Option<Arc<JobLibrary>>,
         ctx: &mut RpcContext<'_, Self>,
     ) -> Result<Ack, TaskSubmissionError> {
         let job_id = tdd.job_id;
         let mut mailbox = None;
         let invokable = if task_information.invokable == STREAM_TASK_INVOKABLE {
-            let (task, task_mailbox) = self.stream_task(&tdd, &task_information, ctx)?;
+            let (task, task_mailbox) = self.stream_task(&tdd, &task_information, library, ctx)?;
             mailbox = task_mailbox;
             self.partitions
                 .entry(job_id)
@@ -1025,6 +1033,7 @@ impl TaskExecutor {
         &self,
         tdd: &TaskDeploymentDescriptor,
         info: &TaskInformation,
+        library: Option<Arc<JobLibrary>>,
         ctx: &RpcContext<'_, Self>,
     ) -> Result<
         (
@@ -1052,6 +1061,11 @@ impl TaskExecutor {
                 return Err(fail("offloaded job information is not supported".into()));
             }
         };
+        if program.library.is_some() != library.is_some() {
+            return Err(fail(
+                "the job's library was not loaded for this task (internal error)".into(),
+            ));
+        }
         let vertex = info
             .config
             .get(STREAM_VERTEX_KEY)
@@ -1119,6 +1133,7 @@ impl TaskExecutor {
         Ok((
             Box::new(StreamTask {
                 jobs: self.settings.jobs.clone(),
+                library,
                 program,
                 vertex,
                 max_parallelism: info.max_parallelism,
@@ -1283,44 +1298,106 @@ impl Handler<SubmitTask> for TaskExecutor {
         }
         let mut tdd = msg.tdd;
         let job_master_id = msg.job_master_id;
-        match std::mem::replace(
+        let job_id = tdd.job_id;
+        let library_ref = match &tdd.job_information {
+            MaybeOffloaded::Inline(JobInformation {
+                program: Some(program),
+                ..
+            }) => program.library.clone(),
+            _ => None,
+        };
+        // The job's library, if this TaskExecutor has loaded it for the job already.
+        let loaded = library_ref.as_ref().and_then(|r| {
+            self.job_libraries
+                .get(&job_id)
+                .filter(|l| l.key().to_string() == r.blob_key)
+                .cloned()
+        });
+        let task_information = std::mem::replace(
             &mut tdd.task_information,
             MaybeOffloaded::Offloaded {
                 blob_key: String::new(),
             },
-        ) {
-            MaybeOffloaded::Inline(info) => Response::ready(self.start_task(tdd, info, ctx)),
-            MaybeOffloaded::Offloaded { blob_key } => {
-                let Some(cache) = self.blob_cache.clone() else {
-                    return Response::ready(Err(TaskSubmissionError::Blob(
-                        "deployment data was offloaded but no blob server is known".into(),
-                    )));
-                };
-                let job_id = tdd.job_id;
-                self.pending_submissions.insert(tdd.attempt, false);
-                Response::then(
-                    load_offloaded::<TaskInformation>(cache, job_id, blob_key),
-                    move |loaded, te: &mut TaskExecutor, ctx| {
-                        let cancelled =
-                            te.pending_submissions.remove(&tdd.attempt).unwrap_or(false);
-                        let info = loaded?;
-                        // The world may have moved on while the blob was fetched: check again.
-                        te.check_submission(&tdd, job_master_id)?;
-                        let attempt = tdd.attempt;
-                        let ack = te.start_task(tdd, info, ctx)?;
-                        if cancelled {
-                            // Cancelled while its data was being fetched: it starts cancelled
-                            // and reports CANCELED at once.
-                            if let Some(task) = te.tasks.get(&attempt) {
-                                task.cancel.cancel();
-                            }
-                        }
-                        Ok(ack)
-                    },
-                )
+        );
+        if let MaybeOffloaded::Inline(info) = &task_information {
+            if library_ref.is_none() || loaded.is_some() {
+                return Response::ready(self.start_task(tdd, info.clone(), loaded, ctx));
             }
         }
+        // Something must be fetched from the BlobServer first (offloaded task information, the
+        // job's library, or both): off the main thread, then start if still wanted.
+        let Some(cache) = self.blob_cache.clone() else {
+            return Response::ready(Err(TaskSubmissionError::Blob(
+                "the task needs the blob server, but none is known".into(),
+            )));
+        };
+        self.pending_submissions.insert(tdd.attempt, false);
+        let fetch = async move {
+            let info = match task_information {
+                MaybeOffloaded::Inline(info) => info,
+                MaybeOffloaded::Offloaded { blob_key } => {
+                    load_offloaded::<TaskInformation>(cache.clone(), job_id, blob_key).await?
+                }
+            };
+            let library = match (loaded, library_ref) {
+                (Some(library), _) => Some(library),
+                (None, Some(library)) => Some(fetch_library(cache, job_id, library).await?),
+                (None, None) => None,
+            };
+            Ok::<_, TaskSubmissionError>((info, library))
+        };
+        Response::then(fetch, move |fetched, te: &mut TaskExecutor, ctx| {
+            let cancelled = te.pending_submissions.remove(&tdd.attempt).unwrap_or(false);
+            let (info, library) = fetched?;
+            // The world may have moved on while the blobs were fetched: check again.
+            te.check_submission(&tdd, job_master_id)?;
+            if let Some(library) = &library {
+                te.job_libraries.insert(job_id, Arc::clone(library));
+            }
+            let attempt = tdd.attempt;
+            let ack = te.start_task(tdd, info, library, ctx)?;
+            if cancelled {
+                // Cancelled while its data was being fetched: it starts cancelled and reports
+                // CANCELED at once.
+                if let Some(task) = te.tasks.get(&attempt) {
+                    task.cancel.cancel();
+                }
+            }
+            Ok(ack)
+        })
     }
+}
+
+/// Fetches a job's library through the BlobCache (downloaded once per job however many tasks
+/// ask, verified against its key) and loads it on the blocking pool (once per process).
+async fn fetch_library(
+    cache: BlobCache,
+    job_id: JobId,
+    library: JobLibraryRef,
+) -> Result<Arc<JobLibrary>, TaskSubmissionError> {
+    let name = library.file_name.clone();
+    let fail = |reason: String| TaskSubmissionError::Library(format!("{name}: {reason}"));
+    let key: BlobKey = library
+        .blob_key
+        .parse()
+        .map_err(|e| fail(format!("bad blob key {:?}: {e}", library.blob_key)))?;
+    let path = cache
+        .get_file(job_id, key)
+        .await
+        .map_err(|e| fail(format!("cannot fetch it from the blob server: {e}")))?;
+    let file_name = library.file_name.clone();
+    let loaded = tokio::task::spawn_blocking(move || JobLibrary::load_as(&path, &file_name))
+        .await
+        .map_err(|e| fail(format!("the loading thread failed: {e}")))?
+        .map_err(|e| TaskSubmissionError::Library(e.to_string()))?;
+    if loaded.key() != key {
+        return Err(fail(format!(
+            "the loaded file has SHA-256 {}, the job names {key}",
+            loaded.key()
+        )));
+    }
+    tracing::info!(%job_id, library = %name, %key, "job library ready");
+    Ok(loaded)
 }
 
 impl Handler<CancelTask> for TaskExecutor {

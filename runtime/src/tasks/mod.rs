@@ -26,12 +26,15 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rflink::abi::host::LibraryVertex;
+use rflink::abi::InstantiateRequest;
 use rflink::task::{CheckpointBarrier, PartitionWriter, VertexContext, VertexInstance};
 use rflink::{JobArgs, JobRegistry, SourceStatus};
 
 use checkpointing::{Alignment, BarrierAligner, TaskCheckpointing, TaskMail};
 
 use crate::jobgraph::JobProgram;
+use crate::library::JobLibrary;
 use crate::network::{
     GateItem, InputGate, NetworkError, NetworkEvent, RecordDeserializer, ResultPartitionId,
     ResultPartitionWriter, ShuffleEnvironment,
@@ -70,6 +73,8 @@ impl Jobs {
 /// The invokable of a streaming vertex.
 pub struct StreamTask {
     pub(crate) jobs: Jobs,
+    /// The job library the program comes from; `None` for a program of `jobs`.
+    pub(crate) library: Option<Arc<JobLibrary>>,
     pub(crate) program: JobProgram,
     pub(crate) vertex: usize,
     pub(crate) max_parallelism: u32,
@@ -152,6 +157,78 @@ impl PartitionWriter for PartitionOutput {
     }
 }
 
+/// An operator chain as a task drives it: one compiled into this node ([`VertexInstance`]) or
+/// one living in a job library ([`LibraryVertex`], same methods and contract across the C ABI).
+/// The task is generic over it, so the compiled-in path pays no indirection.
+pub(crate) trait Chain {
+    fn is_source(&self) -> bool;
+    fn open(&mut self) -> Result<(), String>;
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
+    fn snapshot(&mut self, barrier: CheckpointBarrier) -> Result<Vec<u8>, String>;
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String>;
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64);
+    fn poll_source(&mut self, max_records: usize) -> Result<SourceStatus, String>;
+    fn process_record(&mut self, input: usize, record: &[u8]) -> Result<(), String>;
+    fn process_batch(&mut self, input: usize, batch: Box<dyn Any + Send>) -> Result<(), String>;
+    fn end_input(&mut self) -> Result<(), String>;
+    fn finish_outputs(&mut self) -> Result<(), String>;
+    fn flush(&mut self) -> Result<(), String>;
+    fn close(&mut self);
+}
+
+macro_rules! forward_chain {
+    ($t:ty) => {
+        impl Chain for $t {
+            fn is_source(&self) -> bool {
+                <$t>::is_source(self)
+            }
+            fn open(&mut self) -> Result<(), String> {
+                <$t>::open(self)
+            }
+            fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+                <$t>::restore(self, snapshot)
+            }
+            fn snapshot(&mut self, barrier: CheckpointBarrier) -> Result<Vec<u8>, String> {
+                <$t>::snapshot(self, barrier)
+            }
+            fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<(), String> {
+                <$t>::notify_checkpoint_complete(self, checkpoint_id)
+            }
+            fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+                <$t>::notify_checkpoint_aborted(self, checkpoint_id)
+            }
+            fn poll_source(&mut self, max_records: usize) -> Result<SourceStatus, String> {
+                <$t>::poll_source(self, max_records)
+            }
+            fn process_record(&mut self, input: usize, record: &[u8]) -> Result<(), String> {
+                <$t>::process_record(self, input, record)
+            }
+            fn process_batch(
+                &mut self,
+                input: usize,
+                batch: Box<dyn Any + Send>,
+            ) -> Result<(), String> {
+                <$t>::process_batch(self, input, batch)
+            }
+            fn end_input(&mut self) -> Result<(), String> {
+                <$t>::end_input(self)
+            }
+            fn finish_outputs(&mut self) -> Result<(), String> {
+                <$t>::finish_outputs(self)
+            }
+            fn flush(&mut self) -> Result<(), String> {
+                <$t>::flush(self)
+            }
+            fn close(&mut self) {
+                <$t>::close(self)
+            }
+        }
+    };
+}
+
+forward_chain!(VertexInstance);
+forward_chain!(LibraryVertex);
+
 /// Where a task stands with its checkpoints.
 #[derive(Debug, Default)]
 struct CheckpointProgress {
@@ -174,9 +251,9 @@ impl StreamTask {
     /// Runs the opened chain to its end: polls the source or reads the gate, answers checkpoint
     /// messages and barriers, and with checkpointing waits after the end of its input for the
     /// job's final checkpoint before finishing its partitions.
-    fn drive(
+    fn drive<C: Chain>(
         &mut self,
-        instance: &mut VertexInstance,
+        instance: &mut C,
         ctx: &TaskContext,
         failed: &dyn Fn(String) -> TaskError,
     ) -> Result<(), TaskError> {
@@ -188,7 +265,7 @@ impl StreamTask {
         let mut last_flush = Instant::now();
         let mut since_check = 0u32;
         let buffer_timeout = self.buffer_timeout;
-        let mut flush_if_due = |instance: &mut VertexInstance| -> Result<(), TaskError> {
+        let mut flush_if_due = |instance: &mut C| -> Result<(), TaskError> {
             since_check += 1;
             if since_check < FLUSH_CHECK_EVERY {
                 return Ok(());
@@ -403,9 +480,9 @@ impl StreamTask {
 
     /// Handles the checkpoint messages waiting in the mailbox. Returns true when an aborted
     /// alignment means every blocked channel must be resumed.
-    fn handle_mail(
+    fn handle_mail<C: Chain>(
         cp: &TaskCheckpointing,
-        instance: &mut VertexInstance,
+        instance: &mut C,
         progress: &mut CheckpointProgress,
         mut aligner: Option<&mut BarrierAligner>,
         failed: &dyn Fn(String) -> TaskError,
@@ -483,6 +560,38 @@ impl StreamTask {
                 .on_cancel(Box::new(move || interrupter.interrupt()));
         }
 
+        let outputs: Vec<Box<dyn PartitionWriter>> = std::mem::take(&mut self.partitions)
+            .into_iter()
+            .map(|p| Box::new(PartitionOutput(p)) as Box<dyn PartitionWriter>)
+            .collect();
+        let vertex_ctx = VertexContext {
+            subtask_index: ctx.subtask_index,
+            parallelism: ctx.parallelism,
+            max_parallelism: self.max_parallelism,
+            attempt_number: ctx.attempt.attempt_number,
+            task_name: ctx.task_name.clone(),
+            checkpointing: self.checkpointing.is_some(),
+        };
+        if let Some(library) = self.library.clone() {
+            // The job's code lives in its library: the chain is built and runs there.
+            let request = InstantiateRequest {
+                entry: self.program.entry.clone(),
+                args: self.program.args.clone(),
+                fingerprint: self.program.fingerprint.clone(),
+                vertex: self.vertex,
+                context: vertex_ctx,
+            };
+            let instance = library
+                .plugin()
+                .instantiate(&request, outputs)
+                .map_err(|e| {
+                    TaskError::Failed(format!(
+                        "cannot instantiate the operator chain from job library {}: {e}",
+                        library.name()
+                    ))
+                })?;
+            return self.run_chain(instance, ctx, &failed, &partition_ids);
+        }
         let args = JobArgs::from_args(self.program.args.clone());
         let graph = self.jobs.0.build(&self.program.entry, &args).map_err(|e| {
             TaskError::Failed(format!(
@@ -499,23 +608,23 @@ impl StreamTask {
                 self.program.entry, plan.fingerprint, self.program.fingerprint
             )));
         }
-        let outputs: Vec<Box<dyn PartitionWriter>> = std::mem::take(&mut self.partitions)
-            .into_iter()
-            .map(|p| Box::new(PartitionOutput(p)) as Box<dyn PartitionWriter>)
-            .collect();
-        let vertex_ctx = VertexContext {
-            subtask_index: ctx.subtask_index,
-            parallelism: ctx.parallelism,
-            max_parallelism: self.max_parallelism,
-            attempt_number: ctx.attempt.attempt_number,
-            task_name: ctx.task_name.clone(),
-            checkpointing: self.checkpointing.is_some(),
-        };
-        let mut instance = graph
+        let instance = graph
             .instantiate(self.vertex, vertex_ctx, outputs)
             .map_err(|e| {
                 TaskError::Failed(format!("cannot instantiate the operator chain: {e}"))
             })?;
+        self.run_chain(instance, ctx, &failed, &partition_ids)
+    }
+
+    /// Restores the chain's state if the attempt has some, drives it to its end, and releases
+    /// the partitions with the real cause when it fails.
+    fn run_chain<C: Chain>(
+        &mut self,
+        mut instance: C,
+        ctx: &TaskContext,
+        failed: &dyn Fn(String) -> TaskError,
+        partition_ids: &[ResultPartitionId],
+    ) -> Result<(), TaskError> {
         if let Some(restore) = self.checkpointing.as_ref().and_then(|c| c.restore.as_ref()) {
             if let Some(handle) = &restore.handle {
                 let bytes =
@@ -538,7 +647,7 @@ impl StreamTask {
         if let (Some(cp), Some((gate, _))) = (&self.checkpointing, &self.gate) {
             cp.mailbox.set_waker(gate.waker());
         }
-        let result = self.drive(&mut instance, ctx, &failed);
+        let result = self.drive(&mut instance, ctx, failed);
         if let (Err(err), Some(shuffle)) = (&result, &self.shuffle) {
             let cause = match err {
                 TaskError::Failed(message) => {
@@ -546,7 +655,7 @@ impl StreamTask {
                 }
                 TaskError::Canceled => format!("producer {} was canceled", ctx.task_name),
             };
-            for id in &partition_ids {
+            for id in partition_ids {
                 shuffle.release_partition(id, &cause);
             }
         }
@@ -558,9 +667,9 @@ impl StreamTask {
 /// Takes this task's part of a checkpoint: copies the chain's state and emits the barrier
 /// downstream (on the task thread), then writes the state and acknowledges on a writer thread.
 /// A chain that cannot snapshot declines; the task goes on.
-fn snapshot(
+fn snapshot<C: Chain>(
     cp: &TaskCheckpointing,
-    instance: &mut VertexInstance,
+    instance: &mut C,
     barrier: CheckpointBarrier,
     progress: &mut CheckpointProgress,
 ) {
@@ -677,6 +786,7 @@ mod tests {
     ) -> StreamTask {
         StreamTask {
             jobs,
+            library: None,
             program,
             vertex,
             max_parallelism,

@@ -1,0 +1,76 @@
+//! A second job library for the multi-process tests (`tests/job_libraries.rs`): jobs unlike the
+//! template's, so two libraries are told apart by their output.
+//!
+//! * `letter-count`: counts the letters `a`..=`z` (case-insensitive) of `--input` into
+//!   `--output` (`letter count` lines), optionally slowed to `--lines-per-second`.
+//! * `panic-on`: copies the lines of `--input` to `--output`, and its map function panics on
+//!   the first line equal to `--word` (after `--lines-per-second` pacing, if given).
+
+use rflink::{JobArgs, JobError, JobRegistry, StreamExecutionEnvironment};
+
+fn jobs() -> JobRegistry {
+    let mut registry = JobRegistry::new();
+    registry.register("letter-count", "counts letters", letter_count);
+    registry.register("panic-on", "panics on --word", panic_on);
+    registry
+}
+
+rflink::export_jobs!(jobs);
+
+fn pace(
+    lines: rflink::DataStream<String>,
+    args: &JobArgs,
+) -> Result<rflink::DataStream<String>, JobError> {
+    let rate = args.parse_or("lines-per-second", 0u64)?;
+    let Some(micros) = 1_000_000u64.checked_div(rate) else {
+        return Ok(lines);
+    };
+    let pause = std::time::Duration::from_micros(micros);
+    Ok(lines.map(move |line: String| {
+        std::thread::sleep(pause);
+        line
+    }))
+}
+
+fn required<'a>(args: &'a JobArgs, name: &str) -> Result<&'a str, JobError> {
+    args.get(name).ok_or_else(|| JobError::BadArgument {
+        name: name.into(),
+        reason: "required".into(),
+    })
+}
+
+fn letter_count(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<(), JobError> {
+    args.expect_only(&["input", "output", "parallelism", "lines-per-second"])?;
+    env.set_parallelism(args.parse_or("parallelism", 1u32)?.max(1));
+    env.set_job_name("Letter count");
+    let lines = env.read_text_file(required(args, "input")?);
+    pace(lines, args)?
+        .flat_map(|line: String, out| {
+            for c in line.chars().filter(char::is_ascii_alphabetic) {
+                out.collect((c.to_ascii_lowercase().to_string(), 1u64));
+            }
+        })
+        .key_by_ref(|pair: &(String, u64)| &pair.0)
+        .sum(|pair: &mut (String, u64)| &mut pair.1)
+        .map(|(letter, count): (String, u64)| format!("{letter} {count}"))
+        .write_as_text(required(args, "output")?)
+        .set_parallelism(1);
+    Ok(())
+}
+
+fn panic_on(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<(), JobError> {
+    args.expect_only(&["input", "output", "word", "lines-per-second"])?;
+    env.set_parallelism(1);
+    env.set_job_name("Panic on a word");
+    let word = required(args, "word")?.to_string();
+    let lines = env.read_text_file(required(args, "input")?);
+    pace(lines, args)?
+        .map(move |line: String| {
+            if line.trim() == word {
+                panic!("panic-on met the word {word:?}");
+            }
+            line
+        })
+        .write_as_text(required(args, "output")?);
+    Ok(())
+}
