@@ -273,7 +273,8 @@ impl Cluster {
                     shutdown_timeout_secs: 1,
                     ..Default::default()
                 };
-                let server = RestServer::start(config, gateway, vec![]).expect("server starts");
+                let server =
+                    RestServer::start(config, gateway, vec![], None).expect("server starts");
                 addr_tx
                     .send(server.local_addr())
                     .expect("test waits for the address");

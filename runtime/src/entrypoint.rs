@@ -208,8 +208,13 @@ impl JobManagerRunner {
             Some(rest_config) => {
                 let gateway: Arc<dyn RestfulGateway> = Arc::new(dispatcher.self_gateway());
                 Some(
-                    RestServer::start(rest_config, gateway, settings.config_entries.clone())
-                        .map_err(|e| EntrypointError::Rest(e.to_string()))?,
+                    RestServer::start(
+                        rest_config,
+                        gateway,
+                        settings.config_entries.clone(),
+                        Some(Arc::clone(&blob_server)),
+                    )
+                    .map_err(|e| EntrypointError::Rest(e.to_string()))?,
                 )
             }
             None => None,

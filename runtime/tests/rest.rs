@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 
 use futures::future::{self, BoxFuture, FutureExt};
 use rflink_rpc::RpcError;
+use rflink_runtime::blob::{BlobKey, BlobServer, BlobServerConfig};
 use rflink_runtime::dispatcher::{
     ClusterOverview, DispatcherError, HardwareDescription, JobDetails, JobExceptions, JobOverview,
     JobResult, RestfulGateway, TaskCounts, TaskManagerInfo, VertexDetails,
 };
 use rflink_runtime::executiongraph::{ErrorInfo, ExecutionState, JobStatus};
-use rflink_runtime::jobgraph::{DistributionPattern, JobGraph, JobVertex};
+use rflink_runtime::jobgraph::{
+    DistributionPattern, JobGraph, JobLibraryRef, JobProgram, JobVertex,
+};
 use rflink_runtime::rest::client::{RestClient, RestClientError};
 use rflink_runtime::rest::messages::{
     ApplicationStatus, ClusterOverviewWithVersion, ConfigurationInfoEntry, DashboardConfiguration,
@@ -367,6 +370,10 @@ fn test_config() -> RestServerConfig {
 }
 
 fn start_with(config: RestServerConfig) -> Harness {
+    start_full(config, None)
+}
+
+fn start_full(config: RestServerConfig, blob_server: Option<Arc<BlobServer>>) -> Harness {
     let fake = Arc::new(FakeGateway::default());
     let gateway: Arc<dyn RestfulGateway> = fake.clone();
     let server = RestServer::start(
@@ -376,6 +383,7 @@ fn start_with(config: RestServerConfig) -> Harness {
             ("rest.port".into(), "0".into()),
             ("taskmanager.numberOfTaskSlots".into(), "4".into()),
         ],
+        blob_server,
     )
     .expect("rest server starts on an ephemeral port");
     let addr = server.local_addr();
@@ -451,10 +459,7 @@ impl Harness {
 
     /// Submits a graph over raw HTTP with rflink's JSON body.
     async fn post_graph(&self, graph: &JobGraph) -> Raw {
-        let body = serde_json::to_vec(&JobSubmitRequestBody {
-            job_graph: graph.clone(),
-        })
-        .unwrap();
+        let body = serde_json::to_vec(&JobSubmitRequestBody::new(graph.clone())).unwrap();
         self.raw("POST", "/jobs", Some(("application/json", body)))
             .await
     }
@@ -1011,6 +1016,10 @@ async fn bad_requests_are_400_with_a_message() {
                 Some(("multipart/form-data; boundary=xyz", b"--xyz--".to_vec())),
             )
             .await;
+        assert_error(&r, 400, "multipart/form-data");
+        let r = h
+            .raw("POST", "/jobs", Some(("text/plain", b"{}".to_vec())))
+            .await;
         assert_error(&r, 400, "application/json");
         // Valid JSON, invalid graphs.
         assert_error(
@@ -1084,10 +1093,8 @@ async fn bodies_over_the_limit_are_413() {
             ..test_config()
         });
         // A valid submission padded past the limit.
-        let mut body = serde_json::to_vec(&JobSubmitRequestBody {
-            job_graph: blocking_graph("big"),
-        })
-        .unwrap();
+        let mut body =
+            serde_json::to_vec(&JobSubmitRequestBody::new(blocking_graph("big"))).unwrap();
         body.extend(std::iter::repeat_n(b' ', 8192));
         let r = h
             .raw("POST", "/jobs", Some(("application/json", body)))
@@ -1126,10 +1133,7 @@ async fn bodies_over_the_limit_are_413() {
 
         // At the limit is fine.
         let graph = blocking_graph("small");
-        let mut body = serde_json::to_vec(&JobSubmitRequestBody {
-            job_graph: graph.clone(),
-        })
-        .unwrap();
+        let mut body = serde_json::to_vec(&JobSubmitRequestBody::new(graph.clone())).unwrap();
         body.extend(std::iter::repeat_n(b' ', 4096 - body.len()));
         let r = h
             .raw("POST", "/jobs", Some(("application/json", body)))
@@ -1347,7 +1351,7 @@ async fn start_refuses_bad_config_and_stop_frees_the_port() {
             max_content_length: 0,
             ..test_config()
         };
-        match RestServer::start(bad, gateway.clone(), vec![]) {
+        match RestServer::start(bad, gateway.clone(), vec![], None) {
             Err(RestError::InvalidConfig { problems }) => {
                 assert_eq!(problems.len(), 2, "{problems:?}")
             }
@@ -1360,7 +1364,7 @@ async fn start_refuses_bad_config_and_stop_frees_the_port() {
             port: addr.port(),
             ..test_config()
         };
-        match RestServer::start(taken, gateway.clone(), vec![]) {
+        match RestServer::start(taken, gateway.clone(), vec![], None) {
             Err(e @ RestError::Bind { .. }) => {
                 assert!(e.to_string().contains(&addr.port().to_string()))
             }
@@ -1382,7 +1386,7 @@ async fn start_refuses_bad_config_and_stop_frees_the_port() {
 fn start_outside_a_runtime_is_an_error() {
     let gateway: Arc<dyn RestfulGateway> = Arc::new(FakeGateway::default());
     assert!(matches!(
-        RestServer::start(test_config(), gateway, vec![]),
+        RestServer::start(test_config(), gateway, vec![], None),
         Err(RestError::NoRuntime)
     ));
 }
@@ -1392,7 +1396,8 @@ async fn serves_from_a_plain_tokio_runtime() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     bounded(async {
         let gateway: Arc<dyn RestfulGateway> = Arc::new(FakeGateway::default());
-        let server = RestServer::start(test_config(), gateway, vec![]).expect("starts on tokio");
+        let server =
+            RestServer::start(test_config(), gateway, vec![], None).expect("starts on tokio");
         let mut stream = tokio::net::TcpStream::connect(server.local_addr())
             .await
             .unwrap();
@@ -1405,6 +1410,609 @@ async fn serves_from_a_plain_tokio_runtime() {
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         assert!(answer.ends_with(r#"{"jobs":[]}"#), "{answer}");
         server.stop().await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multipart submissions with a job library
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes that are certainly not a shared library (inspect refuses them before anything else).
+const GARBAGE: &[u8] = b"this is not an ELF file, just some bytes pretending to be a job library";
+
+const BOUNDARY: &str = "rflink-test-boundary-5f1e0c";
+
+/// One part of a hand-built `multipart/form-data` body.
+struct Part {
+    name: String,
+    file_name: Option<String>,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+}
+
+/// The `request` part: the graph and `jobJarFileNames`.
+fn request_part(graph: &JobGraph, jars: &[&str]) -> Part {
+    let body = JobSubmitRequestBody {
+        job_graph: graph.clone(),
+        job_jar_file_names: jars.iter().map(|s| s.to_string()).collect(),
+    };
+    Part {
+        name: "request".into(),
+        file_name: None,
+        content_type: Some("application/json"),
+        body: serde_json::to_vec(&body).unwrap(),
+    }
+}
+
+fn file_part(name: &str, file_name: &str, bytes: &[u8]) -> Part {
+    Part {
+        name: name.into(),
+        file_name: Some(file_name.into()),
+        content_type: Some("application/octet-stream"),
+        body: bytes.to_vec(),
+    }
+}
+
+/// A `multipart/form-data` body as Flink's RestClient builds it.
+fn form(boundary: &str, parts: &[Part]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let mut disposition = format!("Content-Disposition: form-data; name=\"{}\"", part.name);
+        if let Some(file_name) = &part.file_name {
+            disposition.push_str(&format!("; filename=\"{file_name}\""));
+        }
+        out.extend_from_slice(disposition.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(content_type) = part.content_type {
+            out.extend_from_slice(format!("Content-Type: {content_type}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&part.body);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out
+}
+
+/// A graph whose program comes from a library `file_name` with the size and SHA-256 of
+/// `declared`.
+fn library_graph(name: &str, file_name: &str, declared: &[u8]) -> JobGraph {
+    let mut graph = blocking_graph(name);
+    graph.program = Some(JobProgram {
+        entry: "wordcount".into(),
+        args: vec![],
+        fingerprint: "test".into(),
+        batch: false,
+        library: Some(JobLibraryRef {
+            file_name: file_name.into(),
+            blob_key: BlobKey::of(declared).to_string(),
+            size: declared.len() as u64,
+            build_fingerprint: rflink::abi::BUILD_FINGERPRINT.to_string(),
+        }),
+    });
+    graph
+}
+
+/// A REST server in front of the fake gateway and a real BlobServer on a temp dir.
+async fn start_with_blobs() -> (Harness, Arc<BlobServer>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = BlobServer::start(BlobServerConfig {
+        storage_dir: dir.path().join("blobs"),
+        ..Default::default()
+    })
+    .await
+    .expect("blob server starts");
+    let blobs = Arc::new(blobs);
+    (
+        start_full(test_config(), Some(Arc::clone(&blobs))),
+        blobs,
+        dir,
+    )
+}
+
+/// Nothing of `job_id` is in the BlobServer (its job directory does not exist), and nothing
+/// was stored at all.
+fn assert_nothing_stored(blobs: &BlobServer, job_id: JobId) {
+    let job_dir = blobs
+        .blob_path(job_id, BlobKey::of(GARBAGE))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert!(!job_dir.exists(), "{} exists", job_dir.display());
+    assert_eq!(blobs.stats().blobs_stored, 0, "nothing was stored");
+    let entries: Vec<_> = std::fs::read_dir(blobs.storage_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, ["incoming"], "only the incoming dir");
+}
+
+impl Harness {
+    async fn post_form_to(&self, path: &str, parts: &[Part]) -> Raw {
+        let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+        self.raw("POST", path, Some((&content_type, form(BOUNDARY, parts))))
+            .await
+    }
+
+    async fn post_form(&self, parts: &[Part]) -> Raw {
+        self.post_form_to("/jobs", parts).await
+    }
+
+    fn submitted(&self, job_id: JobId) -> bool {
+        self.fake
+            .jobs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|j| j.graph.job_id == job_id)
+    }
+}
+
+#[actix_rt::test]
+async fn a_multipart_submission_without_library_reaches_the_gateway() {
+    bounded(async {
+        // With and without a BlobServer: a form with the request part alone needs none.
+        let (with_blobs, blobs, _dir) = start_with_blobs().await;
+        for h in [&with_blobs, &start()] {
+            for path in ["/jobs", "/v1/jobs"] {
+                let graph = blocking_graph("form");
+                let r = h.post_form_to(path, &[request_part(&graph, &[])]).await;
+                assert_eq!(r.status, 202, "{}", r.json);
+                assert_eq!(r.json["jobUrl"], format!("/jobs/{}", graph.job_id));
+                assert!(h.submitted(graph.job_id), "the gateway got the job");
+                assert_eq!(
+                    h.client.job_status(graph.job_id).await.unwrap(),
+                    JobStatus::Running
+                );
+                // The same form again is the gateway's 409, as JSON is.
+                let r = h.post_form_to(path, &[request_part(&graph, &[])]).await;
+                assert_error(&r, 409, "already submitted");
+            }
+            // A charset parameter and upper case are fine, as for JSON.
+            let graph = blocking_graph("form upper");
+            let r = h
+                .raw(
+                    "POST",
+                    "/jobs",
+                    Some((
+                        &format!("Multipart/Form-Data; charset=utf-8; boundary=\"{BOUNDARY}\""),
+                        form(BOUNDARY, &[request_part(&graph, &[])]),
+                    )),
+                )
+                .await;
+            assert_eq!(r.status, 202, "{}", r.json);
+            h.assert_alive().await;
+        }
+        assert_eq!(blobs.stats().blobs_stored, 0);
+        with_blobs.server.stop().await;
+        blobs.close().await;
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn library_uploads_are_checked_before_anything_is_stored() {
+    bounded(async {
+        let (h, blobs, _dir) = start_with_blobs().await;
+        let name = "libmy_job.so";
+
+        // Every refusal: (what, the answer's expected message, the job that must not exist).
+        let mut refusals: Vec<(&str, Raw, &str, JobId)> = Vec::new();
+
+        // The library is garbage, but exactly the declared one: inspect refuses it.
+        let graph = library_graph("garbage", name, GARBAGE);
+        let r = h
+            .post_form(&[
+                request_part(&graph, &[name]),
+                file_part("file_0", name, GARBAGE),
+            ])
+            .await;
+        refusals.push((
+            "garbage",
+            r,
+            "libmy_job.so is not a shared library",
+            graph.job_id,
+        ));
+
+        // Same size, other content: corrupt, naming both checksums.
+        let mut flipped = GARBAGE.to_vec();
+        flipped[3] ^= 0x20;
+        let graph = library_graph("checksum", name, GARBAGE);
+        let r = h
+            .post_form(&[
+                request_part(&graph, &[name]),
+                file_part("file_0", name, &flipped),
+            ])
+            .await;
+        let declared = BlobKey::of(GARBAGE).to_string();
+        let actual = BlobKey::of(&flipped).to_string();
+        for needle in [&declared, &actual] {
+            let text = r.json["errors"][0].as_str().unwrap_or_default();
+            assert!(text.contains(needle.as_str()), "{text:?} names {needle}");
+        }
+        refusals.push(("checksum", r, "corrupt", graph.job_id));
+
+        // Cut short: corrupt, naming the sizes.
+        let graph = library_graph("size", name, GARBAGE);
+        let cut = &GARBAGE[..GARBAGE.len() - 1];
+        let r = h
+            .post_form(&[
+                request_part(&graph, &[name]),
+                file_part("file_0", name, cut),
+            ])
+            .await;
+        let text = r.json["errors"][0].as_str().unwrap_or_default().to_string();
+        assert!(
+            text.contains(&format!("{} bytes", cut.len())) && text.contains(&declared),
+            "{text}"
+        );
+        refusals.push(("size", r, "corrupt", graph.job_id));
+
+        // The graph declares a library the form does not carry.
+        let graph = library_graph("missing", name, GARBAGE);
+        let r = h.post_form(&[request_part(&graph, &[name])]).await;
+        refusals.push((
+            "missing",
+            r,
+            "upload the library with the job",
+            graph.job_id,
+        ));
+        let graph = library_graph("misnamed", name, GARBAGE);
+        let r = h
+            .post_form(&[
+                request_part(&graph, &[name]),
+                file_part("file_0", "other.so", GARBAGE),
+            ])
+            .await;
+        refusals.push((
+            "misnamed",
+            r,
+            "upload the library with the job",
+            graph.job_id,
+        ));
+        let graph = library_graph("unlisted", name, GARBAGE);
+        let r = h
+            .post_form(&[
+                request_part(&graph, &[]),
+                file_part("file_0", name, GARBAGE),
+            ])
+            .await;
+        refusals.push(("unlisted", r, "jobJarFileNames", graph.job_id));
+
+        // Files, but the graph declares no library.
+        let graph = blocking_graph("unexpected");
+        let r = h
+            .post_form(&[
+                request_part(&graph, &[name]),
+                file_part("file_0", name, GARBAGE),
+            ])
+            .await;
+        refusals.push(("unexpected", r, "declares no job library", graph.job_id));
+        let graph = blocking_graph("unexpected listed");
+        let r = h.post_form(&[request_part(&graph, &[name])]).await;
+        refusals.push((
+            "unexpected listed",
+            r,
+            "declares no job library",
+            graph.job_id,
+        ));
+
+        // Two files for one library.
+        let graph = library_graph("two", name, GARBAGE);
+        let r = h
+            .post_form(&[
+                request_part(&graph, &[name, "extra.so"]),
+                file_part("file_0", name, GARBAGE),
+                file_part("file_1", "extra.so", GARBAGE),
+            ])
+            .await;
+        refusals.push(("two files", r, "a job has one library", graph.job_id));
+
+        // An invalid graph is refused before its library is looked at.
+        let mut graph = library_graph("", name, GARBAGE);
+        graph.name.clear();
+        let r = h
+            .post_form(&[
+                request_part(&graph, &[name]),
+                file_part("file_0", name, GARBAGE),
+            ])
+            .await;
+        refusals.push(("invalid graph", r, "invalid job graph", graph.job_id));
+        let mut graph = library_graph("bad key", name, GARBAGE);
+        if let Some(library) = graph.program.as_mut().and_then(|p| p.library.as_mut()) {
+            library.blob_key = "not hex".into();
+        }
+        let r = h
+            .post_form(&[
+                request_part(&graph, &[name]),
+                file_part("file_0", name, GARBAGE),
+            ])
+            .await;
+        refusals.push(("bad key", r, "64 hex characters", graph.job_id));
+
+        // JSON cannot carry the library.
+        let graph = library_graph("json", name, GARBAGE);
+        let r = h.post_graph(&graph).await;
+        refusals.push((
+            "json",
+            r,
+            "upload the library with the job as multipart/form-data",
+            graph.job_id,
+        ));
+        let graph = blocking_graph("json jars");
+        let body = serde_json::to_vec(&JobSubmitRequestBody {
+            job_graph: graph.clone(),
+            job_jar_file_names: vec![name.into()],
+        })
+        .unwrap();
+        let r = h
+            .raw("POST", "/jobs", Some(("application/json", body)))
+            .await;
+        refusals.push(("json jars", r, "multipart/form-data", graph.job_id));
+
+        // Malformed forms.
+        let graph = library_graph("malformed", name, GARBAGE);
+        let valid = form(
+            BOUNDARY,
+            &[
+                request_part(&graph, &[name]),
+                file_part("file_0", name, GARBAGE),
+            ],
+        );
+        let multipart = format!("multipart/form-data; boundary={BOUNDARY}");
+        let cases: Vec<(&str, String, Vec<u8>, &str)> = vec![
+            (
+                "no boundary",
+                "multipart/form-data".into(),
+                valid.clone(),
+                "boundary",
+            ),
+            (
+                "garbage",
+                multipart.clone(),
+                b"\x00\x01 not a form".to_vec(),
+                "malformed",
+            ),
+            (
+                "empty",
+                multipart.clone(),
+                Vec::new(),
+                "multipart/form-data",
+            ),
+            (
+                "truncated",
+                multipart.clone(),
+                valid[..valid.len() / 2].to_vec(),
+                "malformed",
+            ),
+            (
+                "other boundary",
+                "multipart/form-data; boundary=somethingelse".into(),
+                valid.clone(),
+                "multipart/form-data",
+            ),
+            (
+                "no request",
+                multipart.clone(),
+                form(BOUNDARY, &[file_part("file_0", name, GARBAGE)]),
+                "no part named \"request\"",
+            ),
+            (
+                "request not JSON",
+                multipart.clone(),
+                form(
+                    BOUNDARY,
+                    &[Part {
+                        name: "request".into(),
+                        file_name: None,
+                        content_type: None,
+                        body: b"{not json".to_vec(),
+                    }],
+                ),
+                "JobSubmitRequestBody",
+            ),
+            (
+                "two requests",
+                multipart.clone(),
+                form(
+                    BOUNDARY,
+                    &[request_part(&graph, &[]), request_part(&graph, &[])],
+                ),
+                "more than one part named \"request\"",
+            ),
+            (
+                "stray field",
+                multipart.clone(),
+                form(
+                    BOUNDARY,
+                    &[
+                        request_part(&graph, &[name]),
+                        Part {
+                            name: "jobGraphFileName".into(),
+                            file_name: None,
+                            content_type: None,
+                            body: b"graph.bin".to_vec(),
+                        },
+                    ],
+                ),
+                "unexpected form field \"jobGraphFileName\"",
+            ),
+            (
+                "too many parts",
+                multipart.clone(),
+                form(
+                    BOUNDARY,
+                    &(0..20)
+                        .map(|i| file_part(&format!("file_{i}"), &format!("f{i}.so"), b"x"))
+                        .collect::<Vec<_>>(),
+                ),
+                "more than 8 parts",
+            ),
+        ];
+        for (what, content_type, body, needle) in cases {
+            let r = h.raw("POST", "/jobs", Some((&content_type, body))).await;
+            assert!(r.json["errors"][0].is_string(), "{what}: {}", r.json);
+            assert_error(&r, 400, needle);
+            assert!(!h.submitted(graph.job_id), "{what}");
+        }
+
+        for (what, r, needle, job_id) in &refusals {
+            assert_eq!(r.status, 400, "{what}: {}", r.json);
+            assert_error(r, 400, needle);
+            assert!(
+                !h.submitted(*job_id),
+                "{what}: the gateway never saw the job"
+            );
+            assert_nothing_stored(&blobs, *job_id);
+        }
+        assert!(h.client.job_ids().await.unwrap().is_empty());
+        h.assert_alive().await;
+        h.server.stop().await;
+        blobs.close().await;
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn the_clients_multipart_upload_is_parsed_by_the_server() {
+    bounded(async {
+        let (h, blobs, _dir) = start_with_blobs().await;
+        // The whole path: the client's form is parsed, the file checked against the declared
+        // size and SHA-256, and then inspected, whose refusal comes back to the client.
+        for name in ["libmy_job.so", "we\"ird name;.so", "naïve.so"] {
+            let graph = library_graph("client", name, GARBAGE);
+            match h.client.submit_job_with_library(&graph, GARBAGE).await {
+                Err(RestClientError::Status { code: 400, errors }) => assert_eq!(
+                    errors,
+                    [format!(
+                        "{name} is not a shared library: it does not start with the ELF magic bytes"
+                    )]
+                ),
+                other => panic!("expected the inspect refusal for {name:?}, got {other:?}"),
+            }
+            assert_nothing_stored(&blobs, graph.job_id);
+        }
+        // A corrupt upload through the client.
+        let graph = library_graph("client corrupt", "lib.so", b"other bytes");
+        match h.client.submit_job_with_library(&graph, GARBAGE).await {
+            Err(RestClientError::Status { code: 400, errors }) => {
+                assert!(errors[0].contains("corrupt"), "{errors:?}")
+            }
+            other => panic!("expected 400 corrupt, got {other:?}"),
+        }
+        // A graph without a library is the caller's mistake; nothing is sent.
+        match h
+            .client
+            .submit_job_with_library(&blocking_graph("no library"), GARBAGE)
+            .await
+        {
+            Err(e @ RestClientError::InvalidRequest { .. }) => {
+                assert!(e.to_string().contains("declares no job library"), "{e}");
+                assert!(!e.is_retryable());
+            }
+            other => panic!("expected InvalidRequest, got {other:?}"),
+        }
+        // A JSON submission of a library graph through the client: 400, upload it instead.
+        match h
+            .client
+            .submit_job(&library_graph("json", "lib.so", GARBAGE))
+            .await
+        {
+            Err(RestClientError::Status { code: 400, errors }) => {
+                assert!(errors[0].contains("multipart/form-data"), "{errors:?}")
+            }
+            other => panic!("expected 400, got {other:?}"),
+        }
+        assert!(h.client.job_ids().await.unwrap().is_empty());
+        assert_eq!(blobs.stats().blobs_stored, 0);
+        h.assert_alive().await;
+        h.server.stop().await;
+        blobs.close().await;
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn random_and_truncated_forms_never_yield_a_5xx() {
+    use rand::{Rng, SeedableRng};
+    bounded(async {
+        let (h, blobs, _dir) = start_with_blobs().await;
+        let name = "libmy_job.so";
+        let with_library = library_graph("fuzz", name, GARBAGE);
+        let without = blocking_graph("fuzz plain");
+        let seeds = [
+            form(
+                BOUNDARY,
+                &[
+                    request_part(&with_library, &[name]),
+                    file_part("file_0", name, GARBAGE),
+                ],
+            ),
+            form(BOUNDARY, &[request_part(&without, &[])]),
+        ];
+        let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_f00d);
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        for seed in &seeds {
+            // Every truncation point, in steps.
+            for len in (0..seed.len()).step_by(7) {
+                bodies.push(seed[..len].to_vec());
+            }
+            // Random byte flips, insertions of boundary-like bytes, and deletions.
+            for _ in 0..150 {
+                let mut body = seed.clone();
+                for _ in 0..rng.random_range(1..6) {
+                    let at = rng.random_range(0..body.len());
+                    match rng.random_range(0..4) {
+                        0 => body[at] = rng.random(),
+                        1 => {
+                            body.splice(at..at, b"\r\n--".iter().copied());
+                        }
+                        2 => {
+                            let end = (at + rng.random_range(1..40)).min(body.len());
+                            body.drain(at..end);
+                        }
+                        _ => {
+                            let extra = format!("\r\n--{BOUNDARY}\r\n");
+                            body.splice(at..at, extra.into_bytes());
+                        }
+                    }
+                }
+                bodies.push(body);
+            }
+        }
+        // Pure noise.
+        for _ in 0..50 {
+            let len = rng.random_range(0..512);
+            bodies.push((0..len).map(|_| rng.random()).collect());
+        }
+        let mut accepted = 0;
+        for body in bodies {
+            let r = h
+                .raw("POST", "/jobs", Some((&content_type, body.clone())))
+                .await;
+            assert!(
+                r.status < 500,
+                "{} for {:?}: {}",
+                r.status,
+                String::from_utf8_lossy(&body),
+                r.json
+            );
+            match r.status {
+                202 => accepted += 1,
+                400 | 409 => assert!(r.json["errors"][0].is_string(), "{}", r.json),
+                other => panic!("unexpected status {other}: {}", r.json),
+            }
+        }
+        // Only the library-less job can have been accepted (some cuts keep the whole form).
+        assert!(accepted <= 1, "{accepted}");
+        assert!(!h.submitted(with_library.job_id));
+        assert_nothing_stored(&blobs, with_library.job_id);
+        h.assert_alive().await;
+        h.server.stop().await;
+        blobs.close().await;
     })
     .await;
 }

@@ -68,6 +68,14 @@ pub enum RestClientError {
         /// The bound.
         timeout: Duration,
     },
+    /// The request could not be built from the arguments; nothing was sent.
+    #[error("cannot send {request}: {reason}")]
+    InvalidRequest {
+        /// `METHOD path`.
+        request: String,
+        /// What is wrong with the arguments.
+        reason: String,
+    },
     /// [`RestClient::wait_for_status`] reached its deadline.
     #[error("job {job_id} did not reach the awaited status in time (last seen: {})",
         last.map_or("none", JobStatus::as_str))]
@@ -85,7 +93,9 @@ impl RestClientError {
         match self {
             RestClientError::Connection { .. } | RestClientError::Timeout { .. } => true,
             RestClientError::Status { code, .. } => *code == 503,
-            RestClientError::Decode { .. } | RestClientError::WaitTimedOut { .. } => false,
+            RestClientError::Decode { .. }
+            | RestClientError::InvalidRequest { .. }
+            | RestClientError::WaitTimedOut { .. } => false,
         }
     }
 
@@ -150,7 +160,7 @@ impl RestClient {
         &self,
         method: Method,
         path: &str,
-        json_body: Option<Vec<u8>>,
+        body: Option<Body>,
     ) -> Result<(StatusCode, bytes::Bytes), RestClientError> {
         let request_name = format!("{method} {path}");
         let url = format!("{}{}", self.base, path);
@@ -160,11 +170,11 @@ impl RestClient {
         };
         let work = async {
             let request = self.client.request(method, url.as_str());
-            let sent = match json_body {
+            let sent = match body {
                 Some(body) => {
                     request
-                        .insert_header((header::CONTENT_TYPE, "application/json"))
-                        .send_body(body)
+                        .insert_header((header::CONTENT_TYPE, body.content_type))
+                        .send_body(body.bytes)
                         .await
                 }
                 None => request.send().await,
@@ -192,11 +202,11 @@ impl RestClient {
         &self,
         method: Method,
         path: &str,
-        json_body: Option<Vec<u8>>,
+        body: Option<Body>,
         expected: StatusCode,
     ) -> Result<T, RestClientError> {
         let request_name = format!("{method} {path}");
-        let (status, body) = self.exchange(method, path, json_body).await?;
+        let (status, body) = self.exchange(method, path, body).await?;
         if !status.is_success() {
             return Err(status_error(status, &body));
         }
@@ -218,16 +228,59 @@ impl RestClient {
 
     /// Submits a job (`POST /v1/jobs`) and returns its id.
     pub async fn submit_job(&self, job_graph: &JobGraph) -> Result<JobId, RestClientError> {
-        let request = "POST /v1/jobs";
-        let body = serde_json::to_vec(&SubmitBodyRef { job_graph }).map_err(|e| {
-            RestClientError::Decode {
-                request: request.into(),
-                reason: format!("could not encode the job graph: {e}"),
-            }
-        })?;
+        let body = encode_submit_body(job_graph, &[])?;
+        self.post_submission(Body::json(body)).await
+    }
+
+    /// Submits a job together with its library (`POST /v1/jobs` as `multipart/form-data`, like
+    /// Flink's `RestClusterClient`): a `request` part with the [`JobSubmitRequestBody`] JSON
+    /// (listing the library in `jobJarFileNames`) and a `file_0` part holding `library` with the
+    /// filename the graph declares (`program.library.file_name`). The server checks the file
+    /// against the graph's declared size, SHA-256 and build fingerprint, and inspects it, before
+    /// storing it and submitting the job. A graph that declares no library is
+    /// [`RestClientError::InvalidRequest`] (use [`submit_job`](Self::submit_job)).
+    ///
+    /// [`JobSubmitRequestBody`]: super::messages::JobSubmitRequestBody
+    pub async fn submit_job_with_library(
+        &self,
+        job_graph: &JobGraph,
+        library: &[u8],
+    ) -> Result<JobId, RestClientError> {
+        let Some(reference) = job_graph.program.as_ref().and_then(|p| p.library.as_ref()) else {
+            return Err(RestClientError::InvalidRequest {
+                request: SUBMIT_REQUEST.into(),
+                reason: format!(
+                    "job {} declares no job library (program.library): submit it with submit_job",
+                    job_graph.job_id
+                ),
+            });
+        };
+        let file_name = reference.file_name.clone();
+        if file_name.chars().any(char::is_control) {
+            return Err(RestClientError::InvalidRequest {
+                request: SUBMIT_REQUEST.into(),
+                reason: format!(
+                    "the job library's file name {file_name:?} contains control characters, \
+                     which a multipart/form-data header cannot carry"
+                ),
+            });
+        }
+        let json = encode_submit_body(job_graph, std::slice::from_ref(&file_name))?;
+        let boundary = format!("----rflink-boundary-{:032x}", rand::random::<u128>());
+        let body = multipart_body(&boundary, &json, &file_name, library);
+        self.post_submission(Body {
+            content_type: format!("multipart/form-data; boundary={boundary}"),
+            bytes: body,
+        })
+        .await
+    }
+
+    /// Posts a submission body and reads the job id from the 202.
+    async fn post_submission(&self, body: Body) -> Result<JobId, RestClientError> {
         let response: JobSubmitResponseBody = self
             .call(Method::POST, "/v1/jobs", Some(body), StatusCode::ACCEPTED)
             .await?;
+        let request = SUBMIT_REQUEST;
         response
             .job_url
             .strip_prefix("/jobs/")
@@ -276,7 +329,12 @@ impl RestClient {
             reason: e.to_string(),
         })?;
         let response: serde_json::Value = self
-            .call(Method::POST, &path, Some(body), StatusCode::ACCEPTED)
+            .call(
+                Method::POST,
+                &path,
+                Some(Body::json(body)),
+                StatusCode::ACCEPTED,
+            )
             .await?;
         response
             .get("request-id")
@@ -421,11 +479,75 @@ impl RestClient {
     }
 }
 
+/// The name of a submission request, for errors.
+const SUBMIT_REQUEST: &str = "POST /v1/jobs";
+
+/// A request body and its Content-Type.
+struct Body {
+    content_type: String,
+    bytes: Vec<u8>,
+}
+
+impl Body {
+    fn json(bytes: Vec<u8>) -> Self {
+        Body {
+            content_type: "application/json".into(),
+            bytes,
+        }
+    }
+}
+
 /// [`JobSubmitRequestBody`](super::messages::JobSubmitRequestBody) by reference, to serialize without cloning the graph.
 #[derive(serde::Serialize)]
 struct SubmitBodyRef<'a> {
     #[serde(rename = "jobGraph")]
     job_graph: &'a JobGraph,
+    #[serde(
+        rename = "jobJarFileNames",
+        skip_serializing_if = "<[String]>::is_empty"
+    )]
+    job_jar_file_names: &'a [String],
+}
+
+fn encode_submit_body(
+    job_graph: &JobGraph,
+    job_jar_file_names: &[String],
+) -> Result<Vec<u8>, RestClientError> {
+    serde_json::to_vec(&SubmitBodyRef {
+        job_graph,
+        job_jar_file_names,
+    })
+    .map_err(|e| RestClientError::InvalidRequest {
+        request: SUBMIT_REQUEST.into(),
+        reason: format!("could not encode the job graph: {e}"),
+    })
+}
+
+/// A `multipart/form-data` body as Flink's `RestClient` sends it: the `request` part, then the
+/// file as `file_0`. The boundary is 128 random bits, so it does not occur in the parts.
+fn multipart_body(boundary: &str, request_json: &[u8], file_name: &str, file: &[u8]) -> Vec<u8> {
+    // Quotes are backslash-escaped (the graph's file name has no backslash, so this is
+    // unambiguous); control characters were refused before.
+    let quoted = file_name.replace('"', "\\\"");
+    let mut body = Vec::with_capacity(request_json.len() + file.len() + 512);
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"request\"\r\n\
+             Content-Type: application/json\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(request_json);
+    body.extend_from_slice(
+        format!(
+            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file_0\"; \
+             filename=\"{quoted}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
 }
 
 /// The error for an answer with a failure status.

@@ -991,14 +991,33 @@ pub struct ConfigurationInfoEntry {
     pub value: String,
 }
 
-/// The body of `POST /jobs` in rflink (Flink: a multipart upload of `JobSubmitRequestBody` plus a
-/// Java-serialized graph; see the module docs).
+/// The body of `POST /jobs` in rflink: the whole `application/json` body, or the `request` part
+/// of a `multipart/form-data` upload that also carries the job's library (Flink: the same
+/// `request` part, naming a Java-serialized graph file; see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSubmitRequestBody {
     /// The job, as `JobGraph`'s serde JSON.
     #[serde(rename = "jobGraph")]
     pub job_graph: JobGraph,
+    /// The file names of the uploaded libraries (Flink: the uploaded jars): empty, or the one
+    /// library the graph declares (`program.library.file_name`).
+    #[serde(
+        rename = "jobJarFileNames",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub job_jar_file_names: Vec<String>,
+}
+
+impl JobSubmitRequestBody {
+    /// The body submitting `job_graph` with no uploaded files.
+    pub fn new(job_graph: JobGraph) -> Self {
+        JobSubmitRequestBody {
+            job_graph,
+            job_jar_file_names: Vec::new(),
+        }
+    }
 }
 
 /// The 202 answering a submission. Flink: `JobSubmitResponseBody`.

@@ -15,7 +15,7 @@
 //! | GET `/config` | 200 [`DashboardConfiguration`](messages::DashboardConfiguration) | `DashboardConfigHandler` |
 //! | GET `/overview` | 200 [`ClusterOverviewWithVersion`](messages::ClusterOverviewWithVersion) | `ClusterOverviewHandler` |
 //! | GET `/jobs` | 200 [`JobIdsWithStatusOverview`](messages::JobIdsWithStatusOverview) | `JobIdsHandler` |
-//! | POST `/jobs` | 202 [`JobSubmitResponseBody`](messages::JobSubmitResponseBody) `{"jobUrl":"/jobs/<id>"}` | `JobSubmitHandler` |
+//! | POST `/jobs` (JSON or multipart, see below) | 202 [`JobSubmitResponseBody`](messages::JobSubmitResponseBody) `{"jobUrl":"/jobs/<id>"}` | `JobSubmitHandler` |
 //! | GET `/jobs/overview` | 200 [`MultipleJobsDetails`](messages::MultipleJobsDetails) | `JobsOverviewHandler` |
 //! | GET `/jobs/{jobid}` | 200 [`JobDetailsInfo`](messages::JobDetailsInfo) | `JobDetailsHandler` |
 //! | PATCH `/jobs/{jobid}?mode=cancel` | 202 `{}` (`mode` may be omitted) | `JobCancellationHandler` |
@@ -27,21 +27,53 @@
 //! | GET `/taskmanagers` | 200 [`TaskManagersInfo`](messages::TaskManagersInfo) | `TaskManagersHandler` |
 //! | GET `/jobmanager/config` | 200 `[{"key","value"}]` | `ClusterConfigHandler` |
 //!
-//! # Submitting a job: JSON instead of Flink's multipart
+//! # Submitting a job: JSON, or Flink's multipart with the job's library
 //!
-//! Flink's `POST /jobs` is a `multipart/form-data` upload whose main part is a Java-serialized
-//! `JobGraph` plus jar files. rflink has no Java serialization and no user jars (jobs are
-//! compiled in), so it takes `Content-Type: application/json` with the body
+//! Flink's `POST /jobs` is a `multipart/form-data` upload whose `request` part names a
+//! Java-serialized `JobGraph` file among the uploaded files, next to the user's jars. rflink has
+//! no Java serialization, so the graph travels as JSON, in one of two encodings:
 //!
-//! ```json
-//! {"jobGraph": <crate::jobgraph::JobGraph as serde JSON>}
-//! ```
+//! * `Content-Type: application/json` (or none), for jobs compiled into the nodes, with the body
+//!
+//!   ```json
+//!   {"jobGraph": <crate::jobgraph::JobGraph as serde JSON>}
+//!   ```
+//!
+//! * `Content-Type: multipart/form-data`, as Flink's `RestClusterClient` sends it
+//!   ([`RestClient::submit_job_with_library`](client::RestClient::submit_job_with_library)), for
+//!   a job that comes in a job library (see [`crate::library`]): a part named `request` holding
+//!   the same JSON, with `"jobJarFileNames": ["<file name>"]`, and one file part (Flink names
+//!   them `file_0`, `file_1`, ...) whose `filename` is the graph's `program.library.file_name`.
+//!   Without a library, the form may hold the `request` part alone.
 //!
 //! The job graph is `JobGraph`'s own serde form; note that its ids (`job_id`, vertex `id`, edge
 //! `source`) are therefore 128-bit **decimal numbers**, not the 32-hex-character strings the
 //! responses use. Parse and serialize it with `serde_json` directly (not through
 //! `serde_json::Value`, which cannot hold a `u128`). The reply is Flink's: 202
-//! `{"jobUrl":"/jobs/<id>"}`. A multipart or otherwise non-JSON body is refused with 400.
+//! `{"jobUrl":"/jobs/<id>"}`. Any other Content-Type is refused with 400.
+//!
+//! The whole body is read first (bounded by `rest.server.max-content-length`, 413 beyond), then
+//! checked in this order; the first failing check answers 400, logged at `warn`, and nothing is
+//! stored or submitted:
+//!
+//! 1. the form is well-formed multipart/form-data with at most 8 parts: exactly one `request`
+//!    part holding a `JobSubmitRequestBody`, every other part a file (with a `filename`);
+//! 2. the graph is valid (`JobGraph::validate`);
+//! 3. a graph declaring a library came as multipart (a JSON body cannot carry it), with a file
+//!    part of that `filename` listed in `jobJarFileNames` ("upload the library with the job");
+//! 4. a graph declaring no library came with no file and an empty `jobJarFileNames`;
+//! 5. at most one file is uploaded (a job has one library);
+//! 6. the file has the declared `size` and SHA-256 (`blob_key`), else it is "corrupt" (the
+//!    message names both checksums);
+//! 7. [`crate::library::inspect`] accepts the file (on the blocking pool; the message is the
+//!    [`LibraryError`](crate::library::LibraryError)'s), and its note's build fingerprint is
+//!    the declared `build_fingerprint`.
+//!
+//! Then the library is stored in the JobManager's BlobServer under the job (500 when the server
+//! was started without one or the store fails; 413 beyond the BlobServer's `max_blob_size`),
+//! logged at `info`, and the job is submitted to the dispatcher. If the dispatcher refuses the
+//! job with anything but `DuplicateJob` (or the gateway panics), the job's blobs are deleted
+//! again; when it does not answer in time (503) they are kept, as the job may still start.
 //!
 //! # Errors
 //!
@@ -52,7 +84,9 @@
 //! | no such path | 404 `Unable to load requested file <path>.` (Flink's words) |
 //! | path exists, method does not | 405 |
 //! | job id not 32 hex characters, bad query parameter (`mode`, `maxExceptions`) | 400 |
-//! | submit: not JSON, malformed JSON, not a `JobSubmitRequestBody` | 400 |
+//! | submit: neither JSON nor multipart, malformed JSON or form, not a `JobSubmitRequestBody` | 400 |
+//! | submit: invalid graph; library missing, unexpected, several, corrupt or refused by `inspect` | 400 |
+//! | submit: a library uploaded but no BlobServer configured, or storing it failed | 500 |
 //! | submit: body over `max_content_length` (`rest.server.max-content-length`) | 413 |
 //! | [`DispatcherError`](crate::dispatcher::DispatcherError), mapped by [`status_of`] | see below |
 //! | the gateway did not answer within `request_timeout` | 503 |

@@ -23,8 +23,10 @@ use super::messages::{
     MultipleJobsDetails, TaskManagerSummary, TaskManagersInfo, DEFAULT_MAX_EXCEPTIONS,
 };
 use super::{RestError, RestServerConfig};
+use crate::blob::{BlobError, BlobKey, BlobServer};
 use crate::dispatcher::{DispatcherError, RestfulGateway};
 use crate::executiongraph::now_millis;
+use crate::jobgraph::{JobGraph, JobLibraryRef};
 use crate::types::JobId;
 
 /// The HTTP status of a Dispatcher error. The one place this mapping lives.
@@ -51,12 +53,14 @@ pub struct RestServer {
 
 impl RestServer {
     /// Binds `config.bind_host:config.port` and starts serving `gateway`. `config_entries` are
-    /// shown by `/jobmanager/config`. Must be called inside a tokio or actix runtime (see the
-    /// module docs on threads).
+    /// shown by `/jobmanager/config`. `blob_server` stores the job libraries uploaded with
+    /// `POST /jobs` (without one, such an upload is answered 500). Must be called inside a tokio
+    /// or actix runtime (see the module docs on threads).
     pub fn start(
         config: RestServerConfig,
         gateway: Arc<dyn RestfulGateway>,
         config_entries: Vec<(String, String)>,
+        blob_server: Option<Arc<BlobServer>>,
     ) -> Result<RestServer, RestError> {
         let problems = config.problems();
         if !problems.is_empty() {
@@ -81,6 +85,7 @@ impl RestServer {
         let shutdown_timeout = config.shutdown_timeout_secs;
         let state = web::Data::new(AppState {
             gateway,
+            blob_server,
             config,
             config_entries: config_entries
                 .into_iter()
@@ -132,6 +137,7 @@ impl Drop for RestServer {
 
 struct AppState {
     gateway: Arc<dyn RestfulGateway>,
+    blob_server: Option<Arc<BlobServer>>,
     config: RestServerConfig,
     config_entries: Vec<ConfigurationInfoEntry>,
 }
@@ -220,6 +226,16 @@ impl AppState {
         what: &'static str,
         f: impl FnOnce(&dyn RestfulGateway) -> BoxFuture<'static, Result<T, DispatcherError>>,
     ) -> Result<T, ApiError> {
+        self.call_raw(what, f).await?.map_err(ApiError::from)
+    }
+
+    /// [`call`](Self::call), keeping the gateway's own error apart from the timeout and the
+    /// panic (the outer error).
+    async fn call_raw<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&dyn RestfulGateway) -> BoxFuture<'static, Result<T, DispatcherError>>,
+    ) -> Result<Result<T, DispatcherError>, ApiError> {
         let future = std::panic::catch_unwind(AssertUnwindSafe(|| f(self.gateway.as_ref())))
             .map_err(|_| ApiError::internal(format!("the dispatcher panicked in {what}")))?;
         let timeout = self.config.request_timeout;
@@ -233,7 +249,7 @@ impl AppState {
             Ok(Err(_)) => Err(ApiError::internal(format!(
                 "the dispatcher panicked in {what}"
             ))),
-            Ok(Ok(result)) => result.map_err(ApiError::from),
+            Ok(Ok(result)) => Ok(result),
         }
     }
 }
@@ -651,49 +667,389 @@ async fn jobmanager_config(req: HttpRequest, state: State) -> HttpResponse {
     respond(&req, StatusCode::OK, Ok(&state.config_entries))
 }
 
+/// Most parts a multipart job submission may have: the `request` part and a few files (a job
+/// takes one library). A form with more is refused as malformed before more parts are read.
+const MAX_FORM_PARTS: usize = 8;
+
+/// The part of a multipart job submission holding the [`JobSubmitRequestBody`] (Flink's
+/// `FileUploadHandler.HTTP_ATTRIBUTE_REQUEST`).
+const REQUEST_PART: &str = "request";
+
 async fn submit_job(req: HttpRequest, state: State, payload: web::Payload) -> HttpResponse {
     let result = async {
-        check_json_content_type(&req)?;
+        let encoding = submit_encoding(&req)?;
         let body = read_body(&req, payload, state.config.max_content_length).await?;
-        let request: JobSubmitRequestBody = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "Request did not match expected format JobSubmitRequestBody: {e}"
-            ))
-        })?;
-        let graph = request.job_graph;
-        graph
-            .validate()
-            .map_err(|e| ApiError::from(DispatcherError::InvalidJobGraph(e)))?;
-        let id = graph.job_id;
-        let name = graph.name.clone();
-        state.call("submit job", |g| g.submit_job(graph)).await?;
-        info!(job_id = %id, job_name = %name, "job submitted over rest");
-        Ok(JobSubmitResponseBody {
-            job_url: format!("/jobs/{id}"),
-        })
+        let submission = match encoding {
+            SubmitEncoding::Json => Submission {
+                body: parse_submit_body(&body)?,
+                files: Vec::new(),
+                multipart: false,
+            },
+            SubmitEncoding::Multipart { boundary } => read_form(body, boundary).await?,
+        };
+        let (graph, library) = check_submission(submission).await?;
+        submit_checked(&state, graph, library).await
     }
     .await;
     respond(&req, StatusCode::ACCEPTED, result)
+}
+
+/// How a job submission's body is encoded.
+enum SubmitEncoding {
+    /// `application/json` (or no Content-Type): the body is the [`JobSubmitRequestBody`].
+    Json,
+    /// `multipart/form-data`, Flink's encoding: a `request` part and file parts.
+    Multipart { boundary: String },
+}
+
+/// The Content-Type's type and subtype, without parameters.
+fn content_type_essence(raw: &str) -> &str {
+    raw.split(';').next().unwrap_or_default().trim()
+}
+
+fn submit_encoding(req: &HttpRequest) -> Result<SubmitEncoding, ApiError> {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(SubmitEncoding::Json);
+    };
+    let raw = value.to_str().unwrap_or_default();
+    let essence = content_type_essence(raw);
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(SubmitEncoding::Json)
+    } else if essence.eq_ignore_ascii_case("multipart/form-data") {
+        let boundary = multer::parse_boundary(raw).map_err(|e| {
+            ApiError::bad_request(format!(
+                "Bad request: malformed multipart/form-data job submission: Content-Type \
+                 {raw:?}: {e}"
+            ))
+        })?;
+        Ok(SubmitEncoding::Multipart { boundary })
+    } else {
+        Err(ApiError::bad_request(format!(
+            "Bad request: rflink accepts job submissions as Content-Type application/json with \
+             body {{\"jobGraph\": <JobGraph>}}, or as multipart/form-data with that JSON in a \
+             part named \"request\" and the job's library as a file part; not {essence:?}"
+        )))
+    }
+}
+
+fn parse_submit_body(bytes: &[u8]) -> Result<JobSubmitRequestBody, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Request did not match expected format JobSubmitRequestBody: {e}"
+        ))
+    })
+}
+
+/// A file part of a multipart submission.
+struct FilePart {
+    /// The part's name (Flink: `file_0`, `file_1`, ...).
+    field: String,
+    /// Its `filename`.
+    file_name: String,
+    bytes: Bytes,
+}
+
+/// A submission as received, before any check of its content.
+struct Submission {
+    body: JobSubmitRequestBody,
+    files: Vec<FilePart>,
+    /// Whether it came as multipart/form-data (only those can carry files).
+    multipart: bool,
+}
+
+/// Parses a multipart/form-data submission from its body, already read (and bounded by
+/// `rest.server.max-content-length`). No part can be larger than the body, and every part read
+/// is a slice of it or a copy of such a slice, so the form takes at most about twice the body.
+async fn read_form(body: Bytes, boundary: String) -> Result<Submission, ApiError> {
+    let limit = body.len() as u64;
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(limit)
+            .per_field(limit),
+    );
+    let stream = futures::stream::once(futures::future::ready(Ok::<_, std::convert::Infallible>(
+        body,
+    )));
+    let mut form = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let malformed = |e: multer::Error| {
+        ApiError::bad_request(format!(
+            "Bad request: malformed multipart/form-data job submission: {e}"
+        ))
+    };
+    let mut request = None;
+    let mut files = Vec::new();
+    let mut parts = 0usize;
+    while let Some(field) = form.next_field().await.map_err(malformed)? {
+        parts += 1;
+        if parts > MAX_FORM_PARTS {
+            return Err(ApiError::bad_request(format!(
+                "Bad request: malformed multipart/form-data job submission: more than \
+                 {MAX_FORM_PARTS} parts (a submission has a \"{REQUEST_PART}\" part and its job's \
+                 library)"
+            )));
+        }
+        let name = field.name().unwrap_or_default().to_string();
+        let file_name = field.file_name().map(str::to_string);
+        if name == REQUEST_PART {
+            if request.is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "Bad request: malformed multipart/form-data job submission: more than one \
+                     part named \"{REQUEST_PART}\""
+                )));
+            }
+            request = Some(field.bytes().await.map_err(malformed)?);
+        } else if let Some(file_name) = file_name {
+            let bytes = field.bytes().await.map_err(malformed)?;
+            files.push(FilePart {
+                field: name,
+                file_name,
+                bytes,
+            });
+        } else {
+            return Err(ApiError::bad_request(format!(
+                "Bad request: malformed multipart/form-data job submission: unexpected form \
+                 field {name:?} (a submission has a part named \"{REQUEST_PART}\" holding the \
+                 JobSubmitRequestBody JSON, and file parts with a filename)"
+            )));
+        }
+    }
+    let Some(request) = request else {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: the multipart/form-data job submission has no part named \
+             \"{REQUEST_PART}\" holding the JobSubmitRequestBody JSON"
+        )));
+    };
+    Ok(Submission {
+        body: parse_submit_body(&request)?,
+        files,
+        multipart: true,
+    })
+}
+
+/// An uploaded library that passed every check.
+struct CheckedLibrary {
+    reference: JobLibraryRef,
+    key: BlobKey,
+    bytes: Bytes,
+}
+
+/// Runs `f` on the blocking pool; a panic in it is a 500.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("{what} failed: {e}")))
+}
+
+/// Every check of a submission, in the order of the module docs: the graph, then the library it
+/// declares against the uploaded files. Changes nothing.
+async fn check_submission(
+    submission: Submission,
+) -> Result<(JobGraph, Option<CheckedLibrary>), ApiError> {
+    let Submission {
+        body:
+            JobSubmitRequestBody {
+                job_graph: graph,
+                job_jar_file_names: names,
+            },
+        mut files,
+        multipart,
+    } = submission;
+    graph
+        .validate()
+        .map_err(|e| ApiError::from(DispatcherError::InvalidJobGraph(e)))?;
+    let id = graph.job_id;
+    let declared = graph.program.as_ref().and_then(|p| p.library.clone());
+    let file_list = || {
+        files
+            .iter()
+            .map(|f| format!("{}={:?}", f.field, f.file_name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !multipart {
+        if let Some(library) = &declared {
+            return Err(ApiError::bad_request(format!(
+                "Bad request: job {id} declares the job library {:?}: upload the library with \
+                 the job as multipart/form-data (this JSON in a part named \"{REQUEST_PART}\", \
+                 the library in a file part file_0 with filename {:?}, listed in \
+                 jobJarFileNames)",
+                library.file_name, library.file_name
+            )));
+        }
+        if !names.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "Bad request: jobJarFileNames lists {names:?}, but an application/json \
+                 submission carries no files: upload them as multipart/form-data"
+            )));
+        }
+        return Ok((graph, None));
+    }
+    let Some(declared) = declared else {
+        if files.is_empty() && names.is_empty() {
+            return Ok((graph, None));
+        }
+        return Err(ApiError::bad_request(format!(
+            "Bad request: the submission uploads files [{}] (jobJarFileNames {names:?}), but job \
+             {id} declares no job library (program.library): upload a job's library only with \
+             a job graph that declares it",
+            file_list()
+        )));
+    };
+    let name = declared.file_name.clone();
+    let Some(index) = files.iter().position(|f| f.file_name == name) else {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: job {id} declares the job library {name:?}, but the submission has no \
+             file part with that filename (it has [{}]): upload the library with the job, as a \
+             file part file_0 with filename {name:?}",
+            file_list()
+        )));
+    };
+    if !names.contains(&name) {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: job {id} declares the job library {name:?}, but jobJarFileNames \
+             ({names:?}) does not list it: upload the library with the job and list its file \
+             name in jobJarFileNames"
+        )));
+    }
+    if files.len() > 1 || names.len() > 1 {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: a job has one library, but the submission uploads {} files [{}] and \
+             jobJarFileNames lists {names:?}: upload only {name:?}",
+            files.len(),
+            file_list()
+        )));
+    }
+    let file = files.swap_remove(index);
+    let expected: BlobKey = declared.blob_key.parse().map_err(|e| {
+        ApiError::from(DispatcherError::InvalidJobGraph(
+            crate::jobgraph::JobGraphError::BadLibrary(format!("{e}")),
+        ))
+    })?;
+    let bytes = file.bytes;
+    let actual = {
+        let bytes = bytes.clone();
+        blocking("hashing the uploaded library", move || BlobKey::of(&bytes)).await?
+    };
+    let size = bytes.len() as u64;
+    if size != declared.size {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: the uploaded job library {name:?} is corrupt or not the declared one: \
+             it has {size} bytes, job {id} declares {} (declared SHA-256 {expected}, uploaded \
+             SHA-256 {actual})",
+            declared.size
+        )));
+    }
+    if actual != expected {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: the uploaded job library {name:?} is corrupt or not the declared one: \
+             its SHA-256 is {actual}, job {id} declares {expected}"
+        )));
+    }
+    let info = {
+        let bytes = bytes.clone();
+        let name = name.clone();
+        blocking("inspecting the uploaded library", move || {
+            crate::library::inspect(&name, &bytes)
+        })
+        .await?
+    }
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if info.note.fingerprint != declared.build_fingerprint {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: job {id} declares the build fingerprint {:?} for its library {name:?}, \
+             but the library was built as {:?}",
+            declared.build_fingerprint, info.note.fingerprint
+        )));
+    }
+    Ok((
+        graph,
+        Some(CheckedLibrary {
+            reference: declared,
+            key: actual,
+            bytes,
+        }),
+    ))
+}
+
+/// Deletes the job's blobs after a failed submission; a failure to do so is only logged.
+async fn delete_blobs(blobs: &BlobServer, id: JobId) {
+    if let Err(e) = blobs.delete_job(id).await {
+        error!(job_id = %id, error = %e, "could not delete the blobs of a refused job");
+    }
+}
+
+/// Stores the checked library in the BlobServer, then submits the job to the dispatcher; a
+/// refused submission takes its blobs with it.
+async fn submit_checked(
+    state: &State,
+    graph: JobGraph,
+    library: Option<CheckedLibrary>,
+) -> Result<JobSubmitResponseBody, ApiError> {
+    let id = graph.job_id;
+    let name = graph.name.clone();
+    let stored = match library {
+        None => None,
+        Some(library) => {
+            let file_name = library.reference.file_name;
+            let Some(blobs) = state.blob_server.clone() else {
+                return Err(ApiError::internal(format!(
+                    "cannot accept the job library {file_name:?} of job {id}: this REST server \
+                     has no BlobServer to store it in"
+                )));
+            };
+            let size = library.bytes.len();
+            let key = blobs.put(id, library.bytes).await.map_err(|e| match e {
+                BlobError::TooLarge { .. } => ApiError {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    message: format!("cannot store the job library {file_name:?}: {e}"),
+                },
+                e => ApiError::internal(format!(
+                    "could not store the job library {file_name:?} of job {id} in the \
+                     BlobServer: {e}"
+                )),
+            })?;
+            if key != library.key {
+                return Err(ApiError::internal(format!(
+                    "the BlobServer stored the job library {file_name:?} of job {id} under the \
+                     key {key}, not its declared key {}",
+                    library.key
+                )));
+            }
+            info!(job_id = %id, file_name = %file_name, size, key = %key, "job library uploaded over rest");
+            Some(blobs)
+        }
+    };
+    let outcome = state.call_raw("submit job", |g| g.submit_job(graph)).await;
+    if let Some(blobs) = &stored {
+        match &outcome {
+            Ok(Ok(_)) | Ok(Err(DispatcherError::DuplicateJob { .. })) => {}
+            // Timed out: the dispatcher may still take the job, which then needs its library.
+            Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+                warn!(job_id = %id, "the dispatcher did not answer the submission in time; the job's library stays in the BlobServer")
+            }
+            _ => delete_blobs(blobs, id).await,
+        }
+    }
+    outcome?.map_err(ApiError::from)?;
+    info!(job_id = %id, job_name = %name, "job submitted over rest");
+    Ok(JobSubmitResponseBody {
+        job_url: format!("/jobs/{id}"),
+    })
 }
 
 fn check_json_content_type(req: &HttpRequest) -> Result<(), ApiError> {
     let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
         return Ok(());
     };
-    let essence = value
-        .to_str()
-        .unwrap_or_default()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim();
+    let essence = content_type_essence(value.to_str().unwrap_or_default());
     if essence.eq_ignore_ascii_case("application/json") {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
-            "Bad request: rflink accepts job submissions as Content-Type application/json with \
-             body {{\"jobGraph\": <JobGraph>}}, not {essence:?} (Flink's multipart upload of a \
-             Java-serialized JobGraph is not supported)"
+            "Bad request: this endpoint accepts Content-Type application/json, not {essence:?}"
         )))
     }
 }
