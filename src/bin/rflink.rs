@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! rflink [-m host:port] run --example NAME [-d] [--name NAME] [PROGRAM ARGS...]
+//! rflink [-m host:port] run [-d] [--name NAME] LIBRARY.so [--class NAME] [PROGRAM ARGS...]
 //! rflink [-m host:port] run --job noop|blocking|failing|sleeping [--vertices N] [-p P]
 //!                           [--name NAME] [--millis MS] [--message TEXT] [-d]
 //! rflink [-m host:port] list [-r] [-s] [-a]
@@ -17,6 +18,11 @@
 //! Files a program reads (`--input`) are read by the TaskManagers, so they must exist at the same
 //! path on every TaskManager, as with Flink. `run --job` submits a *testing* job: a chain of
 //! `--vertices` vertices, each running the chosen testing invokable with parallelism `-p`.
+//! `run LIBRARY.so ARGS...` runs a job of a job library (a `cdylib` exporting its jobs with
+//! `rflink::export_jobs!`): the library is checked and loaded here to build the job graph,
+//! then uploaded with the submission (multipart `POST /jobs`, as Flink uploads the jar);
+//! the TaskManagers fetch it from the BlobServer. A library built for another rflink or
+//! compiler is refused here and by the JobManager, naming both builds.
 //!
 //! Exit codes: 0 success (attached run: the job FINISHED); 1 the job FAILED or was CANCELED;
 //! 2 usage errors (clap's message); 3 the JobManager could not be reached or refused the request.
@@ -27,9 +33,10 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use rflink_runtime::client::build_job_graph;
+use rflink_runtime::client::{build_job_graph, build_library_job_graph, choose_library_job};
 use rflink_runtime::executiongraph::JobStatus;
 use rflink_runtime::jobgraph::{DistributionPattern, JobGraph, JobVertex};
+use rflink_runtime::library::JobLibrary;
 use rflink_runtime::rest::client::{RestClient, RestClientError};
 use rflink_runtime::rest::messages::{ApplicationStatus, JobSummary};
 use rflink_runtime::tasks::Jobs;
@@ -129,6 +136,11 @@ struct RunArgs {
     #[arg(long)]
     name: Option<String>,
 
+    /// Which job of a job library to run (Flink's `--class`); may also follow the library's
+    /// path.
+    #[arg(short = 'c', long = "class", value_name = "NAME")]
+    class: Option<String>,
+
     /// How long each subtask sleeps (`--job sleeping`), in milliseconds [default: 1000].
     #[arg(long)]
     millis: Option<u64>,
@@ -172,6 +184,16 @@ struct Program {
     /// --input f -m host:8081`. Other `run` options go before `--example`.
     #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "NAME [ARGS]")]
     example: Option<Vec<String>>,
+
+    /// A job library: a `cdylib` built against rflink that exports its jobs with
+    /// `rflink::export_jobs!` (see "Write your own job" in the README). It is loaded here to
+    /// build the job graph, then uploaded with the job; the TaskManagers fetch it from the
+    /// BlobServer. Everything after the path is the program's arguments, except
+    /// `--class NAME` (which job of the library; needed when it exports several) and
+    /// `-m/--jobmanager HOST:PORT`.
+    #[arg(num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true,
+          value_name = "LIBRARY [ARGS]")]
+    library: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -248,6 +270,14 @@ fn main() -> ExitCode {
         if let Some(m) = run.program.example.as_mut().and_then(take_jobmanager_flag) {
             cli.jobmanager = Some(m);
         }
+        if let Some(args) = run.program.library.as_mut() {
+            if let Some(m) = take_jobmanager_flag(args) {
+                cli.jobmanager = Some(m);
+            }
+            if let Some(class) = take_flag(args, "--class") {
+                run.class = Some(class);
+            }
+        }
     }
     let address = jobmanager_address(cli.jobmanager.as_deref());
     let graph = match &cli.command {
@@ -259,8 +289,8 @@ fn main() -> ExitCode {
         let client = RestClient::with_timeout(address, timeout);
         let result = match cli.command {
             Command::Run(run) => {
-                let graph = graph.expect("a run command has a graph");
-                run_job(&client, &graph, run.detached).await
+                let (graph, library) = graph.expect("a run command has a graph");
+                run_job(&client, &graph, library.as_deref(), run.detached).await
             }
             Command::List(list) => list_jobs(&client, &list).await,
             Command::Cancel { job_id } => cancel_job(&client, job_id).await,
@@ -329,6 +359,28 @@ fn jobmanager_address(flag: Option<&str>) -> String {
     host_port.to_string()
 }
 
+/// Removes `flag X` / `flag=X` from a program's arguments; returns the last one given.
+fn take_flag(args: &mut Vec<String>, flag: &str) -> Option<String> {
+    let mut found = None;
+    let mut kept = Vec::with_capacity(args.len());
+    let mut iter = std::mem::take(args).into_iter();
+    let prefix = format!("{flag}=");
+    while let Some(arg) = iter.next() {
+        if arg == flag {
+            match iter.next() {
+                Some(value) => found = Some(value),
+                None => usage_error(ErrorKind::InvalidValue, format!("{arg} needs a value")),
+            }
+        } else if let Some(value) = arg.strip_prefix(&prefix) {
+            found = Some(value.to_string());
+        } else {
+            kept.push(arg);
+        }
+    }
+    *args = kept;
+    found
+}
+
 /// Removes `-m X` / `--jobmanager X` / `--jobmanager=X` from a program's arguments; returns
 /// the last one given.
 fn take_jobmanager_flag(args: &mut Vec<String>) -> Option<String> {
@@ -351,35 +403,86 @@ fn take_jobmanager_flag(args: &mut Vec<String>) -> Option<String> {
     found
 }
 
-/// The job graph of `run`: an example program's, or a testing chain.
-fn build_graph(run: &RunArgs) -> JobGraph {
+/// Applies `run`'s `--name`, `--from-savepoint` and `-D` to a program's graph and validates it.
+fn finish_program_graph(run: &RunArgs, mut graph: JobGraph) -> JobGraph {
+    if let Some(name) = &run.name {
+        graph.name = name.clone();
+    }
+    graph.savepoint_path = run.from_savepoint.clone();
+    for entry in &run.config {
+        let Some((key, value)) = entry.split_once('=') else {
+            usage_error(
+                ErrorKind::InvalidValue,
+                format!("-D {entry:?} is not key=value"),
+            );
+        };
+        graph
+            .job_config
+            .insert(key.trim().to_string(), value.trim().to_string());
+    }
+    if let Err(err) = graph.validate() {
+        usage_error(ErrorKind::InvalidValue, format!("{err}"));
+    }
+    graph
+}
+
+/// The job graph of a job library's program, and the library's bytes to upload with it.
+fn build_library_graph(run: &RunArgs, args: &[String]) -> (JobGraph, Vec<u8>) {
+    let Some((path, program_args)) = args.split_first() else {
+        usage_error(ErrorKind::InvalidValue, "run needs the job library's path");
+    };
+    let path = std::path::Path::new(path);
+    let bytes = std::fs::read(path).unwrap_or_else(|e| {
+        usage_error(
+            ErrorKind::InvalidValue,
+            format!("cannot read job library {}: {e}", path.display()),
+        )
+    });
+    let library = JobLibrary::load(path)
+        .unwrap_or_else(|e| usage_error(ErrorKind::InvalidValue, format!("{e}")));
+    if library.key() != rflink_runtime::blob::BlobKey::of(&bytes) {
+        usage_error(
+            ErrorKind::InvalidValue,
+            format!("{} changed while it was being loaded", path.display()),
+        );
+    }
+    let entry = choose_library_job(&library, run.class.as_deref())
+        .unwrap_or_else(|e| usage_error(ErrorKind::InvalidValue, format!("{e}")));
+    let graph =
+        build_library_job_graph(&library, &bytes, &entry, program_args).unwrap_or_else(|e| {
+            usage_error(
+                ErrorKind::InvalidValue,
+                format!("cannot build {entry} of {}: {e}", library.name()),
+            )
+        });
+    (finish_program_graph(run, graph), bytes)
+}
+
+/// The job graph of `run`: a job library's program (with the library's bytes), an example
+/// program's, or a testing chain.
+fn build_graph(run: &RunArgs) -> (JobGraph, Option<Vec<u8>>) {
+    if let Some(args) = &run.program.library {
+        let (graph, bytes) = build_library_graph(run, args);
+        return (graph, Some(bytes));
+    }
+    if run.class.is_some() {
+        usage_error(
+            ErrorKind::ArgumentConflict,
+            "--class only applies to a job library",
+        );
+    }
+    (build_builtin_graph(run), None)
+}
+
+/// The job graph of an example program or a testing chain.
+fn build_builtin_graph(run: &RunArgs) -> JobGraph {
     if let Some(example) = &run.program.example {
         let Some((example, program_args)) = example.split_first() else {
             usage_error(ErrorKind::InvalidValue, "--example needs a program name");
         };
         let jobs = Jobs::new(rflink_examples::registry());
         return match build_job_graph(&jobs, example, program_args) {
-            Ok(mut graph) => {
-                if let Some(name) = &run.name {
-                    graph.name = name.clone();
-                }
-                graph.savepoint_path = run.from_savepoint.clone();
-                for entry in &run.config {
-                    let Some((key, value)) = entry.split_once('=') else {
-                        usage_error(
-                            ErrorKind::InvalidValue,
-                            format!("-D {entry:?} is not key=value"),
-                        );
-                    };
-                    graph
-                        .job_config
-                        .insert(key.trim().to_string(), value.trim().to_string());
-                }
-                if let Err(err) = graph.validate() {
-                    usage_error(ErrorKind::InvalidValue, format!("{err}"));
-                }
-                graph
-            }
+            Ok(graph) => finish_program_graph(run, graph),
             Err(err) => usage_error(
                 ErrorKind::InvalidValue,
                 format!(
@@ -462,9 +565,13 @@ fn report(client: &RestClient, e: &RestClientError) {
 async fn run_job(
     client: &RestClient,
     graph: &JobGraph,
+    library: Option<&[u8]>,
     detached: bool,
 ) -> Result<Outcome, RestClientError> {
-    let job_id = client.submit_job(graph).await?;
+    let job_id = match library {
+        Some(bytes) => client.submit_job_with_library(graph, bytes).await?,
+        None => client.submit_job(graph).await?,
+    };
     println!("Job has been submitted with JobID {job_id}");
     if detached {
         return Ok(Outcome::Success);
@@ -736,7 +843,8 @@ mod tests {
             ["wordcount", "--input", "a.txt", "--parallelism", "2"].map(String::from)
         );
         run.program.example = Some(args);
-        let g = build_graph(&run);
+        let (g, library) = build_graph(&run);
+        assert!(library.is_none());
         let program = g.program.as_ref().expect("a streaming program");
         assert_eq!(program.entry, "wordcount");
         assert_eq!(
@@ -746,6 +854,39 @@ mod tests {
         assert!(g.validate().is_ok());
         // Without --output the counts are printed by every subtask: all run with parallelism 2.
         assert!(g.vertices.iter().all(|v| v.parallelism == 2));
+    }
+
+    #[test]
+    fn run_takes_a_library_path_with_its_arguments_class_and_jobmanager() {
+        let cli = Cli::try_parse_from([
+            "rflink",
+            "run",
+            "-d",
+            "target/libmy_job.so",
+            "--input",
+            "a.txt",
+            "--class",
+            "shout",
+            "-m",
+            "jm:8081",
+        ])
+        .expect("parses");
+        let Command::Run(mut run) = cli.command else {
+            panic!("a run command")
+        };
+        assert!(run.detached);
+        let mut args = run.program.library.clone().expect("a library");
+        assert_eq!(take_jobmanager_flag(&mut args), Some("jm:8081".to_string()));
+        assert_eq!(take_flag(&mut args, "--class"), Some("shout".to_string()));
+        assert_eq!(
+            args,
+            ["target/libmy_job.so", "--input", "a.txt"].map(String::from)
+        );
+        run.program.library = Some(args);
+        let both = Cli::try_parse_from(["rflink", "run", "--example", "wordcount", "lib.so"]);
+        assert!(both.is_ok(), "trailing words belong to the example");
+        let none = Cli::try_parse_from(["rflink", "run", "-d"]);
+        assert!(none.is_err(), "a program is required");
     }
 
     #[test]
@@ -766,7 +907,7 @@ mod tests {
         let Command::Run(run) = cli.command else {
             panic!("a run command")
         };
-        let g = build_graph(&run);
+        let (g, _) = build_graph(&run);
         assert_eq!(g.vertices.len(), 3);
         assert!(g.validate().is_ok());
         assert!(g.vertices.iter().all(|v| v.parallelism == 4

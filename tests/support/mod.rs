@@ -792,3 +792,31 @@ pub fn rflink_cli(args: &[String], timeout: Duration) -> (i32, String, String) {
         err.join().unwrap_or_default(),
     )
 }
+
+/// Builds the job libraries the tests submit (`examples/job-template`, `tests/jobs/*`) with
+/// cargo, into the target directory and profile of the binaries under test, and returns the
+/// directory holding `librflink_job_template.so` and the others. Cheap when they are built.
+pub fn job_libraries() -> std::path::PathBuf {
+    let node = std::path::PathBuf::from(env!("CARGO_BIN_EXE_rflink-node"));
+    let profile_dir = node.parent().expect("the profile directory").to_path_buf();
+    let target_dir = profile_dir.parent().expect("the target directory");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--quiet", "--target-dir"])
+        .arg(target_dir)
+        .args([
+            "-p",
+            "rflink-job-template",
+            "-p",
+            "rflink-test-jobs",
+            "-p",
+            "rflink-test-foreign-build",
+        ]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cargo.arg("--release");
+    }
+    let status = cargo.status().expect("cargo runs");
+    assert!(status.success(), "building the job libraries failed");
+    profile_dir
+}

@@ -140,7 +140,14 @@ impl RestClient {
         let client = awc::Client::builder()
             // The whole request, body included, is bounded in `request` instead.
             .disable_timeout()
-            .connector(awc::Connector::new().timeout(timeout))
+            // An idle pooled connection is reused only well inside the server's keep-alive
+            // (actix's default is 5 s): a connection the server has just closed would fail the
+            // next request mid-body ("broken pipe"), which cannot be retried for a submission.
+            .connector(
+                awc::Connector::new()
+                    .timeout(timeout)
+                    .conn_keep_alive(Duration::from_secs(2)),
+            )
             .finish();
         RestClient {
             base: format!("http://{host_port}"),
