@@ -125,6 +125,11 @@ async fn a_library_job_runs_on_the_cluster_and_logs_through_its_task_managers() 
         tm_logs.contains("job template: counting the words of"),
         "{tm_logs}"
     );
+    // Each TaskManager loaded the library once, however many of its tasks run it.
+    for tm in &cluster.tms {
+        let loads = tm.logs().matches("job library loaded").count();
+        assert!(loads <= 1, "{loads} loads in {}", tm.logs());
+    }
     assert!(tm_logs.contains("job library loaded"), "{tm_logs}");
 
     // Jobs compiled into rflink-node still run beside library jobs.
