@@ -4,6 +4,7 @@
 //! cargo run --release -p rflink-bench -- rpc [options]
 //! cargo run --release -p rflink-bench -- submit [options]
 //! cargo run --release -p rflink-bench -- wordcount [options]
+//! cargo build --release -p rflink-job-template && cargo run --release -p rflink-bench -- library
 //! cargo build --release -p rflink-dist && cargo run --release -p rflink-bench -- startup [options]
 //! cargo build --release -p rflink-dist && cargo run --release -p rflink-bench -- recovery [options]
 //! ```
@@ -12,6 +13,7 @@
 //! line of stdout, for scripts. Exit codes: 0 success, 1 the benchmark failed, 2 bad usage.
 
 mod cli;
+mod library;
 mod recovery;
 mod rpc;
 mod startup;
@@ -38,6 +40,7 @@ enum Command {
     Startup(startup::Options),
     Wordcount(wordcount::Options),
     Recovery(recovery::Options),
+    Library(library::Options),
 }
 
 /// The benchmarks, for the usage text. Add new subcommands here and in [`parse`].
@@ -57,6 +60,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
     (
         "wordcount",
         "the wordcount example job on a MiniCluster (p=1, p=2), against a 1-thread Rust word count",
+    ),
+    (
+        "library",
+        "WordCount from the template job library (C ABI) against the same job compiled in",
     ),
     (
         "recovery",
@@ -79,6 +86,8 @@ fn usage() -> String {
     text.push_str(wordcount::OPTIONS_HELP);
     text.push_str("\n\noptions of recovery:\n");
     text.push_str(recovery::OPTIONS_HELP);
+    text.push_str("\n\noptions of library:\n");
+    text.push_str(library::OPTIONS_HELP);
     text.push_str("\n  -h, --help   show this help\n");
     text
 }
@@ -96,6 +105,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         "startup" => startup::Options::parse(rest).map(Command::Startup),
         "wordcount" => wordcount::Options::parse(rest).map(Command::Wordcount),
         "recovery" => recovery::Options::parse(rest).map(Command::Recovery),
+        "library" => library::Options::parse(rest).map(Command::Library),
         other => Err(format!("unknown benchmark {other:?}")),
     }
 }
@@ -137,6 +147,10 @@ fn main() -> ExitCode {
         Command::Recovery(options) => {
             init_tracing();
             recovery::run(&options)
+        }
+        Command::Library(options) => {
+            init_tracing();
+            library::run(&options)
         }
     };
     match result {

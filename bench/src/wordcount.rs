@@ -146,7 +146,7 @@ impl Options {
 }
 
 /// SplitMix64: a small, fast, seeded generator (Steele, Lea and Flood 2014).
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
     fn next_u64(&mut self) -> u64 {
@@ -204,14 +204,14 @@ fn sample(cdf: &[f64], rng: &mut SplitMix64) -> usize {
 }
 
 /// The generated input: where it is, and what the generator drew.
-struct Input {
-    path: PathBuf,
-    bytes: u64,
-    expected: FxHashMap<String, u64>,
+pub(crate) struct Input {
+    pub(crate) path: PathBuf,
+    pub(crate) bytes: u64,
+    pub(crate) expected: FxHashMap<String, u64>,
 }
 
 /// Writes `options.words` Zipf-drawn words to `path`, ten per line.
-fn generate(options: &Options, path: &Path) -> Result<Input, BoxError> {
+pub(crate) fn generate(options: &Options, path: &Path) -> Result<Input, BoxError> {
     let mut rng = SplitMix64(options.seed as u64);
     let vocab = vocabulary(options.vocab, &mut rng);
     let cdf = zipf_cdf(options.vocab, ZIPF_S);
@@ -295,7 +295,7 @@ fn baseline(path: &Path) -> Result<(Duration, u64, FxHashMap<String, u64>), BoxE
 }
 
 /// Parses the job's output: one `word count` line per word.
-fn parse_output(text: &str) -> Result<FxHashMap<String, u64>, String> {
+pub(crate) fn parse_output(text: &str) -> Result<FxHashMap<String, u64>, String> {
     let mut counts = FxHashMap::default();
     for (i, line) in text.lines().enumerate() {
         let (word, count) = line
@@ -315,7 +315,7 @@ fn parse_output(text: &str) -> Result<FxHashMap<String, u64>, String> {
 }
 
 /// `Ok` if both count maps are equal; else a description of (up to 5 of) the differences.
-fn compare(
+pub(crate) fn compare(
     expected_name: &str,
     expected: &FxHashMap<String, u64>,
     actual_name: &str,
@@ -381,7 +381,11 @@ async fn start_cluster(slots: u32, timeout: Duration) -> Result<MiniCluster, Box
 }
 
 /// Waits (polling, untimed) until no job runs and every slot is free.
-async fn wait_idle(cluster: &MiniCluster, slots: u32, timeout: Duration) -> Result<(), BoxError> {
+pub(crate) async fn wait_idle(
+    cluster: &MiniCluster,
+    slots: u32,
+    timeout: Duration,
+) -> Result<(), BoxError> {
     let start = Instant::now();
     loop {
         let o = cluster.overview().await?;
@@ -396,7 +400,7 @@ async fn wait_idle(cluster: &MiniCluster, slots: u32, timeout: Duration) -> Resu
 }
 
 /// A path as a job argument.
-fn arg_path(path: &Path) -> Result<String, BoxError> {
+pub(crate) fn arg_path(path: &Path) -> Result<String, BoxError> {
     path.to_str()
         .map(str::to_owned)
         .ok_or_else(|| format!("path {} is not UTF-8", path.display()).into())
@@ -449,19 +453,19 @@ async fn rflink_run(
 
 /// The timings of one side over all runs.
 #[derive(Default)]
-struct Side {
-    times: Vec<Duration>,
+pub(crate) struct Side {
+    pub(crate) times: Vec<Duration>,
 }
 
 impl Side {
-    fn best(&self) -> f64 {
+    pub(crate) fn best(&self) -> f64 {
         self.times
             .iter()
             .map(Duration::as_secs_f64)
             .fold(f64::INFINITY, f64::min)
     }
 
-    fn median(&self) -> f64 {
+    pub(crate) fn median(&self) -> f64 {
         median(
             &self
                 .times

@@ -438,18 +438,10 @@ impl JobLibrary {
         };
         // SAFETY: `entry` follows the ABI; the library stays loaded for good (kept below, or
         // leaked when its entry fails, since a library is never unloaded).
-        let plugin = match unsafe { Plugin::from_entry(entry) } {
-            Ok(plugin) => plugin,
-            Err(e) => {
-                std::mem::forget(library);
-                return Err(LibraryError::Entry {
-                    library: name,
-                    reason: e.to_string(),
-                });
-            }
-        };
-        let jobs = match plugin.jobs() {
-            Ok(jobs) => jobs,
+        let started = unsafe { Plugin::from_entry(entry) }
+            .and_then(|plugin| plugin.jobs().map(|jobs| (plugin, jobs)));
+        let (plugin, jobs) = match started {
+            Ok(started) => started,
             Err(e) => {
                 std::mem::forget(library);
                 return Err(LibraryError::Entry {
