@@ -142,21 +142,15 @@ fn compose_program() -> Result<Vec<String>, String> {
     Err("neither `docker compose` nor `docker-compose` works".into())
 }
 
-/// A port that was free a moment ago (bound on 127.0.0.1:0 and released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral port")
-        .port()
-}
-
 /// One compose project: its name, the REST port published on the host, and the guard that takes
 /// it down (`down -v`) when dropped.
 struct Project {
     program: Vec<String>,
     name: String,
     image: String,
-    rest_port: u16,
+    /// The REST port docker published on 127.0.0.1 (docker picks a free one when it binds, so
+    /// no other process can take it in between); 0 until [`Project::discover_rest_port`].
+    rest_port: std::sync::atomic::AtomicU16,
     /// Set once compose logs went into a failure message, so the drop guard does not repeat them.
     logs_reported: AtomicBool,
 }
@@ -171,7 +165,7 @@ impl Project {
             program,
             name: format!("rflinkcompose{}x{nanos}", std::process::id()),
             image,
-            rest_port: free_port(),
+            rest_port: std::sync::atomic::AtomicU16::new(0),
             logs_reported: AtomicBool::new(false),
         }
     }
@@ -188,8 +182,27 @@ impl Project {
             .args(args)
             .current_dir(repo())
             .env("RFLINK_IMAGE", &self.image)
-            .env("RFLINK_REST_PORT", self.rest_port.to_string());
+            // `127.0.0.1::8081`: a host port of docker's choosing, on loopback only.
+            .env("RFLINK_REST_PORT", "127.0.0.1:");
         command
+    }
+
+    /// Asks compose which host port the JobManager's REST port got; returns it.
+    fn discover_rest_port(&self) -> u16 {
+        let printed = self.compose(&["port", "jobmanager", "8081"]);
+        let port = printed
+            .trim()
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .filter(|port| *port > 0)
+            .unwrap_or_else(|| self.fail(&format!("no published REST port in {printed:?}")));
+        self.rest_port.store(port, Ordering::SeqCst);
+        port
+    }
+
+    /// The published REST port (after [`Project::discover_rest_port`]).
+    fn rest_port(&self) -> u16 {
+        self.rest_port.load(Ordering::SeqCst)
     }
 
     /// Runs a compose command; panics with its output and the cluster's logs if it fails.
@@ -336,7 +349,7 @@ fn submit_streaming_wordcount(
 ) -> rflink_runtime::types::JobId {
     let args: Vec<String> = [
         "-m",
-        &format!("127.0.0.1:{}", project.rest_port),
+        &format!("127.0.0.1:{}", project.rest_port()),
         "run",
         "-d",
         "--example",
@@ -458,12 +471,13 @@ async fn wordcount_on_docker_compose_and_task_manager_loss() {
 
     let project = Project::new(program, image);
     down_on_sigterm(&project);
-    eprintln!(
-        "compose suite: project {}, REST on 127.0.0.1:{}",
-        project.name, project.rest_port
-    );
     project.compose(&["up", "-d"]);
-    let rest = RestClient::new(format!("127.0.0.1:{}", project.rest_port));
+    let rest_port = project.discover_rest_port();
+    eprintln!(
+        "compose suite: project {}, REST on 127.0.0.1:{rest_port}",
+        project.name
+    );
+    let rest = RestClient::new(format!("127.0.0.1:{rest_port}"));
     let overview = project
         .wait_for_overview(&rest, "2 TaskManagers registered", UP_DEADLINE, |o| {
             o.taskmanagers == 2
@@ -497,7 +511,7 @@ async fn wordcount_on_docker_compose_and_task_manager_loss() {
     ]);
     let args: Vec<String> = [
         "-m",
-        &format!("127.0.0.1:{}", project.rest_port),
+        &format!("127.0.0.1:{}", project.rest_port()),
         "run",
         "--example",
         "wordcount",

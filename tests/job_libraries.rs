@@ -259,7 +259,7 @@ async fn bad_libraries_are_refused_each_with_its_own_error_and_the_cluster_goes_
 async fn two_libraries_run_side_by_side_and_a_panicking_one_fails_alone() {
     let template = library("rflink_job_template").display().to_string();
     let tests = library("rflink_test_jobs").display().to_string();
-    let mut cluster = started(2, 3).await;
+    let mut cluster = started(2, 5).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = |name: &str| dir.path().join(name).display().to_string();
     let words_text = text(600, 3);
@@ -268,7 +268,6 @@ async fn two_libraries_run_side_by_side_and_a_panicking_one_fails_alone() {
     std::fs::write(path("letters.txt"), &letters_text).expect("write");
     std::fs::write(path("panic.txt"), "one\ntwo\nboom\nthree\n").expect("write");
 
-    // Each paced to run for a second or more, so the three overlap.
     let submit = |args: Vec<String>| {
         let mut all = s(&["run", "-d"]);
         all.extend(args);
@@ -284,9 +283,8 @@ async fn two_libraries_run_side_by_side_and_a_panicking_one_fails_alone() {
         &path("words.out"),
         "--parallelism",
         "2",
-        "--lines-per-second",
-        "400",
     ]));
+    // Held RUNNING (its records wait for the gate file) until the other library's job is done.
     let letters = submit(s(&[
         &tests,
         "--class",
@@ -295,8 +293,8 @@ async fn two_libraries_run_side_by_side_and_a_panicking_one_fails_alone() {
         &path("letters.txt"),
         "--output",
         &path("letters.out"),
-        "--lines-per-second",
-        "400",
+        "--wait-for",
+        &path("gate"),
     ]));
     let panics = submit(s(&[
         &tests,
@@ -325,23 +323,18 @@ async fn two_libraries_run_side_by_side_and_a_panicking_one_fails_alone() {
     assert!(root.contains("user code panicked"), "{root}");
     assert!(root.contains("panic-on met the word"), "{root}");
 
-    for id in [words, letters] {
-        let status = cluster
-            .wait_for_job_status(id, JobStatus::is_globally_terminal, deadline)
-            .await;
-        assert_eq!(status, JobStatus::Finished, "{}", cluster.logs());
-    }
-    // The two libraries' jobs ran at the same time.
-    let words_run = cluster.rest.job_details(words).await.expect("details");
-    let letters_run = cluster.rest.job_details(letters).await.expect("details");
-    assert!(
-        words_run.start_time < letters_run.end_time && letters_run.start_time < words_run.end_time,
-        "overlapping runs: words {}..{}, letters {}..{}",
-        words_run.start_time,
-        words_run.end_time,
-        letters_run.start_time,
-        letters_run.end_time
-    );
+    // The template library's job runs to its end while the test library's job is RUNNING.
+    let status = cluster
+        .wait_for_job_status(words, JobStatus::is_globally_terminal, deadline)
+        .await;
+    assert_eq!(status, JobStatus::Finished, "{}", cluster.logs());
+    let letters_status = cluster.rest.job_status(letters).await.expect("status");
+    assert_eq!(letters_status, JobStatus::Running, "held by its gate");
+    std::fs::write(path("gate"), "open").expect("open the gate");
+    let status = cluster
+        .wait_for_job_status(letters, JobStatus::is_globally_terminal, deadline)
+        .await;
+    assert_eq!(status, JobStatus::Finished, "{}", cluster.logs());
     assert_eq!(
         parse_counts(Path::new(&path("words.out"))),
         word_counts(&words_text)

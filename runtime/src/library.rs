@@ -143,8 +143,6 @@ pub enum LibraryError {
 pub struct LibraryInfo {
     /// The library's note: ABI version and build fingerprint (equal to this node's).
     pub note: AbiNote,
-    /// The content's SHA-256: its [`BlobKey`].
-    pub key: BlobKey,
 }
 
 /// This node's CPU, as `object` names architectures.
@@ -322,10 +320,7 @@ pub fn inspect(library: &str, bytes: &[u8]) -> Result<LibraryInfo, LibraryError>
             symbol: ENTRY_SYMBOL.to_string(),
         });
     }
-    Ok(LibraryInfo {
-        note,
-        key: BlobKey::of(bytes),
-    })
+    Ok(LibraryInfo { note })
 }
 
 /// Parses a note and compares it with this node's: ABI version first, then the fingerprint.
@@ -397,17 +392,41 @@ impl JobLibrary {
     /// # Errors
     /// As [`JobLibrary::load`].
     pub fn load_as(path: &Path, name: &str) -> Result<Arc<JobLibrary>, LibraryError> {
-        let name = name.to_string();
-        let bytes = std::fs::read(path).map_err(|e| LibraryError::Read {
-            library: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let bytes = read(path)?;
         let key = BlobKey::of(&bytes);
+        Self::load_inner(path, name, key, Some(bytes))
+    }
+
+    /// [`JobLibrary::load_as`] for a file whose content is known to hash to `key` (a
+    /// TaskExecutor's BlobCache verified it): a library already loaded is found without reading
+    /// or hashing the file again.
+    ///
+    /// # Errors
+    /// As [`JobLibrary::load`].
+    pub fn load_verified(
+        path: &Path,
+        name: &str,
+        key: BlobKey,
+    ) -> Result<Arc<JobLibrary>, LibraryError> {
+        Self::load_inner(path, name, key, None)
+    }
+
+    fn load_inner(
+        path: &Path,
+        name: &str,
+        key: BlobKey,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<Arc<JobLibrary>, LibraryError> {
+        let name = name.to_string();
         // One load at a time: the tasks of a job arriving together load it once.
         let mut table = loaded().lock().unwrap_or_else(|p| p.into_inner());
         if let Some(library) = table.get(&key) {
             return Ok(Arc::clone(library));
         }
+        let bytes = match bytes {
+            Some(bytes) => bytes,
+            None => read(path)?,
+        };
         let info = inspect(&name, &bytes)?;
         drop(bytes);
         let load_error = |reason: String| LibraryError::Load {
@@ -481,6 +500,13 @@ impl JobLibrary {
     pub fn plugin(&self) -> &Plugin {
         &self.plugin
     }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LibraryError> {
+    std::fs::read(path).map_err(|e| LibraryError::Read {
+        library: path.display().to_string(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(unix)]

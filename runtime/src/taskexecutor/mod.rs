@@ -46,6 +46,7 @@ use crate::jobgraph::{STREAM_TASK_INVOKABLE, STREAM_VERTEX_KEY};
 use crate::library::JobLibrary;
 use crate::network::{ChannelLocation, InputChannelSpec, ResultPartitionId, ShuffleEnvironment};
 use crate::tasks::{Jobs, StreamTask};
+use futures::FutureExt as _;
 use slot_table::{TaskSlotState, TaskSlotTable};
 
 use crate::blob::{BlobCache, BlobCacheConfig, BlobKey};
@@ -150,6 +151,9 @@ pub struct TaskExecutor {
     /// The loaded library of each job that runs one here (the process keeps every library
     /// loaded; this is the job's handle on it, dropped with the job).
     job_libraries: HashMap<JobId, Arc<JobLibrary>>,
+    /// Library fetches in flight, by job: the tasks of a job that arrive together share one
+    /// download and one load.
+    library_fetches: HashMap<JobId, LibraryFetch>,
     /// Ended tasks whose final state the JobMaster has not acknowledged yet, by attempt: still
     /// reported in heartbeats so the JobMaster does not take them for lost.
     unreported: HashMap<ExecutionAttemptId, JobId>,
@@ -192,6 +196,7 @@ impl TaskExecutor {
             blob_cache: None,
             blob_leases: std::collections::HashSet::new(),
             job_libraries: HashMap::new(),
+            library_fetches: HashMap::new(),
             unreported: HashMap::new(),
             pending_submissions: HashMap::new(),
             hardware: hardware_description(),
@@ -531,6 +536,7 @@ impl TaskExecutor {
             }
         }
         self.job_libraries.remove(&job_id);
+        self.library_fetches.remove(&job_id);
         if self.blob_leases.remove(&job_id) {
             if let Some(cache) = &self.blob_cache {
                 let _ = cache.release_job(job_id);
@@ -962,12 +968,14 @@ impl TaskExecutor {
         tdd: TaskDeploymentDescriptor,
         task_information: TaskInformation,
         library: Option<Arc<JobLibrary>>,
+        io: Option<StreamIo>,
         ctx: &mut RpcContext<'_, Self>,
     ) -> Result<Ack, TaskSubmissionError> {
         let job_id = tdd.job_id;
         let mut mailbox = None;
         let invokable = if task_information.invokable == STREAM_TASK_INVOKABLE {
-            let (task, task_mailbox) = self.stream_task(&tdd, &task_information, library, ctx)?;
+            let (task, task_mailbox) =
+                self.stream_task(&tdd, &task_information, library, io, ctx)?;
             mailbox = task_mailbox;
             self.partitions
                 .entry(job_id)
@@ -1025,23 +1033,14 @@ impl TaskExecutor {
 }
 
 impl TaskExecutor {
-    /// A streaming vertex's task: its result partitions are registered now, on the main thread
-    /// (so consumers asking for them soon find them), and its input channels start requesting
-    /// their subpartitions. Flink: `Task.setupPartitionsAndGates`, done here before the thread
-    /// starts because registering never blocks.
-    fn stream_task(
+    /// Registers a streaming task's result partitions and creates its input gate (whose
+    /// channels start requesting their subpartitions). Done at submission, on the main thread,
+    /// even when the task's code must be fetched first, so that consumers elsewhere find the
+    /// partitions at once instead of backing off.
+    fn setup_stream_io(
         &self,
         tdd: &TaskDeploymentDescriptor,
-        info: &TaskInformation,
-        library: Option<Arc<JobLibrary>>,
-        ctx: &RpcContext<'_, Self>,
-    ) -> Result<
-        (
-            Box<dyn Invokable>,
-            Option<crate::tasks::checkpointing::TaskMailbox>,
-        ),
-        TaskSubmissionError,
-    > {
+    ) -> Result<StreamIo, TaskSubmissionError> {
         let fail = |reason: String| TaskSubmissionError::Invokable {
             invokable: STREAM_TASK_INVOKABLE.into(),
             reason,
@@ -1049,28 +1048,6 @@ impl TaskExecutor {
         let Some(shuffle) = &self.settings.shuffle else {
             return Err(fail("this TaskExecutor has no data plane".into()));
         };
-        let program = match &tdd.job_information {
-            MaybeOffloaded::Inline(JobInformation {
-                program: Some(program),
-                ..
-            }) => program.clone(),
-            MaybeOffloaded::Inline(_) => {
-                return Err(fail("the job has no streaming program".into()));
-            }
-            MaybeOffloaded::Offloaded { .. } => {
-                return Err(fail("offloaded job information is not supported".into()));
-            }
-        };
-        if program.library.is_some() != library.is_some() {
-            return Err(fail(
-                "the job's library was not loaded for this task (internal error)".into(),
-            ));
-        }
-        let vertex = info
-            .config
-            .get(STREAM_VERTEX_KEY)
-            .and_then(|v| v.parse::<usize>().ok())
-            .ok_or_else(|| fail(format!("the vertex has no valid {STREAM_VERTEX_KEY:?}")))?;
         let mut partitions = Vec::with_capacity(tdd.produced_partitions.len());
         for produced in &tdd.produced_partitions {
             let id = ResultPartitionId {
@@ -1110,6 +1087,69 @@ impl TaskExecutor {
                 .create_input_gate(channels)
                 .map_err(|e| fail(format!("cannot create the input gate: {e}")))?;
             Some((gate, inputs))
+        };
+        Ok(StreamIo { partitions, gate })
+    }
+
+    /// Releases what [`TaskExecutor::setup_stream_io`] registered, for a task that will not run.
+    fn release_stream_io(&self, io: StreamIo, cause: &str) {
+        if let Some(shuffle) = &self.settings.shuffle {
+            for partition in &io.partitions {
+                shuffle.release_partition(&partition.id(), cause);
+            }
+        }
+    }
+
+    /// A streaming vertex's task: its result partitions are registered now, on the main thread
+    /// (so consumers asking for them soon find them), and its input channels start requesting
+    /// their subpartitions. Flink: `Task.setupPartitionsAndGates`, done here before the thread
+    /// starts because registering never blocks.
+    fn stream_task(
+        &self,
+        tdd: &TaskDeploymentDescriptor,
+        info: &TaskInformation,
+        library: Option<Arc<JobLibrary>>,
+        io: Option<StreamIo>,
+        ctx: &RpcContext<'_, Self>,
+    ) -> Result<
+        (
+            Box<dyn Invokable>,
+            Option<crate::tasks::checkpointing::TaskMailbox>,
+        ),
+        TaskSubmissionError,
+    > {
+        let fail = |reason: String| TaskSubmissionError::Invokable {
+            invokable: STREAM_TASK_INVOKABLE.into(),
+            reason,
+        };
+        let Some(shuffle) = &self.settings.shuffle else {
+            return Err(fail("this TaskExecutor has no data plane".into()));
+        };
+        let program = match &tdd.job_information {
+            MaybeOffloaded::Inline(JobInformation {
+                program: Some(program),
+                ..
+            }) => program.clone(),
+            MaybeOffloaded::Inline(_) => {
+                return Err(fail("the job has no streaming program".into()));
+            }
+            MaybeOffloaded::Offloaded { .. } => {
+                return Err(fail("offloaded job information is not supported".into()));
+            }
+        };
+        if program.library.is_some() != library.is_some() {
+            return Err(fail(
+                "the job's library was not loaded for this task (internal error)".into(),
+            ));
+        }
+        let vertex = info
+            .config
+            .get(STREAM_VERTEX_KEY)
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or_else(|| fail(format!("the vertex has no valid {STREAM_VERTEX_KEY:?}")))?;
+        let StreamIo { partitions, gate } = match io {
+            Some(io) => io,
+            None => self.setup_stream_io(tdd)?,
         };
         let checkpointing = tdd.checkpointing.as_ref().map(|config| {
             let handle = ctx.main_thread_handle();
@@ -1321,7 +1361,7 @@ impl Handler<SubmitTask> for TaskExecutor {
         );
         if let MaybeOffloaded::Inline(info) = &task_information {
             if library_ref.is_none() || loaded.is_some() {
-                return Response::ready(self.start_task(tdd, info.clone(), loaded, ctx));
+                return Response::ready(self.start_task(tdd, info.clone(), loaded, None, ctx));
             }
         }
         // Something must be fetched from the BlobServer first (offloaded task information, the
@@ -1331,7 +1371,31 @@ impl Handler<SubmitTask> for TaskExecutor {
                 "the task needs the blob server, but none is known".into(),
             )));
         };
+        // A streaming task whose library must be fetched registers its partitions now: its
+        // consumers on other TaskExecutors may start first.
+        let io = match &task_information {
+            MaybeOffloaded::Inline(info) if info.invokable == STREAM_TASK_INVOKABLE => {
+                match self.setup_stream_io(&tdd) {
+                    Ok(io) => Some(io),
+                    Err(err) => return Response::ready(Err(err)),
+                }
+            }
+            _ => None,
+        };
         self.pending_submissions.insert(tdd.attempt, false);
+        let library_fetch = match (&loaded, &library_ref) {
+            (None, Some(library)) => Some(
+                self.library_fetches
+                    .entry(job_id)
+                    .or_insert_with(|| {
+                        fetch_library(cache.clone(), job_id, library.clone())
+                            .boxed()
+                            .shared()
+                    })
+                    .clone(),
+            ),
+            _ => None,
+        };
         let fetch = async move {
             let info = match task_information {
                 MaybeOffloaded::Inline(info) => info,
@@ -1339,23 +1403,38 @@ impl Handler<SubmitTask> for TaskExecutor {
                     load_offloaded::<TaskInformation>(cache.clone(), job_id, blob_key).await?
                 }
             };
-            let library = match (loaded, library_ref) {
+            let library = match (loaded, library_fetch) {
                 (Some(library), _) => Some(library),
-                (None, Some(library)) => Some(fetch_library(cache, job_id, library).await?),
+                (None, Some(fetch)) => Some(fetch.await?),
                 (None, None) => None,
             };
             Ok::<_, TaskSubmissionError>((info, library))
         };
         Response::then(fetch, move |fetched, te: &mut TaskExecutor, ctx| {
             let cancelled = te.pending_submissions.remove(&tdd.attempt).unwrap_or(false);
-            let (info, library) = fetched?;
-            // The world may have moved on while the blobs were fetched: check again.
-            te.check_submission(&tdd, job_master_id)?;
-            if let Some(library) = &library {
-                te.job_libraries.insert(job_id, Arc::clone(library));
-            }
+            // The fetch is over (done or failed): a later attempt starts afresh.
+            te.library_fetches.remove(&job_id);
+            let ready = fetched.and_then(|(info, library)| {
+                if let Some(library) = &library {
+                    if te.jobs.contains_key(&job_id) {
+                        te.job_libraries.insert(job_id, Arc::clone(library));
+                    }
+                }
+                // The world may have moved on while the blobs were fetched: check again.
+                te.check_submission(&tdd, job_master_id)?;
+                Ok((info, library))
+            });
+            let (info, library) = match ready {
+                Ok(ready) => ready,
+                Err(err) => {
+                    if let Some(io) = io {
+                        te.release_stream_io(io, &format!("the task could not start: {err}"));
+                    }
+                    return Err(err);
+                }
+            };
             let attempt = tdd.attempt;
-            let ack = te.start_task(tdd, info, library, ctx)?;
+            let ack = te.start_task(tdd, info, library, io, ctx)?;
             if cancelled {
                 // Cancelled while its data was being fetched: it starts cancelled and reports
                 // CANCELED at once.
@@ -1367,6 +1446,17 @@ impl Handler<SubmitTask> for TaskExecutor {
         })
     }
 }
+
+/// A streaming task's result partitions and input gate (with each channel's input index).
+pub(crate) struct StreamIo {
+    partitions: Vec<crate::network::ResultPartitionWriter>,
+    gate: Option<(crate::network::InputGate, Vec<usize>)>,
+}
+
+/// A job's library being fetched and loaded, shared by the job's tasks.
+type LibraryFetch = futures::future::Shared<
+    futures::future::BoxFuture<'static, Result<Arc<JobLibrary>, TaskSubmissionError>>,
+>;
 
 /// Fetches a job's library through the BlobCache (downloaded once per job however many tasks
 /// ask, verified against its key) and loads it on the blocking pool (once per process).
@@ -1386,10 +1476,11 @@ async fn fetch_library(
         .await
         .map_err(|e| fail(format!("cannot fetch it from the blob server: {e}")))?;
     let file_name = library.file_name.clone();
-    let loaded = tokio::task::spawn_blocking(move || JobLibrary::load_as(&path, &file_name))
-        .await
-        .map_err(|e| fail(format!("the loading thread failed: {e}")))?
-        .map_err(|e| TaskSubmissionError::Library(e.to_string()))?;
+    let loaded =
+        tokio::task::spawn_blocking(move || JobLibrary::load_verified(&path, &file_name, key))
+            .await
+            .map_err(|e| fail(format!("the loading thread failed: {e}")))?
+            .map_err(|e| TaskSubmissionError::Library(e.to_string()))?;
     if loaded.key() != key {
         return Err(fail(format!(
             "the loaded file has SHA-256 {}, the job names {key}",

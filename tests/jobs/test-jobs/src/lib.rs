@@ -2,7 +2,9 @@
 //! template's, so two libraries are told apart by their output.
 //!
 //! * `letter-count`: counts the letters `a`..=`z` (case-insensitive) of `--input` into
-//!   `--output` (`letter count` lines), optionally slowed to `--lines-per-second`.
+//!   `--output` (`letter count` lines), optionally slowed to `--lines-per-second`; with
+//!   `--wait-for PATH` each record waits until that file exists (so a test can hold the job
+//!   RUNNING while another job runs, then let it finish).
 //! * `panic-on`: copies the lines of `--input` to `--output`, and its map function panics on
 //!   the first line equal to `--word` (after `--lines-per-second` pacing, if given).
 
@@ -40,10 +42,27 @@ fn required<'a>(args: &'a JobArgs, name: &str) -> Result<&'a str, JobError> {
 }
 
 fn letter_count(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<(), JobError> {
-    args.expect_only(&["input", "output", "parallelism", "lines-per-second"])?;
+    args.expect_only(&[
+        "input",
+        "output",
+        "parallelism",
+        "lines-per-second",
+        "wait-for",
+    ])?;
     env.set_parallelism(args.parse_or("parallelism", 1u32)?.max(1));
     env.set_job_name("Letter count");
-    let lines = env.read_text_file(required(args, "input")?);
+    let mut lines = env.read_text_file(required(args, "input")?);
+    if let Some(gate) = args.get("wait-for") {
+        let gate = std::path::PathBuf::from(gate);
+        lines = lines.map(move |line: String| {
+            // Bounded: a test that never opens the gate still ends.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !gate.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            line
+        });
+    }
     pace(lines, args)?
         .flat_map(|line: String, out| {
             for c in line.chars().filter(char::is_ascii_alphabetic) {
