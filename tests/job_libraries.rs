@@ -168,13 +168,28 @@ async fn bad_libraries_are_refused_each_with_its_own_error_and_the_cluster_goes_
     other_arch[18..20].copy_from_slice(&machine.to_le_bytes());
     let other_arch_path = dir.path().join("libotherarch.so");
     std::fs::write(&other_arch_path, &other_arch).expect("write");
-    let no_entry = PathBuf::from(env!("CARGO_BIN_EXE_rflink"));
+    let not_a_job_library = PathBuf::from(env!("CARGO_BIN_EXE_rflink"));
+    // The template with its entry point's name changed in every symbol table: the note is
+    // there, the entry point is not.
+    let mut no_entry = good_bytes.clone();
+    let name = b"rflink_plugin_entry\0";
+    let mut renamed = 0;
+    for at in 0..no_entry.len().saturating_sub(name.len()) {
+        if &no_entry[at..at + name.len()] == name {
+            no_entry[at + name.len() - 2] = b'z';
+            renamed += 1;
+        }
+    }
+    assert!(renamed > 0, "the entry point's name is in the file");
+    let no_entry_path = dir.path().join("libnoentry.so");
+    std::fs::write(&no_entry_path, &no_entry).expect("write");
     for (path, needle) in [
         (foreign.as_path(), "rflink 0.0.1 / rustc 1.70.0"),
         (truncated.as_path(), "is truncated"),
         (not_elf.as_path(), "is not a shared library"),
         (other_arch_path.as_path(), "is built for aarch64"),
-        (no_entry.as_path(), "not"),
+        (not_a_job_library.as_path(), "is not an rflink job library"),
+        (no_entry_path.as_path(), "has no entry point"),
     ] {
         let (code, stdout, stderr) = run(path);
         assert_eq!(code, 2, "{path:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");

@@ -209,10 +209,6 @@ pub struct LibraryVertex {
     task_name: String,
 }
 
-// SAFETY: the library's vertex is a `VertexInstance`, whose parts are all `Send`; the handle is
-// used by one thread at a time (`&mut self`).
-unsafe impl Send for LibraryVertex {}
-
 impl LibraryVertex {
     fn call(
         &mut self,
