@@ -37,17 +37,6 @@ fn text(lines: usize, salt: usize) -> String {
         .collect()
 }
 
-fn word_counts(text: &str) -> BTreeMap<String, u64> {
-    let mut counts = BTreeMap::new();
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        *counts.entry(word.to_lowercase()).or_insert(0) += 1;
-    }
-    counts
-}
-
 fn letter_counts(text: &str) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
     for c in text.chars().filter(char::is_ascii_alphabetic) {
@@ -58,15 +47,10 @@ fn letter_counts(text: &str) -> BTreeMap<String, u64> {
     counts
 }
 
+/// The `key count` lines a sink wrote.
 fn parse_counts(path: &Path) -> BTreeMap<String, u64> {
     let written = std::fs::read_to_string(path).expect("the sink wrote its file");
-    written
-        .lines()
-        .map(|line| {
-            let (key, count) = line.rsplit_once(' ').expect("`key count` lines");
-            (key.to_string(), count.parse().expect("a count"))
-        })
-        .collect()
+    rflink_examples::parse_counts(&written).expect("`key count` lines")
 }
 
 fn s(list: &[&str]) -> Vec<String> {
@@ -118,7 +102,10 @@ async fn a_library_job_runs_on_the_cluster_and_logs_through_its_task_managers() 
         cluster.logs()
     );
     assert!(stdout.contains("FINISHED"), "{stdout}");
-    assert_eq!(parse_counts(&output), word_counts(&input_text));
+    assert_eq!(
+        parse_counts(&output),
+        rflink_examples::count_words(&input_text)
+    );
     // The library's tracing event reached the TaskManagers' logs, under the node's logging.
     let tm_logs: String = cluster.tms.iter().map(|tm| tm.logs()).collect();
     assert!(
@@ -264,7 +251,7 @@ async fn bad_libraries_are_refused_each_with_its_own_error_and_the_cluster_goes_
     );
     assert_eq!(
         parse_counts(&output),
-        word_counts(&std::fs::read_to_string(&input).expect("read"))
+        rflink_examples::count_words(&std::fs::read_to_string(&input).expect("read"))
     );
     assert!(cluster.jm.is_running());
     assert!(cluster.tms[0].is_running());
@@ -352,7 +339,7 @@ async fn two_libraries_run_side_by_side_and_a_panicking_one_fails_alone() {
     assert_eq!(status, JobStatus::Finished, "{}", cluster.logs());
     assert_eq!(
         parse_counts(Path::new(&path("words.out"))),
-        word_counts(&words_text)
+        rflink_examples::count_words(&words_text)
     );
     assert_eq!(
         parse_counts(Path::new(&path("letters.out"))),

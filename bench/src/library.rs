@@ -3,7 +3,8 @@
 //! crosses the C ABI when the chain lives in a library (one call per serialized record from a
 //! remote channel, one per typed batch from a local one, one per source poll).
 //!
-//! * **Input** (untimed): as `rflink-bench wordcount` (`--words`, `--vocab`, `--seed`).
+//! * **Input** (untimed) and runs: as `rflink-bench wordcount`, with its options and defaults
+//!   (20 M words, 3 runs).
 //! * **Compiled in**: `MiniCluster::execute("wordcount", --input --output --parallelism 2)`, the
 //!   `wordcount` example of `rflink-examples`.
 //! * **Library**: the template job library's `wordcount` (`examples/job-template`, the same
@@ -28,96 +29,48 @@ use rflink_runtime::minicluster::{MiniCluster, MiniClusterConfig};
 use rflink_runtime::tasks::Jobs;
 use rustc_hash::FxHashMap;
 
-use crate::cli::{parse_flags, Flag};
 use crate::stats::json_number;
 use crate::wordcount::{self, arg_path, compare, parse_output, wait_idle, Side};
 use crate::BoxError;
 
 /// Option lines for the usage text.
-pub const OPTIONS_HELP: &str = "  --words N          words in the generated input (default 5000000)
-  --vocab N          distinct words, Zipf-distributed (default 10000)
-  --seed S           seed of the input (default 42)
-  --runs R           interleaved runs of each side (default 5)
-  --timeout-secs N   give up on a job after N s (default 600)
+pub const OPTIONS_HELP: &str =
+    "  the options of wordcount (--words, --vocab, --seed, --runs, --timeout-secs,
+  --keep-input), with the same defaults, and
   --library PATH     the template job library (default: librflink_job_template.so beside
                      this binary; cargo build --release -p rflink-job-template)";
 
 const PARALLELISM: u32 = 2;
 
-/// Options of the `library` benchmark.
-#[derive(Debug, Clone)]
+/// Options of the `library` benchmark: the input and runs as `rflink-bench wordcount`'s.
+#[derive(Debug, Clone, Default)]
 pub struct Options {
-    pub words: usize,
-    pub vocab: usize,
-    pub seed: usize,
-    pub runs: usize,
-    pub timeout_secs: usize,
+    pub input: wordcount::Options,
     pub library: Option<PathBuf>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            words: 5_000_000,
-            vocab: 10_000,
-            seed: 42,
-            runs: 5,
-            timeout_secs: 600,
-            library: None,
-        }
-    }
 }
 
 impl Options {
     pub fn parse(args: &[String]) -> Result<Options, String> {
-        let mut o = Options::default();
-        let mut numeric = Vec::with_capacity(args.len());
+        let mut library = None;
+        let mut rest = Vec::with_capacity(args.len());
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             if arg == "--library" {
-                let path = it.next().ok_or("--library needs a path")?;
-                o.library = Some(PathBuf::from(path));
+                library = Some(PathBuf::from(it.next().ok_or("--library needs a path")?));
             } else if let Some(path) = arg.strip_prefix("--library=") {
-                o.library = Some(PathBuf::from(path));
+                library = Some(PathBuf::from(path));
             } else {
-                numeric.push(arg.clone());
+                rest.push(arg.clone());
             }
         }
-        parse_flags(
-            &numeric,
-            &mut [
-                Flag {
-                    name: "--words",
-                    value: &mut o.words,
-                    min: 1,
-                },
-                Flag {
-                    name: "--vocab",
-                    value: &mut o.vocab,
-                    min: 1,
-                },
-                Flag {
-                    name: "--seed",
-                    value: &mut o.seed,
-                    min: 0,
-                },
-                Flag {
-                    name: "--runs",
-                    value: &mut o.runs,
-                    min: 1,
-                },
-                Flag {
-                    name: "--timeout-secs",
-                    value: &mut o.timeout_secs,
-                    min: 1,
-                },
-            ],
-        )?;
-        Ok(o)
+        Ok(Options {
+            input: wordcount::Options::parse(&rest)?,
+            library,
+        })
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_secs(self.timeout_secs as u64)
+        Duration::from_secs(self.input.timeout_secs as u64)
     }
 
     fn library_path(&self) -> Result<PathBuf, BoxError> {
@@ -206,20 +159,19 @@ async fn run_async(options: Options) -> Result<(), BoxError> {
     let library = JobLibrary::load(&library_path)?;
     let work_dir =
         tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let generator = wordcount::Options {
-        words: options.words,
-        vocab: options.vocab,
-        seed: options.seed,
-        ..wordcount::Options::default()
-    };
-    let input_path = work_dir.path().join("input.txt");
+    let generator = options.input.clone();
+    let input_path = options
+        .input
+        .keep_input
+        .clone()
+        .unwrap_or_else(|| work_dir.path().join("input.txt"));
     let input = tokio::task::spawn_blocking(move || wordcount::generate(&generator, &input_path))
         .await
         .map_err(|e| format!("the generator thread: {e}"))??;
     eprintln!(
         "library: input of {:.1} MB ({} words); library {} ({:.1} MB)",
         input.bytes as f64 / 1e6,
-        options.words,
+        options.input.words,
         library_path.display(),
         bytes.len() as f64 / 1e6
     );
@@ -234,8 +186,8 @@ async fn run_async(options: Options) -> Result<(), BoxError> {
         cluster.wait_for_task_managers(2, options.timeout()).await?;
         let mut compiled = Side::default();
         let mut from_library = Side::default();
-        let words = options.words as f64;
-        for run in 1..=options.runs {
+        let words = options.input.words as f64;
+        for run in 1..=options.input.runs {
             for (name, side) in [
                 ("compiled-in", &mut compiled),
                 ("library", &mut from_library),
@@ -251,7 +203,7 @@ async fn run_async(options: Options) -> Result<(), BoxError> {
                 check_output(&output, &input.expected, name)?;
                 eprintln!(
                     "library: run {run}/{}: {name} {:.3} s ({:.2} M words/s), output exact",
-                    options.runs,
+                    options.input.runs,
                     elapsed.as_secs_f64(),
                     words / elapsed.as_secs_f64() / 1e6
                 );
@@ -267,12 +219,12 @@ async fn run_async(options: Options) -> Result<(), BoxError> {
     if !fatal.is_empty() {
         return Err(format!("task managers reported fatal errors: {fatal:?}").into());
     }
-    let rate = |secs: f64| options.words as f64 / secs;
+    let rate = |secs: f64| options.input.words as f64 / secs;
     println!(
         "library: WordCount p={PARALLELISM} on 2 TaskManagers x 1 slot, {} words, {} runs \
          interleaved; {} logical CPUs",
-        options.words,
-        options.runs,
+        options.input.words,
+        options.input.runs,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
@@ -297,11 +249,11 @@ async fn run_async(options: Options) -> Result<(), BoxError> {
     println!(
         "{{\"bench\":\"library\",\"words\":{},\"compiled_words_per_s\":{},\
          \"library_words_per_s\":{},\"library_ratio\":{},\"runs\":{}}}",
-        options.words,
+        options.input.words,
         json_number(rate(compiled.best()), 0),
         json_number(rate(from_library.best()), 0),
         json_number(ratio, 3),
-        options.runs
+        options.input.runs
     );
     Ok(())
 }
@@ -323,7 +275,7 @@ mod tests {
     #[test]
     fn options_parse() {
         let o = Options::parse(&args(&["--words", "10", "--library", "/x/lib.so"])).expect("ok");
-        assert_eq!(o.words, 10);
+        assert_eq!(o.input.words, 10);
         assert_eq!(o.library, Some(PathBuf::from("/x/lib.so")));
         assert!(Options::parse(&args(&["--library"])).is_err());
         assert!(Options::parse(&args(&["--runs", "0"])).is_err());

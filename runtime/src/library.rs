@@ -592,6 +592,47 @@ mod tests {
         }
     }
 
+    /// Arbitrary bytes, and this binary's ELF with bytes of its headers overwritten (offsets,
+    /// counts, sizes pointing anywhere), are refused with an error, never a panic.
+    #[test]
+    fn mangled_files_are_refused_without_panicking() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for len in [0usize, 1, 4, 16, 52, 63, 64, 65, 200, 4096] {
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            assert!(inspect("random", &bytes).is_err());
+            let mut elf = bytes.clone();
+            if elf.len() >= 6 {
+                elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+                assert!(inspect("random-elf", &elf).is_err());
+            }
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let mut bytes = own_binary();
+            for _ in 0..200 {
+                // Mangle the ELF header and the first program headers, then restore them.
+                let saved: Vec<(usize, u8)> = (0..1 + next() % 4)
+                    .map(|_| {
+                        let at = (next() % 512) as usize;
+                        let old = bytes[at];
+                        bytes[at] = next() as u8;
+                        (at, old)
+                    })
+                    .collect();
+                let _ = inspect("mangled", &bytes);
+                for (at, old) in saved.into_iter().rev() {
+                    bytes[at] = old;
+                }
+            }
+        }
+    }
+
     #[test]
     fn notes_are_checked_version_first_then_fingerprint() {
         let ok = rflink::abi::NOTE;

@@ -5,7 +5,6 @@
 //! run it, over local and remote channels. The multi-process counterpart, with the CLI and the
 //! REST upload, is `tests/job_libraries.rs`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -89,27 +88,6 @@ fn text(lines: usize) -> String {
         .collect()
 }
 
-fn reference_word_counts(text: &str) -> BTreeMap<String, u64> {
-    let mut counts = BTreeMap::new();
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        *counts.entry(word.to_lowercase()).or_insert(0) += 1;
-    }
-    counts
-}
-
-fn parse_counts(output: &str) -> BTreeMap<String, u64> {
-    output
-        .lines()
-        .map(|line| {
-            let (word, count) = line.rsplit_once(' ').expect("`word count`");
-            (word.to_string(), count.parse().expect("a count"))
-        })
-        .collect()
-}
-
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -164,7 +142,10 @@ async fn a_library_job_runs_on_task_executors_that_fetch_it_from_the_blob_server
         c.job_exceptions(job_id).await
     );
     let written = std::fs::read_to_string(&output).expect("the sink wrote");
-    assert_eq!(parse_counts(&written), reference_word_counts(&input_text));
+    assert_eq!(
+        rflink_examples::parse_counts(&written).expect("`word count` lines"),
+        rflink_examples::count_words(&input_text)
+    );
     c.close().await.expect("closes");
 }
 
@@ -243,11 +224,14 @@ async fn a_missing_library_blob_and_a_panicking_job_fail_only_their_own_job() {
     }
     let exceptions = format!("{:?}", c.job_exceptions(panicking_id).await);
     assert!(exceptions.contains("panic-on met the word"), "{exceptions}");
-    let mut expected = reference_word_counts(&input_text);
+    let mut expected = rflink_examples::count_words(&input_text);
     *expected.entry("boom".into()).or_default() += 1;
     *expected.entry("more".into()).or_default() += 1;
     let written = std::fs::read_to_string(&out_good).expect("written");
-    assert_eq!(parse_counts(&written), expected);
+    assert_eq!(
+        rflink_examples::parse_counts(&written).expect("`word count` lines"),
+        expected
+    );
     // The TaskExecutor survived the panic.
     let overview = c.overview().await.expect("overview");
     assert_eq!(overview.taskmanagers, 1);
