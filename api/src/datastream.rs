@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::env::{Builder, NodeSpec};
+use crate::env::{Builder, NodeSpec, SideOutput};
+use crate::time::{TimestampsAndWatermarksOp, WatermarkStrategy};
 use crate::graph::{ChainingStrategy, NodeImpl, NodeKind};
 use crate::operators::{
     erase, fan_out, hash_fn, head, network_output_builder, summing_output_builder, unerase,
@@ -20,10 +21,48 @@ use crate::sinks::{CollectSink, PrintSink, TextFileSink};
 use crate::state::StateStores;
 use crate::{Collector, Key, KeyedProcessFunction, Numeric, Partitioner, Record, SinkFunction};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct StreamInput {
     node: u32,
     partitioner: Option<Partitioner>,
+    /// A side output of `node` instead of its main output.
+    side: Option<SideOutput>,
+}
+
+/// Names a side output of type `X` (late records of a window, for example). Flink: `OutputTag`.
+pub struct OutputTag<X> {
+    id: String,
+    _type: PhantomData<fn() -> X>,
+}
+
+impl<X> OutputTag<X> {
+    /// A tag named `id` (unique among the side outputs of one operator).
+    pub fn new(id: impl Into<String>) -> Self {
+        OutputTag {
+            id: id.into(),
+            _type: PhantomData,
+        }
+    }
+
+    /// The tag's name.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl<X> Clone for OutputTag<X> {
+    fn clone(&self) -> Self {
+        OutputTag::new(self.id.clone())
+    }
+}
+
+impl<X> std::fmt::Debug for OutputTag<X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputTag")
+            .field("id", &self.id)
+            .field("type", &type_name::<X>())
+            .finish()
+    }
 }
 
 /// A stream of `T` records: the output of an operator, a union of streams, or a stream with a
@@ -101,6 +140,7 @@ impl<T: Record> DataStream<T> {
             inputs: vec![StreamInput {
                 node,
                 partitioner: None,
+                side: None,
             }],
             _type: PhantomData,
         }
@@ -113,6 +153,7 @@ impl<T: Record> DataStream<T> {
                 [StreamInput {
                     node,
                     partitioner: None,
+                    side: None,
                 }] => set(&mut b.nodes[*node as usize]),
                 _ => b.errors.push(format!(
                     "{what} can only be set on an operator's output, not on a union or partitioned stream"
@@ -130,6 +171,7 @@ impl<T: Record> DataStream<T> {
             [StreamInput {
                 node,
                 partitioner: None,
+                side: None,
             }] => Some(*node),
             _ => None,
         }
@@ -146,7 +188,7 @@ impl<T: Record> DataStream<T> {
         DataStream::new(self.env.clone(), id)
     }
 
-    fn add_node<O: Record>(
+    pub(crate) fn add_node<O: Record>(
         &self,
         name: &str,
         name_prefix: &'static str,
@@ -186,9 +228,64 @@ impl<T: Record> DataStream<T> {
                 Some(output) => output.clone(),
                 None => network_output_builder::<T>(hash.clone()),
             };
-            b.add_edge(input.node, id, partitioner, output);
+            b.add_edge(input.node, id, partitioner, output, input.side.clone());
         }
         id
+    }
+
+    /// Gives every record a timestamp and the stream watermarks, by `strategy` (Flink's
+    /// `assignTimestampsAndWatermarks`). Runs chained to its input; watermarks are generated
+    /// every `pipeline.auto-watermark-interval` (job configuration, default 200 ms) and on the
+    /// records, and the operator's output ends with the maximum watermark when its input ends.
+    pub fn assign_timestamps_and_watermarks(
+        &self,
+        strategy: WatermarkStrategy<T>,
+    ) -> DataStream<T> {
+        let build: OperatorBuilder = Arc::new(move |ctx, output| {
+            Ok(erase::<T>(Box::new(TimestampsAndWatermarksOp::new(
+                &strategy,
+                ctx.auto_watermark_interval,
+                ctx.time.clone(),
+                ctx.errors.clone(),
+                unerase::<T>(output)?,
+            ))))
+        });
+        self.add_operator(
+            "Timestamps/Watermarks",
+            NodeKind::TimestampsAndWatermarks,
+            build,
+            None,
+        )
+    }
+
+    /// The side output `tag` of the operator producing this stream (for example the late
+    /// records of a window with
+    /// [`side_output_late_data`](crate::windowing::WindowedStream::side_output_late_data)).
+    /// Flink: `getSideOutput`.
+    pub fn get_side_output<X: Record>(&self, tag: &OutputTag<X>) -> DataStream<X> {
+        let node = match self.node_id() {
+            Some(node) => node,
+            None => {
+                self.env.borrow_mut().errors.push(
+                    "a side output can only be taken from an operator's output, not from a union \
+                     or partitioned stream"
+                        .to_owned(),
+                );
+                self.inputs.first().map_or(0, |i| i.node)
+            }
+        };
+        DataStream {
+            env: self.env.clone(),
+            inputs: vec![StreamInput {
+                node,
+                partitioner: None,
+                side: Some(SideOutput {
+                    tag: tag.id.clone(),
+                    fan_out: fan_out::<X>,
+                }),
+            }],
+            _type: PhantomData,
+        }
     }
 
     /// Applies `f` to every record.
@@ -285,7 +382,7 @@ impl<T: Record> DataStream<T> {
                     .push("union of streams from different environments".to_owned());
                 continue;
             }
-            union.inputs.extend(other.inputs.iter().copied());
+            union.inputs.extend(other.inputs.iter().cloned());
         }
         union
     }
@@ -397,8 +494,8 @@ impl<T: Record> DataStream<T> {
 /// The key selector is stored once and shared by the Hash edge (which picks the subtask) and
 /// the keyed operator (which finds the state).
 pub struct KeyedStream<T, K> {
-    stream: DataStream<T>,
-    key: KeyFn<T, K>,
+    pub(crate) stream: DataStream<T>,
+    pub(crate) key: KeyFn<T, K>,
 }
 
 impl<T, K> std::fmt::Debug for KeyedStream<T, K> {
@@ -481,6 +578,8 @@ impl<T: Record, K: Key> KeyedStream<T, K> {
                 f: (*prototype).clone(),
                 declared: false,
                 stores: StateStores::empty(),
+                timers: crate::time::Timers::default(),
+                time: ctx.time.clone(),
                 runtime: ctx.runtime.clone(),
                 errors: ctx.errors.clone(),
                 failed: false,

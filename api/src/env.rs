@@ -57,6 +57,21 @@ pub(crate) struct EdgeSpec {
     pub(crate) partitioner: Option<Partitioner>,
     pub(crate) input_index: u32,
     pub(crate) output: NetworkOutputBuilder,
+    /// The edge carries the source's side output of this tag, not its main output.
+    pub(crate) side: Option<SideOutput>,
+}
+
+/// A side output an edge carries: the tag and how to combine its consumers' outputs.
+#[derive(Clone)]
+pub(crate) struct SideOutput {
+    pub(crate) tag: String,
+    pub(crate) fan_out: crate::operators::FanOutFn,
+}
+
+impl std::fmt::Debug for SideOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SideOutput").field(&self.tag).finish()
+    }
 }
 
 /// The environment's mutable state, shared by every `DataStream` of the job.
@@ -84,6 +99,7 @@ impl Builder {
         target: u32,
         partitioner: Option<Partitioner>,
         output: NetworkOutputBuilder,
+        side: Option<SideOutput>,
     ) {
         let input_index = self.edges.iter().filter(|e| e.target == target).count() as u32;
         self.edges.push(EdgeSpec {
@@ -92,6 +108,7 @@ impl Builder {
             partitioner,
             input_index,
             output,
+            side,
         });
     }
 }
@@ -284,6 +301,7 @@ impl StreamExecutionEnvironment {
             edges,
             impls: b.nodes.iter().map(|n| n.imp.clone()).collect(),
             edge_outputs: b.edges.iter().map(|e| e.output.clone()).collect(),
+            edge_sides: b.edges.iter().map(|e| e.side.clone()).collect(),
             explicit_forward,
         })
     }
@@ -430,6 +448,8 @@ where
             out: unerase::<T>(output)?,
             finished: false,
             closed: false,
+            timestamps: ctx.timestamps,
+            time: ctx.time.clone(),
         });
         Ok(driver)
     })

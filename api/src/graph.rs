@@ -89,6 +89,10 @@ pub enum NodeKind {
     Process,
     /// A sink.
     Sink,
+    /// `assign_timestamps_and_watermarks`.
+    TimestampsAndWatermarks,
+    /// A window operator (`window(..)` followed by its function).
+    Window,
 }
 
 impl NodeKind {
@@ -103,7 +107,14 @@ impl NodeKind {
             NodeKind::Sum => "sum",
             NodeKind::Process => "process",
             NodeKind::Sink => "sink",
+            NodeKind::TimestampsAndWatermarks => "timestamps_watermarks",
+            NodeKind::Window => "window",
         }
+    }
+
+    /// True for operators that make or use time (timestamps and watermarks then flow).
+    pub fn uses_time(self) -> bool {
+        matches!(self, NodeKind::TimestampsAndWatermarks | NodeKind::Window)
     }
 }
 
@@ -244,6 +255,13 @@ pub struct StreamGraph {
     pub(crate) plan: JobPlan,
     /// Stream edge index → plan edge index; `None` for chained edges.
     pub(crate) edge_to_plan: Vec<Option<usize>>,
+    /// Some operator makes or uses time: records carry timestamps between tasks and
+    /// watermarks flow.
+    pub(crate) uses_time: bool,
+    /// `pipeline.auto-watermark-interval` in milliseconds.
+    pub(crate) auto_watermark_interval: i64,
+    /// Per edge: the side output it carries, if any.
+    pub(crate) edge_sides: Vec<Option<crate::env::SideOutput>>,
 }
 
 impl fmt::Debug for StreamGraph {
@@ -269,6 +287,8 @@ pub(crate) struct GraphParts {
     pub(crate) edge_outputs: Vec<NetworkOutputBuilder>,
     /// Edges whose partitioner was asked for explicitly (`forward()`), for validation.
     pub(crate) explicit_forward: Vec<bool>,
+    /// Per edge: the side output it carries, if any.
+    pub(crate) edge_sides: Vec<Option<crate::env::SideOutput>>,
 }
 
 impl StreamGraph {
@@ -284,6 +304,7 @@ impl StreamGraph {
             impls,
             edge_outputs,
             explicit_forward,
+            edge_sides,
         } = parts;
         if nodes.is_empty() {
             return Err(JobError::InvalidGraph(
@@ -339,7 +360,20 @@ impl StreamGraph {
             RuntimeMode::Streaming => false,
             RuntimeMode::Automatic => bounded,
         };
+        let uses_time = nodes.iter().any(|n| n.kind.uses_time());
+        let auto_watermark_interval = match job_config.get(crate::time::AUTO_WATERMARK_INTERVAL_KEY) {
+            None => crate::time::DEFAULT_AUTO_WATERMARK_INTERVAL_MS,
+            Some(value) => crate::time::parse_millis(value).map_err(|e| {
+                JobError::InvalidGraph(format!(
+                    "{}: {e}",
+                    crate::time::AUTO_WATERMARK_INTERVAL_KEY
+                ))
+            })?,
+        };
         let mut graph = StreamGraph {
+            uses_time,
+            auto_watermark_interval,
+            edge_sides,
             job_name,
             runtime_mode,
             job_config,
@@ -398,6 +432,12 @@ impl StreamGraph {
     /// The edges, in creation order.
     pub fn edges(&self) -> &[StreamEdge] {
         &self.edges
+    }
+
+    /// True when an operator makes or uses time (a timestamp assigner, a window): records then
+    /// carry timestamps between tasks and watermarks flow.
+    pub fn uses_time(&self) -> bool {
+        self.uses_time
     }
 
     /// The graph's fingerprint (same as [`JobPlan::fingerprint`]).
@@ -544,6 +584,9 @@ impl StreamGraph {
                 .u64(u64::from(edge.target))
                 .str(edge.partitioner.name())
                 .u64(u64::from(edge.input_index));
+        }
+        for side in &self.edge_sides {
+            h.str(side.as_ref().map_or("", |s| s.tag.as_str()));
         }
         h.u64(self.plan.vertices.len() as u64);
         for vertex in &self.plan.vertices {

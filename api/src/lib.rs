@@ -55,10 +55,12 @@ mod sources;
 mod state;
 pub mod task;
 pub mod testing;
+pub mod time;
+pub mod windowing;
 
 pub use args::JobArgs;
 pub use codec::{Codec, DecodeError, Key, Record};
-pub use datastream::{DataStream, DataStreamSink, KeyedStream};
+pub use datastream::{DataStream, DataStreamSink, KeyedStream, OutputTag};
 pub use env::{
     StreamExecutionEnvironment, CHECKPOINTING_INTERVAL_KEY, DEFAULT_MAX_PARALLELISM,
     DEFAULT_SPLIT_SIZE,

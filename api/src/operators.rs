@@ -20,10 +20,11 @@ use rustc_hash::FxHashMap;
 
 use crate::functions::SplitMix64;
 use crate::snapshot::{decode_map, encode_map, expect_end, SnapshotSections, SnapshotWriter};
-use crate::state::{EndOfInputContext, KeyedContext, StateRegistry, StateStores};
+use crate::state::{EndOfInputContext, KeyedContext, StateRegistry, StateStores, TimerAccess};
 use crate::task::{CheckpointBarrier, PartitionWriter};
+use crate::time::{ChainTime, TimeDomain, Timers, NO_TIMESTAMP};
 use crate::{
-    Collector, Key, KeyedProcessFunction, Numeric, Partitioner, Record, RuntimeContext,
+    Codec, Collector, Key, KeyedProcessFunction, Numeric, Partitioner, Record, RuntimeContext,
     SinkFunction, SourceFunction, SourceStatus,
 };
 
@@ -38,8 +39,10 @@ pub(crate) type SourceBuilder =
     Arc<dyn Fn(&BuildContext, AnyBox) -> Result<Box<dyn SourceDriver>, String> + Send + Sync>;
 /// Combines a node's outputs (erased `Box<dyn Output<O>>`s) into one.
 pub(crate) type FanOutFn = fn(Vec<AnyBox>) -> Result<AnyBox, String>;
-/// Wraps a chain head's erased input into an [`InputDriver`].
-pub(crate) type HeadFn = fn(AnyBox) -> Result<Box<dyn InputDriver>, String>;
+/// Wraps a chain head's erased input into an [`InputDriver`]; `timestamps` tells whether the
+/// records arriving carry timestamps.
+pub(crate) type HeadFn =
+    fn(AnyBox, bool, ChainTime) -> Result<Box<dyn InputDriver>, String>;
 /// Builds a network output for one edge of the producing node's type.
 pub(crate) type NetworkOutputBuilder =
     Arc<dyn Fn(NetworkSpec, Box<dyn PartitionWriter>) -> Result<AnyBox, String> + Send + Sync>;
@@ -136,6 +139,35 @@ pub(crate) struct BuildContext {
     pub(crate) errors: ErrorSlot,
     /// The id of the node being built (its snapshot section).
     pub(crate) node: u32,
+    /// The chain's record timestamp and processing time.
+    pub(crate) time: ChainTime,
+    /// The job uses time: records carry timestamps between tasks, and watermarks flow.
+    pub(crate) timestamps: bool,
+    /// `pipeline.auto-watermark-interval` in milliseconds (0: no periodic watermarks).
+    pub(crate) auto_watermark_interval: i64,
+    /// Side outputs of the node being built, by tag (erased `Box<dyn Output<X>>`).
+    pub(crate) side_outputs: std::cell::RefCell<FxHashMap<String, AnyBox>>,
+}
+
+impl BuildContext {
+    /// Takes the side output `tag` of the node being built; a tag nobody reads gets an output
+    /// that drops everything.
+    pub(crate) fn side_output<X: Record>(&self, tag: &str) -> Result<BoxOutput<X>, String> {
+        match self.side_outputs.borrow_mut().remove(tag) {
+            Some(output) => unerase::<X>(output),
+            None => Ok(Box::new(Discard)),
+        }
+    }
+}
+
+/// The earlier of two optional deadlines.
+#[inline]
+pub(crate) fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
 }
 
 /// A typed stage of a chain.
@@ -169,6 +201,53 @@ pub(crate) trait Output<T>: Collector<T> + Send {
     /// After `end_of_data`: network outputs end their partitions ([`PartitionWriter::finish`]),
     /// once.
     fn finish_outputs(&mut self) -> Result<(), String>;
+    /// The input watermark advanced to `watermark`: fire the event-time timers it passes, then
+    /// pass it on (network outputs broadcast it behind the records emitted before).
+    fn process_watermark(&mut self, watermark: i64) -> Result<(), String>;
+    /// The input turned idle (`true`) or active: passed on to the network outputs.
+    fn process_watermark_status(&mut self, idle: bool) -> Result<(), String>;
+    /// Processing time is now `now`: fire the processing-time timers and periodic work due.
+    fn on_processing_time(&mut self, now: i64) -> Result<(), String>;
+    /// The earliest processing time at which this stage or one downstream has work.
+    fn next_processing_time(&self) -> Option<i64>;
+}
+
+/// The time calls of a stage without timers: forwarded to `self.$out`.
+macro_rules! forward_time {
+    ($out:ident) => {
+        fn process_watermark(&mut self, watermark: i64) -> Result<(), String> {
+            self.$out.process_watermark(watermark)
+        }
+        fn process_watermark_status(&mut self, idle: bool) -> Result<(), String> {
+            self.$out.process_watermark_status(idle)
+        }
+        fn on_processing_time(&mut self, now: i64) -> Result<(), String> {
+            self.$out.on_processing_time(now)
+        }
+        fn next_processing_time(&self) -> Option<i64> {
+            self.$out.next_processing_time()
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use forward_time;
+
+/// The time calls of a stage at the end of a chain without timers or outputs.
+macro_rules! no_time {
+    () => {
+        fn process_watermark(&mut self, _: i64) -> Result<(), String> {
+            Ok(())
+        }
+        fn process_watermark_status(&mut self, _: bool) -> Result<(), String> {
+            Ok(())
+        }
+        fn on_processing_time(&mut self, _: i64) -> Result<(), String> {
+            Ok(())
+        }
+        fn next_processing_time(&self) -> Option<i64> {
+            None
+        }
+    };
 }
 
 /// The checkpoint calls of a stage without state or network output: forwarded to `self.$out`.
@@ -209,6 +288,9 @@ macro_rules! forward_checkpoint_signals {
         }
     };
 }
+
+pub(crate) use forward_checkpoint_signals;
+pub(crate) use forward_checkpointing;
 
 /// The checkpoint calls of a stage at the end of a chain with neither state nor output.
 macro_rules! no_checkpointing {
@@ -276,9 +358,15 @@ pub(crate) fn fan_out<T: Record>(outputs: Vec<AnyBox>) -> Result<AnyBox, String>
 }
 
 /// [`HeadFn`] for element type `T`.
-pub(crate) fn head<T: Record>(chain: AnyBox) -> Result<Box<dyn InputDriver>, String> {
+pub(crate) fn head<T: Record>(
+    chain: AnyBox,
+    timestamps: bool,
+    time: ChainTime,
+) -> Result<Box<dyn InputDriver>, String> {
     Ok(Box::new(TypedInput {
         chain: unerase::<T>(chain)?,
+        timestamps,
+        time,
     }))
 }
 
@@ -301,6 +389,7 @@ impl<T: Send> Output<T> for Discard {
     }
     fn close(&mut self) {}
     no_checkpointing!();
+    no_time!();
 }
 
 /// Sends every record to several outputs (cloning for all but the last).
@@ -367,6 +456,26 @@ impl<T: Clone + Send> Output<T> for FanOut<T> {
     fn finish_outputs(&mut self) -> Result<(), String> {
         self.outputs.iter_mut().try_for_each(|o| o.finish_outputs())
     }
+    fn process_watermark(&mut self, watermark: i64) -> Result<(), String> {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.process_watermark(watermark))
+    }
+    fn process_watermark_status(&mut self, idle: bool) -> Result<(), String> {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.process_watermark_status(idle))
+    }
+    fn on_processing_time(&mut self, now: i64) -> Result<(), String> {
+        self.outputs
+            .iter_mut()
+            .try_for_each(|o| o.on_processing_time(now))
+    }
+    fn next_processing_time(&self) -> Option<i64> {
+        self.outputs
+            .iter()
+            .fold(None, |acc, o| earliest(acc, o.next_processing_time()))
+    }
 }
 
 macro_rules! forward_lifecycle {
@@ -384,6 +493,7 @@ macro_rules! forward_lifecycle {
             self.out.close()
         }
         forward_checkpointing!(out);
+        forward_time!(out);
     };
 }
 
@@ -531,6 +641,7 @@ impl<T: Record, K: Key> Output<T> for ReduceOp<T, K> {
         self.out.restore_state(snapshot)
     }
     forward_checkpoint_signals!(out);
+    forward_time!(out);
 }
 
 /// Keyed `sum`: the first record of a key, with the field replaced by the running sum.
@@ -613,9 +724,10 @@ impl<T: Record, K: Key, N: Numeric> Output<T> for SumOp<T, K, N> {
         self.out.restore_state(snapshot)
     }
     forward_checkpoint_signals!(out);
+    forward_time!(out);
 }
 
-/// Keyed `process`.
+/// Keyed `process`, with its keyed state and timers.
 pub(crate) struct ProcessOp<K, I, O, F> {
     pub(crate) node: u32,
     pub(crate) key: KeyFn<I, K>,
@@ -623,6 +735,8 @@ pub(crate) struct ProcessOp<K, I, O, F> {
     /// True once `f.open` declared the state (in `restore_state` or `open`).
     pub(crate) declared: bool,
     pub(crate) stores: StateStores,
+    pub(crate) timers: Timers<K>,
+    pub(crate) time: ChainTime,
     pub(crate) runtime: RuntimeContext,
     pub(crate) errors: ErrorSlot,
     pub(crate) failed: bool,
@@ -651,6 +765,36 @@ impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> ProcessOp<K
         self.declared = true;
         Ok(())
     }
+
+    /// Fires the timers of `domain` due at `time`, in timestamp order. Event-time timers' output
+    /// carries the timer's timestamp, processing-time timers' output none (as in Flink).
+    fn fire(&mut self, domain: TimeDomain, time: i64) {
+        loop {
+            if self.failed {
+                return;
+            }
+            let queue = match domain {
+                TimeDomain::EventTime => &mut self.timers.event,
+                TimeDomain::ProcessingTime => &mut self.timers.processing,
+            };
+            let Some((timestamp, key)) = queue.pop_due(time) else {
+                return;
+            };
+            self.time.set_timestamp(match domain {
+                TimeDomain::EventTime => timestamp,
+                TimeDomain::ProcessingTime => NO_TIMESTAMP,
+            });
+            let timing = TimerAccess {
+                timers: &mut self.timers,
+                timestamp,
+                processing_time: self.time.processing_time(),
+                domain: Some(domain),
+            };
+            let mut ctx = KeyedContext::with_timers(&key, &mut self.stores, &self.runtime, timing);
+            self.f.on_timer(timestamp, &mut ctx, &mut *self.out);
+            self.check_state();
+        }
+    }
 }
 
 impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> Collector<I>
@@ -661,7 +805,13 @@ impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> Collector<I
             return;
         }
         let key = self.key.key(&record).into_owned();
-        let mut ctx = KeyedContext::new(&key, &mut self.stores, &self.runtime);
+        let timing = TimerAccess {
+            timers: &mut self.timers,
+            timestamp: self.time.timestamp(),
+            processing_time: self.time.processing_time(),
+            domain: None,
+        };
+        let mut ctx = KeyedContext::with_timers(&key, &mut self.stores, &self.runtime, timing);
         self.f.process_element(record, &mut ctx, &mut *self.out);
         if self.stores.error.is_some() {
             self.check_state();
@@ -690,6 +840,7 @@ impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> Output<I>
     fn close(&mut self) {
         self.f.close();
         self.stores = StateStores::empty();
+        self.timers = Timers::default();
         self.out.close();
     }
     fn snapshot_state(
@@ -698,19 +849,58 @@ impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> Output<I>
         snapshot: &mut SnapshotWriter,
     ) -> Result<(), String> {
         let stores = &self.stores;
-        snapshot.section(self.node, |out| stores.snapshot(out))?;
+        let timers = &self.timers;
+        snapshot.section(self.node, |out| {
+            let mut state = Vec::new();
+            stores.snapshot(&mut state)?;
+            crate::codec::write_varint(state.len() as u64, out);
+            out.extend_from_slice(&state);
+            timers.encode(out);
+            Ok(())
+        })?;
         self.out.snapshot_state(checkpoint_id, snapshot)
     }
     fn restore_state(&mut self, snapshot: &mut SnapshotSections<'_>) -> Result<(), String> {
-        if let Some(bytes) = snapshot.take(self.node) {
+        if let Some(mut bytes) = snapshot.take(self.node) {
             self.declare()?;
+            let what = format!("keyed process (node {})", self.node);
+            let len = crate::codec::read_varint(&mut bytes)
+                .map_err(|e| format!("{what}: malformed keyed state snapshot: {e}"))?;
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|len| *len <= bytes.len())
+                .ok_or_else(|| format!("{what}: malformed keyed state snapshot: truncated"))?;
+            let (state, mut rest) = bytes.split_at(len);
             self.stores
-                .restore(bytes)
-                .map_err(|e| format!("keyed process (node {}): {e}", self.node))?;
+                .restore(state)
+                .map_err(|e| format!("{what}: {e}"))?;
+            self.timers =
+                Timers::decode(&mut rest).map_err(|e| format!("{what}: malformed timers: {e}"))?;
+            expect_end(rest, &format!("{what}: malformed timers"))?;
         }
         self.out.restore_state(snapshot)
     }
     forward_checkpoint_signals!(out);
+    fn process_watermark(&mut self, watermark: i64) -> Result<(), String> {
+        if watermark <= self.timers.watermark {
+            return Ok(());
+        }
+        self.timers.watermark = watermark;
+        self.fire(TimeDomain::EventTime, watermark);
+        self.errors.check()?;
+        self.out.process_watermark(watermark)
+    }
+    fn process_watermark_status(&mut self, idle: bool) -> Result<(), String> {
+        self.out.process_watermark_status(idle)
+    }
+    fn on_processing_time(&mut self, now: i64) -> Result<(), String> {
+        self.fire(TimeDomain::ProcessingTime, now);
+        self.errors.check()?;
+        self.out.on_processing_time(now)
+    }
+    fn next_processing_time(&self) -> Option<i64> {
+        earliest(self.timers.processing.peek(), self.out.next_processing_time())
+    }
 }
 
 /// A sink at the end of a chain.
@@ -792,6 +982,8 @@ impl<T: Send + 'static> Output<T> for SinkOp<T> {
     fn finish_outputs(&mut self) -> Result<(), String> {
         Ok(())
     }
+    // Sinks take no part in time (Flink's `SinkFunction.writeWatermark` is a no-op too).
+    no_time!();
 }
 
 /// The calls every chain head takes, whatever feeds it (see [`Output`] for their meaning).
@@ -811,6 +1003,10 @@ pub(crate) trait ChainDriver: Send {
     fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64);
     fn end_of_data(&mut self) -> Result<(), String>;
     fn finish_outputs(&mut self) -> Result<(), String>;
+    fn process_watermark(&mut self, watermark: i64) -> Result<(), String>;
+    fn process_watermark_status(&mut self, idle: bool) -> Result<(), String>;
+    fn on_processing_time(&mut self, now: i64) -> Result<(), String>;
+    fn next_processing_time(&self) -> Option<i64>;
 }
 
 /// Drives a source subtask: polls it into its chain.
@@ -825,6 +1021,24 @@ pub(crate) struct TypedSource<T> {
     pub(crate) out: BoxOutput<T>,
     pub(crate) finished: bool,
     pub(crate) closed: bool,
+    /// The job uses time: the source's records carry no timestamp (the chain's timestamp is
+    /// cleared before each).
+    pub(crate) timestamps: bool,
+    pub(crate) time: ChainTime,
+}
+
+/// A source's records have no timestamp: clears the chain's before each.
+struct Untimed<'a, T> {
+    out: &'a mut dyn Output<T>,
+    time: &'a ChainTime,
+}
+
+impl<T> Collector<T> for Untimed<'_, T> {
+    #[inline]
+    fn collect(&mut self, record: T) {
+        self.time.set_timestamp(NO_TIMESTAMP);
+        self.out.collect(record);
+    }
 }
 
 impl<T: Record> SourceDriver for TypedSource<T> {
@@ -832,7 +1046,15 @@ impl<T: Record> SourceDriver for TypedSource<T> {
         if self.finished {
             return Ok(SourceStatus::Finished);
         }
-        let status = self.source.poll_next(&mut *self.out, max_records)?;
+        let status = if self.timestamps {
+            let mut out = Untimed {
+                out: &mut *self.out,
+                time: &self.time,
+            };
+            self.source.poll_next(&mut out, max_records)?
+        } else {
+            self.source.poll_next(&mut *self.out, max_records)?
+        };
         if status == SourceStatus::Finished {
             self.finished = true;
         }
@@ -870,6 +1092,7 @@ impl<T: Record> ChainDriver for TypedSource<T> {
         self.out.restore_state(snapshot)
     }
     forward_checkpoint_signals!(out);
+    forward_time!(out);
     fn finish(&mut self) -> Result<(), String> {
         self.out.finish()
     }
@@ -893,16 +1116,42 @@ pub(crate) trait InputDriver: ChainDriver {
 
 struct TypedInput<T> {
     chain: BoxOutput<T>,
+    /// Records arrive with their timestamps.
+    timestamps: bool,
+    time: ChainTime,
 }
 
 impl<T: Record> InputDriver for TypedInput<T> {
     fn process_record(&mut self, record: &[u8]) -> Result<(), String> {
-        let value = crate::codec::decode_exact::<T>(record)
+        let mut bytes = record;
+        if self.timestamps {
+            let timestamp = i64::decode(&mut bytes)
+                .map_err(|e| format!("cannot decode a record's timestamp: {e}"))?;
+            self.time.set_timestamp(timestamp);
+        }
+        let value = crate::codec::decode_exact::<T>(bytes)
             .map_err(|e| format!("cannot decode a record of type {}: {e}", type_name::<T>()))?;
         self.chain.collect(value);
         Ok(())
     }
     fn process_batch(&mut self, batch: Box<dyn Any + Send>) -> Result<(), String> {
+        if self.timestamps {
+            let batch = batch.downcast::<TimedBatch<T>>().map_err(|_| {
+                format!(
+                    "received a batch that is not a timestamped batch of {}",
+                    type_name::<T>()
+                )
+            })?;
+            let TimedBatch {
+                records,
+                timestamps,
+            } = *batch;
+            for (value, timestamp) in records.into_iter().zip(timestamps) {
+                self.time.set_timestamp(timestamp);
+                self.chain.collect(value);
+            }
+            return Ok(());
+        }
         let batch = batch
             .downcast::<Vec<T>>()
             .map_err(|_| format!("received a batch that is not a Vec<{}>", type_name::<T>()))?;
@@ -913,8 +1162,16 @@ impl<T: Record> InputDriver for TypedInput<T> {
     }
 }
 
+/// A typed batch of records with their timestamps, for a local consumer of a job that uses
+/// time (`records[i]` has `timestamps[i]`).
+pub(crate) struct TimedBatch<T> {
+    records: Vec<T>,
+    timestamps: Vec<i64>,
+}
+
 impl<T: Record> ChainDriver for TypedInput<T> {
     forward_checkpointing!(chain);
+    forward_time!(chain);
     fn open(&mut self) -> Result<(), String> {
         self.chain.open()
     }
@@ -938,6 +1195,9 @@ pub(crate) struct NetworkSpec {
     pub(crate) consumer_parallelism: u32,
     pub(crate) consumer_max_parallelism: u32,
     pub(crate) errors: ErrorSlot,
+    /// Records go out with their timestamps (the job uses time).
+    pub(crate) timestamps: bool,
+    pub(crate) time: ChainTime,
 }
 
 /// [`NetworkOutputBuilder`] for records of type `T` (with the key hash for Hash edges).
@@ -1050,6 +1310,7 @@ impl<T: Record, K: Key, N: Numeric> Output<T> for CombiningOutput<T, K, N> {
     fn finish_outputs(&mut self) -> Result<(), String> {
         self.inner.finish_outputs()
     }
+    forward_time!(inner);
 }
 
 /// Builds a key hash function for a Hash edge from a key selector.
@@ -1085,11 +1346,18 @@ pub(crate) struct NetworkOutput<T> {
     any_remote: bool,
     batch_records: usize,
     batches: Vec<Vec<T>>,
+    /// With timestamps: the timestamps of `batches`, record by record.
+    stamps: Vec<Vec<i64>>,
     scratch: Vec<u8>,
     errors: ErrorSlot,
     failed: bool,
     /// [`PartitionWriter::finish`] was called: nothing more goes into the writer.
     partition_finished: bool,
+    /// Records go out with their timestamps.
+    timestamps: bool,
+    time: ChainTime,
+    /// The last watermark broadcast.
+    watermark: i64,
 }
 
 impl<T: Record> NetworkOutput<T> {
@@ -1137,10 +1405,14 @@ impl<T: Record> NetworkOutput<T> {
             any_remote: true,
             batch_records: 1,
             batches: (0..subpartitions).map(|_| Vec::new()).collect(),
+            stamps: (0..subpartitions).map(|_| Vec::new()).collect(),
             scratch: Vec::new(),
             errors: spec.errors,
             failed: false,
             partition_finished: false,
+            timestamps: spec.timestamps,
+            time: spec.time,
+            watermark: crate::time::MIN_WATERMARK,
         })
     }
 
@@ -1152,6 +1424,9 @@ impl<T: Record> NetworkOutput<T> {
     #[inline]
     fn emit(&mut self, subpartition: usize, record: T) {
         if self.local[subpartition] {
+            if self.timestamps {
+                self.stamps[subpartition].push(self.time.timestamp());
+            }
             let batch = &mut self.batches[subpartition];
             batch.push(record);
             if batch.len() >= self.batch_records {
@@ -1159,6 +1434,9 @@ impl<T: Record> NetworkOutput<T> {
             }
         } else {
             self.scratch.clear();
+            if self.timestamps {
+                self.time.timestamp().encode(&mut self.scratch);
+            }
             record.encode(&mut self.scratch);
             if let Err(e) = self.writer.write_record(subpartition, &self.scratch) {
                 self.fail(e);
@@ -1175,10 +1453,19 @@ impl<T: Record> NetworkOutput<T> {
         if records == 0 {
             return;
         }
-        if let Err(e) = self
-            .writer
-            .write_batch(subpartition, Box::new(full), records)
-        {
+        let batch: Box<dyn Any + Send> = if self.timestamps {
+            let timestamps = std::mem::replace(
+                &mut self.stamps[subpartition],
+                Vec::with_capacity(self.batch_records),
+            );
+            Box::new(TimedBatch {
+                records: full,
+                timestamps,
+            })
+        } else {
+            Box::new(full)
+        };
+        if let Err(e) = self.writer.write_batch(subpartition, batch, records) {
             self.fail(e);
         }
     }
@@ -1224,8 +1511,12 @@ impl<T: Record> Collector<T> for NetworkOutput<T> {
                 self.emit(s, record);
             }
             Selector::Broadcast => {
+                let timestamp = self.time.timestamp();
                 if self.any_remote {
                     self.scratch.clear();
+                    if self.timestamps {
+                        timestamp.encode(&mut self.scratch);
+                    }
                     record.encode(&mut self.scratch);
                 }
                 for s in 0..self.subpartitions {
@@ -1233,6 +1524,9 @@ impl<T: Record> Collector<T> for NetworkOutput<T> {
                         return;
                     }
                     if self.local[s] {
+                        if self.timestamps {
+                            self.stamps[s].push(timestamp);
+                        }
                         self.batches[s].push(record.clone());
                         if self.batches[s].len() >= self.batch_records {
                             self.send_batch(s);
@@ -1276,6 +1570,7 @@ impl<T: Record> Output<T> for NetworkOutput<T> {
     }
     fn close(&mut self) {
         self.batches.iter_mut().for_each(Vec::clear);
+        self.stamps.iter_mut().for_each(Vec::clear);
     }
     fn snapshot_state(&mut self, _: u64, _: &mut SnapshotWriter) -> Result<(), String> {
         self.errors.check()
@@ -1328,5 +1623,37 @@ impl<T: Record> Output<T> for NetworkOutput<T> {
             }
         }
         self.errors.check()
+    }
+    fn process_watermark(&mut self, watermark: i64) -> Result<(), String> {
+        if watermark <= self.watermark || self.partition_finished || self.failed {
+            return self.errors.check();
+        }
+        self.watermark = watermark;
+        // Behind every record emitted before it.
+        self.send_all_batches();
+        if !self.failed {
+            if let Err(e) = self.writer.broadcast_watermark(watermark) {
+                self.fail(e);
+            }
+        }
+        self.errors.check()
+    }
+    fn process_watermark_status(&mut self, idle: bool) -> Result<(), String> {
+        if self.partition_finished || self.failed {
+            return self.errors.check();
+        }
+        self.send_all_batches();
+        if !self.failed {
+            if let Err(e) = self.writer.broadcast_watermark_status(idle) {
+                self.fail(e);
+            }
+        }
+        self.errors.check()
+    }
+    fn on_processing_time(&mut self, _: i64) -> Result<(), String> {
+        Ok(())
+    }
+    fn next_processing_time(&self) -> Option<i64> {
+        None
     }
 }

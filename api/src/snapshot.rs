@@ -22,7 +22,8 @@ use crate::Codec;
 /// The first bytes of every snapshot.
 pub(crate) const MAGIC: &[u8; 4] = b"RFCK";
 /// The format version this build writes and reads.
-pub(crate) const VERSION: u16 = 1;
+/// 2: keyed `process` sections hold timers after the keyed state (and window operators exist).
+pub(crate) const VERSION: u16 = 2;
 const HEADER_LEN: usize = 4 + 2 + 4;
 const SECTION_HEADER_LEN: usize = 4 + 8;
 

@@ -18,6 +18,7 @@ use rustc_hash::FxHashMap;
 
 use crate::codec::{read_varint, write_varint};
 use crate::snapshot::{decode_map, decode_map_with, encode_map, encode_map_with};
+use crate::time::{TimeDomain, Timers, MIN_WATERMARK, NO_TIMESTAMP};
 use crate::{Codec, Collector, Key, Record, RuntimeContext};
 
 const UNREGISTERED: usize = usize::MAX;
@@ -442,6 +443,17 @@ pub struct KeyedContext<'a, K> {
     key: &'a K,
     stores: &'a mut StateStores,
     runtime: &'a RuntimeContext,
+    timing: Option<TimerAccess<'a, K>>,
+}
+
+/// A keyed operator's timers and time, as a [`KeyedContext`] sees them.
+pub(crate) struct TimerAccess<'a, K> {
+    pub(crate) timers: &'a mut Timers<K>,
+    /// The record's timestamp, or the firing timer's.
+    pub(crate) timestamp: i64,
+    pub(crate) processing_time: i64,
+    /// Set while a timer fires.
+    pub(crate) domain: Option<TimeDomain>,
 }
 
 impl<K> std::fmt::Debug for KeyedContext<'_, K> {
@@ -460,6 +472,96 @@ impl<'a, K: Key> KeyedContext<'a, K> {
             key,
             stores,
             runtime,
+            timing: None,
+        }
+    }
+
+    pub(crate) fn with_timers(
+        key: &'a K,
+        stores: &'a mut StateStores,
+        runtime: &'a RuntimeContext,
+        timing: TimerAccess<'a, K>,
+    ) -> Self {
+        KeyedContext {
+            key,
+            stores,
+            runtime,
+            timing: Some(timing),
+        }
+    }
+
+    fn timers(&mut self) -> Option<&mut Timers<K>> {
+        match &mut self.timing {
+            Some(timing) => Some(&mut *timing.timers),
+            None => {
+                if self.stores.error.is_none() {
+                    self.stores.error = Some("timers are not available in this context".into());
+                }
+                None
+            }
+        }
+    }
+
+    /// The timestamp of the record being processed (or, in
+    /// [`KeyedProcessFunction::on_timer`], the timer's); `None` when it has none. Flink:
+    /// `Context.timestamp()`.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timing
+            .as_ref()
+            .map(|t| t.timestamp)
+            .filter(|t| *t != NO_TIMESTAMP)
+    }
+
+    /// The operator's current watermark. Flink: `TimerService.currentWatermark()`.
+    pub fn current_watermark(&self) -> i64 {
+        self.timing
+            .as_ref()
+            .map_or(MIN_WATERMARK, |t| t.timers.watermark)
+    }
+
+    /// The current processing time in milliseconds since the epoch, as the task last gave it.
+    /// Flink: `TimerService.currentProcessingTime()`.
+    pub fn current_processing_time(&self) -> i64 {
+        self.timing.as_ref().map_or(0, |t| t.processing_time)
+    }
+
+    /// In [`KeyedProcessFunction::on_timer`], which clock fired; `None` while processing a
+    /// record. Flink: `OnTimerContext.timeDomain()`.
+    pub fn time_domain(&self) -> Option<TimeDomain> {
+        self.timing.as_ref().and_then(|t| t.domain)
+    }
+
+    /// Registers an event-time timer for the current key: `on_timer` is called once the
+    /// watermark reaches `timestamp`. One timer per key and timestamp (registering it again does
+    /// nothing). Timers are part of checkpoints.
+    pub fn register_event_time_timer(&mut self, timestamp: i64) {
+        let key = self.key;
+        if let Some(timers) = self.timers() {
+            timers.event.register(timestamp, key);
+        }
+    }
+
+    /// Registers a processing-time timer for the current key at `timestamp` (wall clock, ms).
+    pub fn register_processing_time_timer(&mut self, timestamp: i64) {
+        let key = self.key;
+        if let Some(timers) = self.timers() {
+            timers.processing.register(timestamp, key);
+        }
+    }
+
+    /// Deletes the current key's event-time timer at `timestamp`, if any.
+    pub fn delete_event_time_timer(&mut self, timestamp: i64) {
+        let key = self.key;
+        if let Some(timers) = self.timers() {
+            timers.event.delete(timestamp, key);
+        }
+    }
+
+    /// Deletes the current key's processing-time timer at `timestamp`, if any.
+    pub fn delete_processing_time_timer(&mut self, timestamp: i64) {
+        let key = self.key;
+        if let Some(timers) = self.timers() {
+            timers.processing.delete(timestamp, key);
         }
     }
 
@@ -708,6 +810,13 @@ pub trait KeyedProcessFunction<K, I, O>: Send + 'static {
         ctx: &mut KeyedContext<'_, K>,
         out: &mut dyn Collector<O>,
     );
+
+    /// A timer of the current key (`ctx.key()`) fired: an event-time timer once the watermark
+    /// reached `timestamp` (its output carries `timestamp`), a processing-time timer once the
+    /// wall clock did. Timers fire in timestamp order. Flink: `onTimer`.
+    fn on_timer(&mut self, timestamp: i64, ctx: &mut KeyedContext<'_, K>, out: &mut dyn Collector<O>) {
+        let _ = (timestamp, ctx, out);
+    }
 
     /// Called once when the input has ended, before downstream operators finish.
     fn end_of_input(&mut self, ctx: &mut EndOfInputContext<'_, K>, out: &mut dyn Collector<O>) {

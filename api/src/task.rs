@@ -43,8 +43,12 @@ use std::any::Any;
 
 use crate::graph::{JobPlan, PlanVertex, StreamGraph};
 use crate::operators::{
-    AnyBox, BuildContext, ChainDriver, ErrorSlot, InputDriver, NetworkSpec, NodeLogic, SourceDriver,
+    AnyBox, BuildContext, ChainDriver, ErrorSlot, FanOutFn, InputDriver, NetworkSpec, NodeLogic,
+    SourceDriver,
 };
+
+/// A node's side outputs by tag, while its chain is built.
+type SideOutputs = rustc_hash::FxHashMap<String, AnyBox>;
 use crate::snapshot::{SnapshotSections, SnapshotWriter};
 use crate::{JobError, RuntimeContext, SourceStatus};
 
@@ -99,6 +103,25 @@ pub trait PartitionWriter: Send {
     fn broadcast_barrier(&mut self, barrier: CheckpointBarrier) -> Result<(), String> {
         let _ = barrier;
         Err("this output cannot carry checkpoint barriers".into())
+    }
+    /// Sends watermark `watermark` to every subpartition, behind everything written before
+    /// (the chain has pushed its typed batches first). Only jobs that use time send them. The
+    /// default refuses: this output cannot carry watermarks.
+    ///
+    /// # Errors
+    /// A message that fails the task.
+    fn broadcast_watermark(&mut self, watermark: i64) -> Result<(), String> {
+        let _ = watermark;
+        Err("this output cannot carry watermarks".into())
+    }
+    /// Tells every subpartition that this output turned idle (`true`) or active again, behind
+    /// everything written before. The default refuses, as for watermarks.
+    ///
+    /// # Errors
+    /// A message that fails the task.
+    fn broadcast_watermark_status(&mut self, idle: bool) -> Result<(), String> {
+        let _ = idle;
+        Err("this output cannot carry watermark status".into())
     }
     /// Called once from [`VertexInstance::end_input`] after the last record and batch of this
     /// output: no more records follow, but barriers may (the final checkpoint). Defaults to
@@ -171,6 +194,9 @@ pub struct VertexInstance {
     restored: bool,
     /// `finish_outputs` was called.
     outputs_finished: bool,
+    /// The job uses time: the input's end is the maximum watermark.
+    uses_time: bool,
+    time: crate::time::ChainTime,
 }
 
 impl std::fmt::Debug for VertexInstance {
@@ -363,6 +389,66 @@ impl VertexInstance {
         self.errors.check()
     }
 
+    /// The vertex's input watermark advanced to `watermark` (the minimum over its input
+    /// channels, see [`crate::time::WatermarkValve`]): event-time timers and windows up to it
+    /// fire, then it goes on to the outputs. A watermark not above the last is ignored.
+    ///
+    /// # Errors
+    /// A stored chain error, a writer failing, or misuse.
+    pub fn process_watermark(&mut self, watermark: i64) -> Result<(), String> {
+        self.require(Phase::Running, "process_watermark")?;
+        self.head.chain().process_watermark(watermark)?;
+        self.errors.check()
+    }
+
+    /// The vertex's input turned idle (`true`: every input channel is idle) or active again;
+    /// passed on to the outputs.
+    ///
+    /// # Errors
+    /// A stored chain error, a writer failing, or misuse.
+    pub fn process_watermark_status(&mut self, idle: bool) -> Result<(), String> {
+        self.require(Phase::Running, "process_watermark_status")?;
+        self.head.chain().process_watermark_status(idle)?;
+        self.errors.check()
+    }
+
+    /// Tells the chain the processing time (wall clock, ms since the epoch): operators read it
+    /// as their current processing time, and processing-time timers and periodic watermarks
+    /// due at `now` fire. Call it often (every input item or source poll is fine: it costs a
+    /// few calls when nothing is due) and when [`next_processing_time`](Self::next_processing_time)
+    /// is reached. Ignored outside the running phase: after the end of input, pending
+    /// processing-time timers do not fire (as in Flink).
+    ///
+    /// # Errors
+    /// A stored chain error or a failing timer.
+    pub fn advance_processing_time(&mut self, now: i64) -> Result<(), String> {
+        if self.phase != Phase::Running {
+            return Ok(());
+        }
+        self.errors.check()?;
+        self.time.set_processing_time(now);
+        let chain = self.head.chain();
+        if chain.next_processing_time().is_some_and(|due| due <= now) {
+            chain.on_processing_time(now)?;
+        }
+        self.errors.check()
+    }
+
+    /// The earliest processing time at which some operator of the chain has work (a timer, a
+    /// periodic watermark); the task should call
+    /// [`advance_processing_time`](Self::advance_processing_time) by then even without input.
+    pub fn next_processing_time(&mut self) -> Option<i64> {
+        if self.phase != Phase::Running {
+            return None;
+        }
+        self.head.chain().next_processing_time()
+    }
+
+    /// True when the job uses time (timestamps and watermarks flow).
+    pub fn uses_time(&self) -> bool {
+        self.uses_time
+    }
+
     /// All inputs have ended (or the source finished): finishes the operators in chain order
     /// (batch-mode aggregations emit here, sinks flush), then pushes out the outputs' partial
     /// batches and calls [`PartitionWriter::end_of_data`] on each. Barriers may still follow
@@ -377,6 +463,11 @@ impl VertexInstance {
         }
         self.require(Phase::Running, "end_input")?;
         let chain = self.head.chain();
+        if self.uses_time {
+            // Every event-time timer and window fires before the operators finish.
+            chain.process_watermark(crate::time::MAX_WATERMARK)?;
+            self.errors.check()?;
+        }
         chain.finish()?;
         self.errors.check()?;
         chain.end_of_data()?;
@@ -438,13 +529,36 @@ struct ChainBuilder<'a> {
 }
 
 impl ChainBuilder<'_> {
-    /// Builds everything downstream of `node` inside the chain: its combined output.
-    fn outputs_of(&mut self, node: u32) -> Result<AnyBox, String> {
+    /// Builds everything downstream of `node` inside the chain: its combined main output, and
+    /// its side outputs by tag.
+    fn outputs_of(&mut self, node: u32) -> Result<(AnyBox, SideOutputs), String> {
         let graph = self.graph;
         let mut outputs: Vec<AnyBox> = Vec::new();
+        let mut sides: Vec<(String, FanOutFn, Vec<AnyBox>)> = Vec::new();
         for e in graph.out_edges(node) {
+            let side = graph.edge_sides.get(e).and_then(Option::as_ref);
+            let output = self.edge_output(e)?;
+            match side {
+                None => outputs.push(output),
+                Some(side) => match sides.iter_mut().find(|(tag, _, _)| *tag == side.tag) {
+                    Some((_, _, list)) => list.push(output),
+                    None => sides.push((side.tag.clone(), side.fan_out, vec![output])),
+                },
+            }
+        }
+        let mut side_outputs = SideOutputs::default();
+        for (tag, fan_out, list) in sides {
+            side_outputs.insert(tag, fan_out(list)?);
+        }
+        Ok(((graph.impls[node as usize].fan_out)(outputs)?, side_outputs))
+    }
+
+    /// The output for stream edge `e`: the chained operator, or a network output.
+    fn edge_output(&mut self, e: usize) -> Result<AnyBox, String> {
+        let graph = self.graph;
+        {
             match graph.edge_to_plan[e] {
-                None => outputs.push(self.operator(graph.edges[e].target)?),
+                None => self.operator(graph.edges[e].target),
                 Some(plan_edge) => {
                     let position =
                         self.plan_vertex
@@ -464,20 +578,21 @@ impl ChainBuilder<'_> {
                         consumer_parallelism: target.parallelism,
                         consumer_max_parallelism: target.max_parallelism,
                         errors: self.build.errors.clone(),
+                        timestamps: graph.uses_time,
+                        time: self.build.time.clone(),
                     };
-                    let output = (graph.edge_outputs[e])(spec, writer)
-                        .map_err(|err| format!("output edge {plan_edge}: {err}"))?;
-                    outputs.push(output);
+                    (graph.edge_outputs[e])(spec, writer)
+                        .map_err(|err| format!("output edge {plan_edge}: {err}"))
                 }
             }
         }
-        (graph.impls[node as usize].fan_out)(outputs)
     }
 
     /// Builds the operator `node` with everything downstream of it; returns its erased input.
     fn operator(&mut self, node: u32) -> Result<AnyBox, String> {
-        let output = self.outputs_of(node)?;
+        let (output, sides) = self.outputs_of(node)?;
         self.build.node = node;
+        *self.build.side_outputs.borrow_mut() = sides;
         match &self.graph.impls[node as usize].logic {
             NodeLogic::Operator { build, .. } => build(&self.build, output),
             NodeLogic::Source(_) => Err(format!("internal error: source {node} inside a chain")),
@@ -532,6 +647,7 @@ impl StreamGraph {
             )));
         }
         let errors = ErrorSlot::default();
+        let time = crate::time::ChainTime::default();
         let mut builder = ChainBuilder {
             graph: self,
             plan_vertex,
@@ -547,19 +663,24 @@ impl StreamGraph {
                 batch_emission: self.batch_emission,
                 errors: errors.clone(),
                 node: 0,
+                time: time.clone(),
+                timestamps: self.uses_time,
+                auto_watermark_interval: self.auto_watermark_interval,
+                side_outputs: Default::default(),
             },
             writers: outputs.into_iter().map(Some).collect(),
         };
         let head_node = plan_vertex.nodes[0];
         let head = match &self.impls[head_node as usize].logic {
             NodeLogic::Source(build_source) => {
-                let output = builder.outputs_of(head_node).map_err(fail)?;
+                let (output, sides) = builder.outputs_of(head_node).map_err(fail)?;
                 builder.build.node = head_node;
+                *builder.build.side_outputs.borrow_mut() = sides;
                 Head::Source(build_source(&builder.build, output).map_err(fail)?)
             }
             NodeLogic::Operator { head, .. } => {
                 let input = builder.operator(head_node).map_err(fail)?;
-                Head::Input(head(input).map_err(fail)?)
+                Head::Input(head(input, self.uses_time, time.clone()).map_err(fail)?)
             }
         };
         Ok(VertexInstance {
@@ -570,6 +691,8 @@ impl StreamGraph {
             task_name: ctx.task_name,
             restored: false,
             outputs_finished: false,
+            uses_time: self.uses_time,
+            time,
         })
     }
 }

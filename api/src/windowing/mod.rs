@@ -1,0 +1,1 @@
+//! Windows: assigners, triggers, window operators. (Being written.)
