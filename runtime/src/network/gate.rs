@@ -1162,6 +1162,46 @@ impl InputGate {
         }
     }
 
+    /// Like [`next`](Self::next), but waits only until `deadline`: returns
+    /// [`GateItem::Woken`] when it passes with nothing to read (for a task's processing-time
+    /// timers). `None` waits as long as `next`.
+    pub fn next_until(&mut self, deadline: Option<Instant>) -> Result<GateItem, NetworkError> {
+        let Some(deadline) = deadline else {
+            return self.next();
+        };
+        loop {
+            if let Some(item) = self.poll_next()? {
+                return Ok(item);
+            }
+            let mut st = self.shared.lock();
+            let mut since: Option<Instant> = None;
+            while st.failed.is_none()
+                && !st.woken
+                && st.available.is_empty()
+                && st.ended < self.num_channels
+            {
+                if st.interrupted {
+                    drop(st);
+                    self.add_wait(since);
+                    return Err(NetworkError::Interrupted);
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    drop(st);
+                    self.add_wait(since);
+                    return Ok(GateItem::Woken);
+                }
+                since.get_or_insert(now);
+                st = match self.shared.cond.wait_timeout(st, deadline - now) {
+                    Ok((st, _)) => st,
+                    Err(e) => e.into_inner().0,
+                };
+            }
+            drop(st);
+            self.add_wait(since);
+        }
+    }
+
     fn add_wait(&self, since: Option<Instant>) {
         if let Some(since) = since {
             let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);

@@ -213,6 +213,16 @@ pub enum NetworkEvent {
         /// Whether the checkpoint is a savepoint.
         savepoint: bool,
     },
+    /// The producer's watermark: no record with a timestamp at or below it follows. Flink:
+    /// `Watermark` (a stream element in Flink, an event here; it travels in order with the
+    /// records all the same).
+    Watermark(i64),
+    /// The producer turned idle (`true`: do not wait for its watermark) or active again.
+    /// Flink: `WatermarkStatus`.
+    WatermarkStatus {
+        /// True for idle.
+        idle: bool,
+    },
 }
 
 /// Where an input channel's producer runs.

@@ -637,7 +637,10 @@ impl ResultPartitionWriter {
     pub fn broadcast_event(&mut self, event: NetworkEvent) -> Result<(), NetworkError> {
         match event {
             NetworkEvent::EndOfPartition => return self.finish(),
-            NetworkEvent::EndOfData | NetworkEvent::CheckpointBarrier { .. } => {}
+            NetworkEvent::EndOfData
+            | NetworkEvent::CheckpointBarrier { .. }
+            | NetworkEvent::Watermark(_)
+            | NetworkEvent::WatermarkStatus { .. } => {}
         }
         if let Some(err) = self.closed_error() {
             return Err(err);

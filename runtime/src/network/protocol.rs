@@ -26,6 +26,8 @@
 //! tag 0  EndOfPartition     (nothing else)
 //! tag 1  EndOfData          (nothing else)
 //! tag 2  CheckpointBarrier  id:u64 timestamp:i64 flags:u8 (bit 0: savepoint; others must be 0)
+//! tag 3  Watermark          watermark:i64
+//! tag 4  WatermarkStatus    status:u8 (0 active, 1 idle)
 //! ```
 //!
 //! An unknown tag, a payload of the wrong length for its tag or unknown flag bits is an
@@ -44,7 +46,8 @@ use crate::types::{ExecutionAttemptId, ExecutionGraphId, ExecutionVertexId, JobV
 /// The first four bytes each side sends.
 pub(crate) const PREAMBLE_MAGIC: [u8; 4] = *b"RFDP";
 /// The protocol version, checked in the preamble.
-pub(crate) const PROTOCOL_VERSION: u16 = 1;
+/// 2: watermark and watermark status events.
+pub(crate) const PROTOCOL_VERSION: u16 = 2;
 /// Length of the preamble.
 pub(crate) const PREAMBLE_LEN: usize = 6;
 /// Every frame's magic number (Flink's).
@@ -71,6 +74,10 @@ const EVENT_CHECKPOINT_BARRIER: u8 = 2;
 const BARRIER_PAYLOAD_LEN: usize = 1 + 8 + 8 + 1;
 const BARRIER_FLAG_SAVEPOINT: u8 = 1;
 /// The longest event payload.
+const EVENT_WATERMARK: u8 = 3;
+const WATERMARK_PAYLOAD_LEN: usize = 1 + 8;
+const EVENT_WATERMARK_STATUS: u8 = 4;
+const WATERMARK_STATUS_PAYLOAD_LEN: usize = 2;
 const MAX_EVENT_PAYLOAD: usize = BARRIER_PAYLOAD_LEN;
 
 /// A frame or preamble that breaks the protocol.
@@ -96,6 +103,8 @@ pub(crate) enum EventDecodeError {
     },
     /// A checkpoint barrier with flag bits this side does not know.
     UnknownFlags(u8),
+    /// A watermark status that is neither 0 (active) nor 1 (idle).
+    UnknownWatermarkStatus(u8),
 }
 
 impl std::fmt::Display for EventDecodeError {
@@ -114,6 +123,10 @@ impl std::fmt::Display for EventDecodeError {
             EventDecodeError::UnknownFlags(flags) => {
                 write!(f, "checkpoint barrier with unknown flags {flags:#04x}")
             }
+            EventDecodeError::UnknownWatermarkStatus(status) => write!(
+                f,
+                "watermark status {status} is neither 0 (active) nor 1 (idle)"
+            ),
         }
     }
 }
@@ -313,6 +326,16 @@ fn encode_event_payload(out: &mut [u8; MAX_EVENT_PAYLOAD], event: NetworkEvent) 
             out[17] = if savepoint { BARRIER_FLAG_SAVEPOINT } else { 0 };
             BARRIER_PAYLOAD_LEN
         }
+        NetworkEvent::Watermark(watermark) => {
+            out[0] = EVENT_WATERMARK;
+            out[1..9].copy_from_slice(&watermark.to_be_bytes());
+            WATERMARK_PAYLOAD_LEN
+        }
+        NetworkEvent::WatermarkStatus { idle } => {
+            out[0] = EVENT_WATERMARK_STATUS;
+            out[1] = u8::from(idle);
+            WATERMARK_STATUS_PAYLOAD_LEN
+        }
     }
 }
 
@@ -359,6 +382,20 @@ pub(crate) fn decode_event(payload: &[u8]) -> Result<NetworkEvent, EventDecodeEr
                 timestamp,
                 savepoint: flags & BARRIER_FLAG_SAVEPOINT != 0,
             })
+        }
+        EVENT_WATERMARK => {
+            expect_len("Watermark", WATERMARK_PAYLOAD_LEN)?;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(rest);
+            Ok(NetworkEvent::Watermark(i64::from_be_bytes(a)))
+        }
+        EVENT_WATERMARK_STATUS => {
+            expect_len("WatermarkStatus", WATERMARK_STATUS_PAYLOAD_LEN)?;
+            match rest.first().copied().unwrap_or(u8::MAX) {
+                0 => Ok(NetworkEvent::WatermarkStatus { idle: false }),
+                1 => Ok(NetworkEvent::WatermarkStatus { idle: true }),
+                status => Err(EventDecodeError::UnknownWatermarkStatus(status)),
+            }
         }
         other => Err(EventDecodeError::UnknownTag(other)),
     }
@@ -698,6 +735,11 @@ mod tests {
             barrier(7, 1_700_000_000_123, true),
             barrier(u64::MAX, i64::MIN, false),
             barrier(1, -1, true),
+            NetworkEvent::Watermark(i64::MIN),
+            NetworkEvent::Watermark(1_700_000_000_123),
+            NetworkEvent::Watermark(i64::MAX),
+            NetworkEvent::WatermarkStatus { idle: true },
+            NetworkEvent::WatermarkStatus { idle: false },
         ];
         let mut out = Vec::new();
         for (seq, event) in events.iter().enumerate() {
@@ -741,12 +783,34 @@ mod tests {
             &p[..n],
             &[2, 1, 2, 3, 4, 5, 6, 7, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 1]
         );
+        let n = encode_event_payload(&mut p, NetworkEvent::Watermark(0x0102_0304_0506_0708));
+        assert_eq!(&p[..n], &[3, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let n = encode_event_payload(&mut p, NetworkEvent::WatermarkStatus { idle: true });
+        assert_eq!(&p[..n], &[4, 1]);
     }
 
     #[test]
     fn malformed_events_are_typed_errors() {
         assert_eq!(decode_event(&[]), Err(EventDecodeError::Empty));
-        assert_eq!(decode_event(&[3]), Err(EventDecodeError::UnknownTag(3)));
+        assert_eq!(decode_event(&[5]), Err(EventDecodeError::UnknownTag(5)));
+        assert!(matches!(
+            decode_event(&[3, 1, 2]),
+            Err(EventDecodeError::WrongLength {
+                event: "Watermark",
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode_event(&[4]),
+            Err(EventDecodeError::WrongLength {
+                event: "WatermarkStatus",
+                ..
+            })
+        ));
+        assert_eq!(
+            decode_event(&[4, 2]),
+            Err(EventDecodeError::UnknownWatermarkStatus(2))
+        );
         assert_eq!(
             decode_event(&[0xff, 0]),
             Err(EventDecodeError::UnknownTag(0xff))
