@@ -10,7 +10,6 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::env::{Builder, NodeSpec, SideOutput};
-use crate::time::{TimestampsAndWatermarksOp, WatermarkStrategy};
 use crate::graph::{ChainingStrategy, NodeImpl, NodeKind};
 use crate::operators::{
     erase, fan_out, hash_fn, head, network_output_builder, summing_output_builder, unerase,
@@ -19,6 +18,7 @@ use crate::operators::{
 };
 use crate::sinks::{CollectSink, PrintSink, TextFileSink};
 use crate::state::StateStores;
+use crate::time::{TimestampsAndWatermarksOp, WatermarkStrategy};
 use crate::{Collector, Key, KeyedProcessFunction, Numeric, Partitioner, Record, SinkFunction};
 
 #[derive(Debug, Clone)]

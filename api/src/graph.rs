@@ -361,13 +361,11 @@ impl StreamGraph {
             RuntimeMode::Automatic => bounded,
         };
         let uses_time = nodes.iter().any(|n| n.kind.uses_time());
-        let auto_watermark_interval = match job_config.get(crate::time::AUTO_WATERMARK_INTERVAL_KEY) {
+        let auto_watermark_interval = match job_config.get(crate::time::AUTO_WATERMARK_INTERVAL_KEY)
+        {
             None => crate::time::DEFAULT_AUTO_WATERMARK_INTERVAL_MS,
             Some(value) => crate::time::parse_millis(value).map_err(|e| {
-                JobError::InvalidGraph(format!(
-                    "{}: {e}",
-                    crate::time::AUTO_WATERMARK_INTERVAL_KEY
-                ))
+                JobError::InvalidGraph(format!("{}: {e}", crate::time::AUTO_WATERMARK_INTERVAL_KEY))
             })?,
         };
         let mut graph = StreamGraph {

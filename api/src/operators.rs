@@ -41,8 +41,7 @@ pub(crate) type SourceBuilder =
 pub(crate) type FanOutFn = fn(Vec<AnyBox>) -> Result<AnyBox, String>;
 /// Wraps a chain head's erased input into an [`InputDriver`]; `timestamps` tells whether the
 /// records arriving carry timestamps.
-pub(crate) type HeadFn =
-    fn(AnyBox, bool, ChainTime) -> Result<Box<dyn InputDriver>, String>;
+pub(crate) type HeadFn = fn(AnyBox, bool, ChainTime) -> Result<Box<dyn InputDriver>, String>;
 /// Builds a network output for one edge of the producing node's type.
 pub(crate) type NetworkOutputBuilder =
     Arc<dyn Fn(NetworkSpec, Box<dyn PartitionWriter>) -> Result<AnyBox, String> + Send + Sync>;
@@ -899,7 +898,10 @@ impl<K: Key, I: Record, O: Record, F: KeyedProcessFunction<K, I, O>> Output<I>
         self.out.on_processing_time(now)
     }
     fn next_processing_time(&self) -> Option<i64> {
-        earliest(self.timers.processing.peek(), self.out.next_processing_time())
+        earliest(
+            self.timers.processing.peek(),
+            self.out.next_processing_time(),
+        )
     }
 }
 

@@ -814,7 +814,12 @@ pub trait KeyedProcessFunction<K, I, O>: Send + 'static {
     /// A timer of the current key (`ctx.key()`) fired: an event-time timer once the watermark
     /// reached `timestamp` (its output carries `timestamp`), a processing-time timer once the
     /// wall clock did. Timers fire in timestamp order. Flink: `onTimer`.
-    fn on_timer(&mut self, timestamp: i64, ctx: &mut KeyedContext<'_, K>, out: &mut dyn Collector<O>) {
+    fn on_timer(
+        &mut self,
+        timestamp: i64,
+        ctx: &mut KeyedContext<'_, K>,
+        out: &mut dyn Collector<O>,
+    ) {
         let _ = (timestamp, ctx, out);
     }
 

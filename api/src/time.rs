@@ -609,7 +609,6 @@ impl<T: 'static> WatermarkStrategy<T> {
     }
 }
 
-
 /// `assign_timestamps_and_watermarks`: sets each record's timestamp, runs the watermark
 /// generator on every record and every `pipeline.auto-watermark-interval`, and marks its output
 /// idle after the strategy's idleness timeout. Upstream watermarks are dropped except the final
