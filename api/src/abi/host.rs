@@ -189,10 +189,14 @@ impl Plugin {
         if handle.is_null() {
             return Err(CallError::Malformed("no vertex handle".into()));
         }
+        // Fixed at instantiation: asked once, so that `uses_time(&self)` needs no call.
+        // SAFETY: a live handle of this table.
+        let uses_time = unsafe { (self.api.vertex_uses_time)(handle) };
         Ok(LibraryVertex {
             api: self.api,
             handle,
             is_source,
+            uses_time,
             task_name: request.context.task_name.clone(),
         })
     }
@@ -206,6 +210,7 @@ pub struct LibraryVertex {
     api: &'static PluginApi,
     handle: *mut c_void,
     is_source: bool,
+    uses_time: bool,
     task_name: String,
 }
 
@@ -359,6 +364,50 @@ impl LibraryVertex {
         self.call(|api, v, err| unsafe { (api.vertex_flush)(v, err) })
     }
 
+    /// `VertexInstance::process_watermark`.
+    ///
+    /// # Errors
+    /// As there, or a panic (of a timer or window firing).
+    pub fn process_watermark(&mut self, watermark: i64) -> Result<(), String> {
+        // SAFETY: as above.
+        self.call(|api, v, err| unsafe { (api.vertex_process_watermark)(v, watermark, err) })
+    }
+
+    /// `VertexInstance::process_watermark_status`.
+    ///
+    /// # Errors
+    /// As there, or a panic.
+    pub fn process_watermark_status(&mut self, idle: bool) -> Result<(), String> {
+        self.call(|api, v, err| {
+            // SAFETY: as above.
+            unsafe { (api.vertex_process_watermark_status)(v, idle, err) }
+        })
+    }
+
+    /// `VertexInstance::advance_processing_time`.
+    ///
+    /// # Errors
+    /// As there, or a panic (of a processing-time timer).
+    pub fn advance_processing_time(&mut self, now: i64) -> Result<(), String> {
+        self.call(|api, v, err| {
+            // SAFETY: as above.
+            unsafe { (api.vertex_advance_processing_time)(v, now, err) }
+        })
+    }
+
+    /// `VertexInstance::next_processing_time`; `None` also for a poisoned vertex (its next
+    /// fallible call reports why).
+    pub fn next_processing_time(&mut self) -> Option<i64> {
+        let mut due = 0i64;
+        // SAFETY: as above; `due` is writable.
+        unsafe { (self.api.vertex_next_processing_time)(self.handle, &mut due) }.then_some(due)
+    }
+
+    /// `VertexInstance::uses_time` (fixed at instantiation).
+    pub fn uses_time(&self) -> bool {
+        self.uses_time
+    }
+
     /// `VertexInstance::close`.
     pub fn close(&mut self) {
         // SAFETY: as above.
@@ -504,6 +553,24 @@ unsafe extern "C" fn w_broadcast_barrier(
     unsafe { writer_call(ctx, err, |w| w.broadcast_barrier(barrier)) }
 }
 
+unsafe extern "C" fn w_broadcast_watermark(
+    ctx: *mut c_void,
+    watermark: i64,
+    err: *mut RfBuf,
+) -> Status {
+    // SAFETY: see `writer_call`.
+    unsafe { writer_call(ctx, err, |w| w.broadcast_watermark(watermark)) }
+}
+
+unsafe extern "C" fn w_broadcast_watermark_status(
+    ctx: *mut c_void,
+    idle: bool,
+    err: *mut RfBuf,
+) -> Status {
+    // SAFETY: see `writer_call`.
+    unsafe { writer_call(ctx, err, |w| w.broadcast_watermark_status(idle)) }
+}
+
 unsafe extern "C" fn w_end_of_data(ctx: *mut c_void, err: *mut RfBuf) -> Status {
     // SAFETY: see `writer_call`.
     unsafe { writer_call(ctx, err, |w| w.end_of_data()) }
@@ -534,6 +601,8 @@ fn host_writer(writer: WriterBox) -> HostWriter {
         write_batch: w_write_batch,
         flush: w_flush,
         broadcast_barrier: w_broadcast_barrier,
+        broadcast_watermark: w_broadcast_watermark,
+        broadcast_watermark_status: w_broadcast_watermark_status,
         end_of_data: w_end_of_data,
         finish: w_finish,
         release: w_release,

@@ -48,7 +48,13 @@ use crate::graph::{JobPlan, Partitioner, PlanEdge, PlanVertex};
 use crate::task::VertexContext;
 
 /// The version of this ABI. A node and a library must agree on it.
-pub const ABI_VERSION: u32 = 1;
+///
+/// * 1: the first.
+/// * 2: event time: [`PluginApi`] gained the vertex's watermark, watermark-status and
+///   processing-time functions and `vertex_uses_time`; [`HostWriter`] gained
+///   `broadcast_watermark` and `broadcast_watermark_status`. Both tables changed layout, so a
+///   library of version 1 cannot be driven by this node (nor the other way round).
+pub const ABI_VERSION: u32 = 2;
 
 /// What must be equal in a node and a library built for it: the rflink version, the rustc
 /// version and the target, e.g.
@@ -330,6 +336,10 @@ pub struct HostWriter {
     pub flush: unsafe extern "C" fn(*mut c_void, *mut RfBuf) -> Status,
     /// `PartitionWriter::broadcast_barrier`.
     pub broadcast_barrier: unsafe extern "C" fn(*mut c_void, RfBarrier, *mut RfBuf) -> Status,
+    /// `PartitionWriter::broadcast_watermark`.
+    pub broadcast_watermark: unsafe extern "C" fn(*mut c_void, i64, *mut RfBuf) -> Status,
+    /// `PartitionWriter::broadcast_watermark_status` (`true`: idle).
+    pub broadcast_watermark_status: unsafe extern "C" fn(*mut c_void, bool, *mut RfBuf) -> Status,
     /// `PartitionWriter::end_of_data`.
     pub end_of_data: unsafe extern "C" fn(*mut c_void, *mut RfBuf) -> Status,
     /// `PartitionWriter::finish`.
@@ -399,6 +409,21 @@ pub struct PluginApi {
     pub vertex_finish_outputs: unsafe extern "C" fn(*mut c_void, *mut RfBuf) -> Status,
     /// `VertexInstance::flush`.
     pub vertex_flush: unsafe extern "C" fn(*mut c_void, *mut RfBuf) -> Status,
+    /// `VertexInstance::process_watermark`.
+    pub vertex_process_watermark: unsafe extern "C" fn(*mut c_void, i64, *mut RfBuf) -> Status,
+    /// `VertexInstance::process_watermark_status` (`true`: idle).
+    pub vertex_process_watermark_status:
+        unsafe extern "C" fn(*mut c_void, bool, *mut RfBuf) -> Status,
+    /// `VertexInstance::advance_processing_time`.
+    pub vertex_advance_processing_time:
+        unsafe extern "C" fn(*mut c_void, i64, *mut RfBuf) -> Status,
+    /// `VertexInstance::next_processing_time`: true with the time in the out value, false for
+    /// `None`. Never fails: a poisoned vertex (or a null handle) answers false, and a panic
+    /// while asking poisons the vertex and answers false (the next fallible call reports it).
+    pub vertex_next_processing_time: unsafe extern "C" fn(*mut c_void, *mut i64) -> bool,
+    /// `VertexInstance::uses_time`: fixed when the vertex is instantiated (the node asks once,
+    /// right after `instantiate`); runs no user code, so it answers even for a poisoned vertex.
+    pub vertex_uses_time: unsafe extern "C" fn(*mut c_void) -> bool,
     /// `VertexInstance::close`.
     pub vertex_close: unsafe extern "C" fn(*mut c_void),
     /// Drops the vertex (closing it first).

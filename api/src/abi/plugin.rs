@@ -41,6 +41,11 @@ static PLUGIN_API: PluginApi = PluginApi {
     vertex_end_input,
     vertex_finish_outputs,
     vertex_flush,
+    vertex_process_watermark,
+    vertex_process_watermark_status,
+    vertex_advance_processing_time,
+    vertex_next_processing_time,
+    vertex_uses_time,
     vertex_close,
     vertex_drop,
 };
@@ -235,6 +240,16 @@ impl PartitionWriter for ForeignWriter {
         };
         // SAFETY: as above.
         self.call(|w, err| unsafe { (w.broadcast_barrier)(w.ctx, barrier, err) })
+    }
+
+    fn broadcast_watermark(&mut self, watermark: i64) -> Result<(), String> {
+        // SAFETY: as above.
+        self.call(|w, err| unsafe { (w.broadcast_watermark)(w.ctx, watermark, err) })
+    }
+
+    fn broadcast_watermark_status(&mut self, idle: bool) -> Result<(), String> {
+        // SAFETY: as above.
+        self.call(|w, err| unsafe { (w.broadcast_watermark_status)(w.ctx, idle, err) })
     }
 
     fn end_of_data(&mut self) -> Result<(), String> {
@@ -494,6 +509,69 @@ unsafe extern "C" fn vertex_finish_outputs(vertex: *mut c_void, err: *mut RfBuf)
 unsafe extern "C" fn vertex_flush(vertex: *mut c_void, err: *mut RfBuf) -> Status {
     // SAFETY: forwarded from the node.
     unsafe { with_vertex(vertex, err, VertexInstance::flush) }
+}
+
+unsafe extern "C" fn vertex_process_watermark(
+    vertex: *mut c_void,
+    watermark: i64,
+    err: *mut RfBuf,
+) -> Status {
+    // SAFETY: forwarded from the node.
+    unsafe { with_vertex(vertex, err, |v| v.process_watermark(watermark)) }
+}
+
+unsafe extern "C" fn vertex_process_watermark_status(
+    vertex: *mut c_void,
+    idle: bool,
+    err: *mut RfBuf,
+) -> Status {
+    // SAFETY: forwarded from the node.
+    unsafe { with_vertex(vertex, err, |v| v.process_watermark_status(idle)) }
+}
+
+unsafe extern "C" fn vertex_advance_processing_time(
+    vertex: *mut c_void,
+    now: i64,
+    err: *mut RfBuf,
+) -> Status {
+    // SAFETY: forwarded from the node.
+    unsafe { with_vertex(vertex, err, |v| v.advance_processing_time(now)) }
+}
+
+unsafe extern "C" fn vertex_next_processing_time(vertex: *mut c_void, out: *mut i64) -> bool {
+    // SAFETY: the node passes a handle from `instantiate`, used by one thread at a time.
+    let Some(vertex) = (unsafe { vertex.cast::<PluginVertex>().as_mut() }) else {
+        return false;
+    };
+    if vertex.poisoned.is_some() {
+        return false;
+    }
+    match catch_unwind(AssertUnwindSafe(|| vertex.instance.next_processing_time())) {
+        Ok(Some(time)) => {
+            if out.is_null() {
+                return false;
+            }
+            // SAFETY: the node passes a writable `out`.
+            unsafe { out.write(time) };
+            true
+        }
+        Ok(None) => false,
+        Err(payload) => {
+            // No error channel here: the vertex is poisoned and the next call that can fail
+            // reports the panic.
+            vertex.poisoned = Some(panic_message(payload.as_ref()));
+            false
+        }
+    }
+}
+
+unsafe extern "C" fn vertex_uses_time(vertex: *mut c_void) -> bool {
+    // SAFETY: the node passes a handle from `instantiate`.
+    let Some(vertex) = (unsafe { vertex.cast::<PluginVertex>().as_ref() }) else {
+        return false;
+    };
+    // A field read, guarded anyway: nothing unwinds across.
+    catch_unwind(AssertUnwindSafe(|| vertex.instance.uses_time())).unwrap_or(false)
 }
 
 unsafe extern "C" fn vertex_close(vertex: *mut c_void) {
