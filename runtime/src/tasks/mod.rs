@@ -193,22 +193,6 @@ pub(crate) trait Chain {
 }
 
 macro_rules! forward_chain {
-    ($t:ty, untimed) => {
-        forward_chain!(@impl $t, {
-            fn process_watermark(&mut self, _: i64) -> Result<(), String> {
-                Err("TEMP: watermarks do not cross the job library ABI yet".into())
-            }
-            fn process_watermark_status(&mut self, _: bool) -> Result<(), String> {
-                Err("TEMP: watermarks do not cross the job library ABI yet".into())
-            }
-            fn advance_processing_time(&mut self, _: i64) -> Result<(), String> {
-                Ok(())
-            }
-            fn next_processing_time(&mut self) -> Option<i64> {
-                None
-            }
-        });
-    };
     ($t:ty) => {
         forward_chain!(@impl $t, {
             fn process_watermark(&mut self, watermark: i64) -> Result<(), String> {
@@ -306,7 +290,7 @@ fn apply_valve<C: Chain>(instance: &mut C, out: rflink::time::ValveOutput) -> Re
 }
 
 forward_chain!(VertexInstance);
-forward_chain!(LibraryVertex, untimed);
+forward_chain!(LibraryVertex);
 
 /// Where a task stands with its checkpoints.
 #[derive(Debug, Default)]
