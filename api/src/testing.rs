@@ -9,6 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::task::{PartitionWriter, VertexContext, VertexInstance};
+use crate::time::{ValveOutput, WatermarkValve};
 use crate::{Partitioner, SourceStatus, StreamGraph};
 
 type Registry = Mutex<HashMap<String, Box<dyn Any + Send>>>;
@@ -75,12 +76,38 @@ pub enum ExchangeMode {
 enum Payload {
     Record(Vec<u8>),
     Batch(Box<dyn Any + Send>),
+    Watermark(i64),
+    Status(bool),
     End,
 }
 
 struct Delivery {
     input: usize,
+    /// The consumer's input channel: one per (input edge, producer subtask); a Forward edge
+    /// has one.
+    channel: usize,
     payload: Payload,
+}
+
+/// Where a subpartition goes: the consumer's inbox, input index and channel.
+#[derive(Clone)]
+struct Target {
+    inbox: Inbox,
+    input: usize,
+    channel: usize,
+}
+
+impl Target {
+    fn deliver(&self, payload: Payload) {
+        push(
+            &self.inbox,
+            Delivery {
+                input: self.input,
+                channel: self.channel,
+                payload,
+            },
+        );
+    }
 }
 
 type Inbox = Arc<Mutex<VecDeque<Delivery>>>;
@@ -95,7 +122,7 @@ fn push(inbox: &Inbox, delivery: Delivery) {
 /// A fake writer: serialized records are held back until `buffer_records` pile up or `flush`,
 /// so a missing flush shows up as lost records.
 struct FakeWriter {
-    targets: Vec<(Inbox, usize)>,
+    targets: Vec<Target>,
     local: Vec<bool>,
     batch_records: usize,
     buffer_records: usize,
@@ -113,16 +140,20 @@ impl FakeWriter {
     }
 
     fn release(&mut self, subpartition: usize) {
-        let (inbox, input) = &self.targets[subpartition];
+        let target = &self.targets[subpartition];
         for record in self.pending[subpartition].drain(..) {
-            push(
-                inbox,
-                Delivery {
-                    input: *input,
-                    payload: Payload::Record(record),
-                },
-            );
+            target.deliver(Payload::Record(record));
         }
+    }
+
+    /// Delivers `payload` to every subpartition, behind the records written before.
+    fn broadcast(&mut self, payload: impl Fn() -> Payload) -> Result<(), String> {
+        self.check_open()?;
+        for s in 0..self.targets.len() {
+            self.release(s);
+            self.targets[s].deliver(payload());
+        }
+        Ok(())
     }
 }
 
@@ -165,15 +196,14 @@ impl PartitionWriter for FakeWriter {
             ));
         }
         self.release(subpartition);
-        let (inbox, input) = &self.targets[subpartition];
-        push(
-            inbox,
-            Delivery {
-                input: *input,
-                payload: Payload::Batch(batch),
-            },
-        );
+        self.targets[subpartition].deliver(Payload::Batch(batch));
         Ok(())
+    }
+    fn broadcast_watermark(&mut self, watermark: i64) -> Result<(), String> {
+        self.broadcast(|| Payload::Watermark(watermark))
+    }
+    fn broadcast_watermark_status(&mut self, idle: bool) -> Result<(), String> {
+        self.broadcast(|| Payload::Status(idle))
     }
     fn flush(&mut self) -> Result<(), String> {
         for s in 0..self.targets.len() {
@@ -193,7 +223,9 @@ struct Subtask {
     inbox: Inbox,
     ends_expected: usize,
     ends_seen: usize,
-    end_targets: Vec<(Inbox, usize)>,
+    end_targets: Vec<Target>,
+    /// Combines the watermarks and idleness of the input channels.
+    valve: WatermarkValve,
     done: bool,
 }
 
@@ -202,16 +234,25 @@ impl Subtask {
         // No checkpoints here: the partitions end right after the input.
         self.instance.end_input()?;
         self.instance.finish_outputs()?;
-        for (inbox, input) in &self.end_targets {
-            push(
-                inbox,
-                Delivery {
-                    input: *input,
-                    payload: Payload::End,
-                },
-            );
+        for target in &self.end_targets {
+            target.deliver(Payload::End);
         }
         self.done = true;
+        Ok(())
+    }
+
+    /// Hands what the valve emitted to the instance: a status turning active first, a turn to
+    /// idle last.
+    fn apply(&mut self, out: ValveOutput) -> Result<(), String> {
+        if out.status == Some(false) {
+            self.instance.process_watermark_status(false)?;
+        }
+        if let Some(watermark) = out.watermark {
+            self.instance.process_watermark(watermark)?;
+        }
+        if out.status == Some(true) {
+            self.instance.process_watermark_status(true)?;
+        }
         Ok(())
     }
 }
@@ -219,6 +260,12 @@ impl Subtask {
 /// Runs every subtask of a bounded job on the calling thread, wiring outputs to inputs as the
 /// plan says: Forward edges connect subtask `i` to subtask `i`, other edges connect
 /// subpartition `j` to consumer subtask `j`.
+///
+/// Time is deterministic: watermarks and idleness travel in order with the records, each
+/// consumer subtask combines its input channels (one per input edge and producer subtask) with
+/// a [`WatermarkValve`], and processing time is a clock that starts at
+/// `processing_time_start` and advances by `processing_time_step_ms` every executor round
+/// (every running subtask is told with [`VertexInstance::advance_processing_time`]).
 #[derive(Debug, Clone)]
 pub struct LocalExecutor {
     /// How records are exchanged.
@@ -229,17 +276,24 @@ pub struct LocalExecutor {
     pub buffer_records: usize,
     /// `max_records` for each source poll.
     pub poll_records: usize,
+    /// The processing time of the first round (ms).
+    pub processing_time_start: i64,
+    /// How far processing time advances per round (ms).
+    pub processing_time_step_ms: i64,
 }
 
 impl LocalExecutor {
     /// An executor with small batches (7 records) and buffers (5 records), so that batching
-    /// and flushing are exercised.
+    /// and flushing are exercised; processing time starts at 0 and advances 50 ms per round
+    /// (the default 200 ms periodic watermarks go out every 4 rounds).
     pub fn new(mode: ExchangeMode) -> Self {
         LocalExecutor {
             mode,
             batch_records: 7,
             buffer_records: 5,
             poll_records: 16,
+            processing_time_start: 0,
+            processing_time_step_ms: 50,
         }
     }
 
@@ -257,17 +311,31 @@ impl LocalExecutor {
             .iter()
             .map(|v| (0..v.parallelism).map(|_| Inbox::default()).collect())
             .collect();
+        // Per vertex and input: the first channel of that input; one channel per producer
+        // subtask (one for a Forward edge).
+        let channels_of = |e: usize| match plan.edges[e].partitioner {
+            Partitioner::Forward => 1,
+            _ => plan.vertices[plan.edges[e].source_vertex].parallelism as usize,
+        };
+        let first_channel: Vec<Vec<usize>> = plan
+            .vertices
+            .iter()
+            .map(|v| {
+                let mut next = 0;
+                v.inputs
+                    .iter()
+                    .map(|&e| {
+                        let first = next;
+                        next += channels_of(e);
+                        first
+                    })
+                    .collect()
+            })
+            .collect();
         let mut subtasks: Vec<Vec<Subtask>> = Vec::new();
         for (v, vertex) in plan.vertices.iter().enumerate() {
             let mut row = Vec::new();
-            let ends_expected: usize = vertex
-                .inputs
-                .iter()
-                .map(|&e| match plan.edges[e].partitioner {
-                    Partitioner::Forward => 1,
-                    _ => plan.vertices[plan.edges[e].source_vertex].parallelism as usize,
-                })
-                .sum();
+            let ends_expected: usize = vertex.inputs.iter().map(|&e| channels_of(e)).sum();
             for i in 0..vertex.parallelism {
                 let mut writers: Vec<Box<dyn PartitionWriter>> = Vec::new();
                 let mut end_targets = Vec::new();
@@ -279,9 +347,21 @@ impl LocalExecutor {
                         Partitioner::Forward => vec![i as usize],
                         _ => (0..target.parallelism as usize).collect(),
                     };
-                    let targets: Vec<(Inbox, usize)> = consumers
+                    let channel = first_channel[edge.target_vertex]
+                        .get(input)
+                        .copied()
+                        .unwrap_or(0)
+                        + match edge.partitioner {
+                            Partitioner::Forward => 0,
+                            _ => i as usize,
+                        };
+                    let targets: Vec<Target> = consumers
                         .iter()
-                        .map(|&c| (inboxes[edge.target_vertex][c].clone(), input))
+                        .map(|&c| Target {
+                            inbox: inboxes[edge.target_vertex][c].clone(),
+                            input,
+                            channel,
+                        })
                         .collect();
                     end_targets.extend(targets.iter().cloned());
                     let local = (0..targets.len())
@@ -317,6 +397,7 @@ impl LocalExecutor {
                     ends_expected,
                     ends_seen: 0,
                     end_targets,
+                    valve: WatermarkValve::new(ends_expected),
                     done: false,
                 });
             }
@@ -336,8 +417,17 @@ impl LocalExecutor {
         }
         let mut round = 0u64;
         loop {
+            let now = self.processing_time_start.saturating_add(
+                self.processing_time_step_ms
+                    .saturating_mul(i64::try_from(round).unwrap_or(i64::MAX)),
+            );
             round += 1;
             let mut progress = false;
+            for s in subtasks.iter_mut().flatten().filter(|s| !s.done) {
+                s.instance
+                    .advance_processing_time(now)
+                    .map_err(|e| with_name(s, e))?;
+            }
             for s in subtasks.iter_mut().flatten() {
                 if s.done {
                     continue;
@@ -364,10 +454,21 @@ impl LocalExecutor {
                     let result = match delivery.payload {
                         Payload::Record(bytes) => s.instance.process_record(delivery.input, &bytes),
                         Payload::Batch(batch) => s.instance.process_batch(delivery.input, batch),
+                        Payload::Watermark(watermark) => {
+                            let out = s.valve.input_watermark(delivery.channel, watermark);
+                            s.apply(out)
+                        }
+                        Payload::Status(idle) => {
+                            let out = s.valve.input_status(delivery.channel, idle);
+                            s.apply(out)
+                        }
                         Payload::End => {
                             s.ends_seen += 1;
                             if s.ends_seen == s.ends_expected {
                                 s.finish()
+                            } else if s.instance.uses_time() {
+                                let out = s.valve.channel_ended(delivery.channel);
+                                s.apply(out)
                             } else {
                                 Ok(())
                             }
