@@ -73,7 +73,7 @@ impl<X> std::fmt::Debug for OutputTag<X> {
 /// operator that produces it; on a union or partitioned stream they make
 /// [`crate::StreamExecutionEnvironment::stream_graph`] fail.
 pub struct DataStream<T> {
-    env: Rc<RefCell<Builder>>,
+    pub(crate) env: Rc<RefCell<Builder>>,
     inputs: Vec<StreamInput>,
     _type: PhantomData<fn() -> T>,
 }
