@@ -1255,3 +1255,129 @@ fn the_operator_is_one_keyed_window_node_and_watermarks_pass_through() {
     let expected = reference_tumbling(&events(50, 3, 2, 10, 10), 200);
     assert_eq!(got, expected);
 }
+
+/// Counts what reaches it.
+struct Count(Arc<AtomicUsize>);
+
+impl Collector<(String, u64)> for Count {
+    fn collect(&mut self, _: (String, u64)) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl crate::operators::Output<(String, u64)> for Count {
+    fn open(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn close(&mut self) {}
+    fn snapshot_state(
+        &mut self,
+        _: u64,
+        _: &mut crate::snapshot::SnapshotWriter,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    fn emit_barrier(&mut self, _: CheckpointBarrier) -> Result<(), String> {
+        Ok(())
+    }
+    fn restore_state(
+        &mut self,
+        _: &mut crate::snapshot::SnapshotSections<'_>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    fn notify_checkpoint_complete(&mut self, _: u64) -> Result<(), String> {
+        Ok(())
+    }
+    fn notify_checkpoint_aborted(&mut self, _: u64) {}
+    fn end_of_data(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn finish_outputs(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    fn process_watermark(&mut self, _: i64) -> Result<(), String> {
+        Ok(())
+    }
+    fn process_watermark_status(&mut self, _: bool) -> Result<(), String> {
+        Ok(())
+    }
+    fn on_processing_time(&mut self, _: i64) -> Result<(), String> {
+        Ok(())
+    }
+    fn next_processing_time(&self) -> Option<i64> {
+        None
+    }
+}
+
+/// Throughput of the hot path (a word count in tumbling event-time windows), without the
+/// runtime: `cargo test --release -p rflink --lib window_hot_path -- --ignored --nocapture`.
+/// Prints the rate; asserts only the counts.
+#[test]
+#[ignore]
+fn window_hot_path_throughput() {
+    use crate::operators::{BorrowedKey, Output};
+    use crate::time::ChainTime;
+    let words: Vec<String> = (0..10_000).map(|i| format!("word{i}")).collect();
+    let mut rng = SplitMix64::new(1);
+    let n = 20_000_000usize;
+    let input: Vec<(String, u64)> = (0..n)
+        .map(|_| (words[rng.gen_range(words.len() as u64) as usize].clone(), 1))
+        .collect();
+    let emitted = Arc::new(AtomicUsize::new(0));
+    let time = ChainTime::default();
+    let f = Arc::new(move |mut a: (String, u64), b: (String, u64)| {
+        a.1 += b.1;
+        a
+    });
+    let core = super::operator::Core {
+        node: 0,
+        name: "bench".into(),
+        assigner: Arc::new(TumblingEventTimeWindows::of(Duration::from_secs(1))),
+        trigger: Trigger::EventTime,
+        event_time: true,
+        merging: false,
+        allowed_lateness: 0,
+        func: super::functions::ReduceFn {
+            f,
+            stage: super::functions::PassThrough,
+            _type: std::marker::PhantomData,
+        },
+        timers: crate::time::Timers::default(),
+        time: time.clone(),
+        errors: Default::default(),
+        failed: false,
+        late: None,
+        late_dropped: 0,
+        out: Box::new(Count(emitted.clone())),
+    };
+    fn word(p: &(String, u64)) -> &String {
+        &p.0
+    }
+    let key: crate::operators::KeyFn<(String, u64), String> = Arc::new(BorrowedKey(word));
+    let mut op = super::operator::WindowOperator::new(core, key);
+    let start = std::time::Instant::now();
+    for (i, record) in input.into_iter().enumerate() {
+        // 1000 events per millisecond: 20 windows of a second.
+        let ts = (i / 1000) as i64;
+        time.set_timestamp(ts);
+        op.collect(record);
+        if i % 10_000 == 9_999 {
+            op.process_watermark(ts - 1).unwrap();
+        }
+    }
+    op.process_watermark(i64::MAX).unwrap();
+    let elapsed = start.elapsed();
+    println!(
+        "{n} events in {elapsed:?}: {:.1} M events/s, {} results",
+        n as f64 / elapsed.as_secs_f64() / 1e6,
+        emitted.load(Ordering::Relaxed)
+    );
+    assert_eq!(emitted.load(Ordering::Relaxed), 20 * 10_000);
+}
