@@ -463,6 +463,8 @@ impl<K> std::fmt::Debug for KeyedContext<'_, K> {
 }
 
 impl<'a, K: Key> KeyedContext<'a, K> {
+    /// A context without timers (the state unit tests').
+    #[cfg(test)]
     pub(crate) fn new(
         key: &'a K,
         stores: &'a mut StateStores,

@@ -202,6 +202,7 @@ impl<K: Key> TimerQueue<K> {
     }
 
     /// Number of timers.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.queue.len()
     }
@@ -256,21 +257,25 @@ impl<K> Default for Timers<K> {
 }
 
 impl<K: Key> Timers<K> {
-    /// `event processing` timer queues (the watermark is not part of a snapshot: it comes back
-    /// from the inputs).
+    /// `watermark:i64 event processing`. The watermark is kept (unlike Flink, which starts a
+    /// restored operator at the lowest watermark): the records replayed after a restore then
+    /// meet the watermark they met before the failure, or a later one, so a record dropped as
+    /// late before is not taken in after a restore.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        self.watermark.encode(out);
         self.event.encode(out);
         self.processing.encode(out);
     }
 
     pub(crate) fn decode(input: &mut &[u8]) -> Result<Self, String> {
+        let watermark = i64::decode(input).map_err(|e| format!("watermark: {e}"))?;
         let event = TimerQueue::decode(input).map_err(|e| format!("event-time timers: {e}"))?;
         let processing =
             TimerQueue::decode(input).map_err(|e| format!("processing-time timers: {e}"))?;
         Ok(Timers {
             event,
             processing,
-            watermark: MIN_WATERMARK,
+            watermark,
         })
     }
 }
@@ -711,17 +716,19 @@ impl<T: Record> Collector<T> for TimestampsAndWatermarksOp<T> {
         };
         self.time.set_timestamp(timestamp);
         self.active = true;
-        let mut out = WatermarkOutput::default();
         if self.idle {
-            out.mark_active();
+            let mut active = WatermarkOutput::default();
+            active.mark_active();
+            self.apply(active);
         }
+        // As Flink: the record goes out first, then what the generator makes of it (a
+        // punctuated watermark never overtakes the record that caused it).
+        let mut out = WatermarkOutput::default();
         self.generator.on_event(&record, timestamp, &mut out);
+        self.out.collect(record);
         if out.watermark.is_some() || out.idle.is_some() {
             self.apply(out);
-            // A status or watermark change may have gone out: the record keeps its timestamp.
-            self.time.set_timestamp(timestamp);
         }
-        self.out.collect(record);
     }
 }
 

@@ -932,20 +932,20 @@ where
 /// The operator's snapshot section:
 ///
 /// ```text
-/// section  := watermark:i64 keys:varint key_entry{keys} timers
+/// section  := keys:varint key_entry{keys} timers
 /// key_entry := key:K contents:varint (window acc){contents} counts:varint (window count:u64){counts}
 ///              merging:varint (window state_window){merging}
-/// timers   := event-time timers, processing-time timers (`Timers` of `(key, window)`)
+/// timers   := watermark, event-time timers, processing-time timers (`Timers` of
+///             `(key, window)`)
 /// ```
 ///
-/// The watermark is kept so that a restored operator drops the same late records as an
-/// uninterrupted one until its inputs' watermarks catch up.
+/// The watermark is kept (in `Timers`) so that a restored operator drops the same late records
+/// as an uninterrupted one until its inputs' watermarks catch up.
 fn encode_section<K: Key, A: Record>(
     state: &FxHashMap<K, KeyWindows<K, A>>,
     timers: &Timers<(K, TimeWindow)>,
     out: &mut Vec<u8>,
 ) {
-    timers.watermark.encode(out);
     write_varint(state.len() as u64, out);
     for (key, entry) in state {
         key.encode(out);
@@ -994,7 +994,6 @@ type Section<K, A> = (FxHashMap<K, KeyWindows<K, A>>, Timers<(K, TimeWindow)>);
 
 fn decode_section<K: Key, A: Record>(bytes: &[u8]) -> Result<Section<K, A>, String> {
     let mut input = bytes;
-    let watermark = i64::decode(&mut input).map_err(|e| format!("watermark: {e}"))?;
     let keys = read_varint(&mut input).map_err(|e| format!("key count: {e}"))?;
     let mut state: FxHashMap<K, KeyWindows<K, A>> = FxHashMap::default();
     for _ in 0..keys {
@@ -1025,8 +1024,7 @@ fn decode_section<K: Key, A: Record>(bytes: &[u8]) -> Result<Section<K, A>, Stri
             return Err("a key occurs twice".to_owned());
         }
     }
-    let mut timers = Timers::<(K, TimeWindow)>::decode(&mut input)?;
-    timers.watermark = watermark;
+    let timers = Timers::<(K, TimeWindow)>::decode(&mut input)?;
     expect_end(input, "timers")?;
     Ok((state, timers))
 }
