@@ -5,12 +5,16 @@
 //! graphs from it (`rflink run --example wordcount ...`).
 //!
 //! - `wordcount`: Flink's WordCount. See [`wordcount`].
+//! - `window-wordcount`, `session-windows`: windows; see [`windowing`].
 //! - `sequence-sum`: an endless seeded generator summed per key, for cancellation and
 //!   failure tests. See [`sequence_sum`].
 
 use rflink::{JobArgs, JobError, JobRegistry, StreamExecutionEnvironment};
 
 pub mod text;
+pub mod windowing;
+
+pub use windowing::{session_windows, window_wordcount};
 
 /// Every example job.
 pub fn registry() -> JobRegistry {
@@ -27,6 +31,27 @@ pub fn registry() -> JobRegistry {
          (--lines N, --seed S, --lines-per-second R per subtask, --checkpoint-interval MS, \
          --output DIR, --parallelism N)",
         streaming_wordcount,
+    );
+    jobs.register(
+        "window-wordcount",
+        "Flink's WindowWordCount: word counts over sliding count windows (--window N of 250, \
+         --slide N of 150; --input, --output, --parallelism as for wordcount)",
+        window_wordcount,
+    );
+    jobs.register(
+        "session-windows",
+        "Event-time session windows per user over out-of-order `user timestamp_ms` lines, with \
+         late events to a side output (--input, --output, --late-output, --gap MS, \
+         --out-of-orderness MS, --allowed-lateness MS, --parallelism N)",
+        session_windows,
+    );
+    jobs.register(
+        "windowed-wordcount",
+        "WordCount over event-time tumbling windows of generated, out-of-order text, \
+         checkpointed, exactly-once output `word window_end count` (--lines N, --seed S, \
+         --lines-per-second R, --window-ms MS, --checkpoint-interval MS, --output DIR, \
+         --parallelism N)",
+        windowing::windowed_wordcount,
     );
     jobs.register(
         "sequence-sum",
@@ -273,7 +298,7 @@ pub fn streaming_wordcount(
 }
 
 /// Sleeps `pause` once every `every` calls on this thread (each task has its own thread).
-fn throttle(every: u64, pause: std::time::Duration) {
+pub(crate) fn throttle(every: u64, pause: std::time::Duration) {
     thread_local! {
         static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }

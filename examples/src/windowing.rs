@@ -259,14 +259,21 @@ pub fn session_windows(
         )
         .set_parallelism(1)
         .key_by_ref(|e: &Event| &e.0)
-        .window(EventTimeSessionWindows::with_gap(Duration::from_millis(gap)))
+        .window(EventTimeSessionWindows::with_gap(Duration::from_millis(
+            gap,
+        )))
         .allowed_lateness(Duration::from_millis(lateness))
         .side_output_late_data(&late)
         .aggregate_with(
             CountEvents,
-            |user: &String, ctx: &WindowContext, count: u64, out: &mut dyn Collector<String>| {
+            |user: &String,
+             ctx: &WindowContext,
+             counts: &[u64],
+             out: &mut dyn Collector<String>| {
                 let w = ctx.window();
-                out.collect(format!("{user} {} {} {count}", w.start, w.end));
+                for count in counts {
+                    out.collect(format!("{user} {} {} {count}", w.start, w.end));
+                }
             },
         )
         .name("Sessions");
@@ -282,9 +289,9 @@ pub fn session_windows(
 /// The exact output of [`session_windows`] without allowed lateness, for events in input order:
 /// the sessions as `user start end count` (sorted) and the late events as `user timestamp` (in
 /// order). An event is late when the watermark before it (the highest earlier timestamp minus
-/// `bound + 1`, or the one it brings itself) has passed the end of its own session window
-/// `[ts, ts + gap)`; events are assumed not to merge into a session that is still open while
-/// being late for their own window.
+/// `bound + 1`; an event's own watermark follows it, as in Flink) has passed the end of its own
+/// session window `[ts, ts + gap)`; events are assumed not to merge into a session that is
+/// still open while being late for their own window.
 pub fn session_windows_reference(
     events: &[Event],
     gap: i64,
@@ -294,8 +301,8 @@ pub fn session_windows_reference(
     let mut on_time: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     let mut late = Vec::new();
     for (user, ts) in events {
-        max = max.max(*ts);
         let watermark = max.saturating_sub(bound).saturating_sub(1);
+        max = max.max(*ts);
         if ts + gap - 1 <= watermark {
             late.push(format!("{user} {ts}"));
         } else {
@@ -309,7 +316,8 @@ pub fn session_windows_reference(
         let Some(first) = iter.next() else { continue };
         let (mut start, mut end, mut count) = (first, first + gap, 1u64);
         for ts in iter {
-            if ts < end {
+            // Flink's `TimeWindow.intersects`: windows that touch merge too.
+            if ts <= end {
                 end = end.max(ts + gap);
                 count += 1;
             } else {
@@ -391,8 +399,13 @@ pub fn windowed_wordcount(
         .window(TumblingEventTimeWindows::of(Duration::from_millis(window)))
         .reduce_with(
             |a: (String, u64), b: (String, u64)| (a.0, a.1 + b.1),
-            |word: &String, ctx: &WindowContext, sum: (String, u64), out: &mut dyn Collector<String>| {
-                out.collect(format!("{word} {} {}", ctx.window().end, sum.1));
+            |word: &String,
+             ctx: &WindowContext,
+             sums: &[(String, u64)],
+             out: &mut dyn Collector<String>| {
+                for (_, n) in sums {
+                    out.collect(format!("{word} {} {n}", ctx.window().end));
+                }
             },
         )
         .name("Window counts");
@@ -439,10 +452,16 @@ mod tests {
 
     #[test]
     fn the_sample_has_sessions_and_one_late_event() {
-        let events: Vec<Event> = SAMPLE_EVENTS.iter().filter_map(|l| parse_event(l)).collect();
+        let events: Vec<Event> = SAMPLE_EVENTS
+            .iter()
+            .filter_map(|l| parse_event(l))
+            .collect();
         let (sessions, late) = session_windows_reference(&events, 3_000, 1_000);
         assert_eq!(late, vec!["alice 1200".to_owned()]);
-        assert!(sessions.contains(&"alice 1000 5500 3".to_owned()), "{sessions:?}");
+        assert!(
+            sessions.contains(&"alice 1000 5500 3".to_owned()),
+            "{sessions:?}"
+        );
     }
 
     #[test]
