@@ -3,6 +3,7 @@
 //! minimum of its inputs with idle inputs left out, and the end of input fires every timer.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -12,8 +13,11 @@ use rflink::{
     SourceContext, SourceFunction, SourceStatus, StateRegistry, StreamExecutionEnvironment,
 };
 use rflink_runtime::client::build_job_graph;
+use rflink_runtime::dispatcher::RequestCheckpointStats;
 use rflink_runtime::executiongraph::JobStatus;
+use rflink_runtime::heartbeat::HeartbeatSettings;
 use rflink_runtime::minicluster::{MiniCluster, MiniClusterConfig};
+use rflink_runtime::rest::client::RestClient;
 use rflink_runtime::tasks::Jobs;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -168,24 +172,35 @@ fn idle_union_job(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Resul
 }
 
 fn registry() -> JobRegistry {
-    let mut jobs = JobRegistry::new();
+    let mut jobs = rflink_examples::registry();
     jobs.register("buckets", "event-time buckets with timers", bucket_job);
     jobs.register("idle-union", "a union with an idle input", idle_union_job);
     jobs
 }
 
 async fn cluster() -> MiniCluster {
+    cluster_with(2, 2, None).await
+}
+
+async fn cluster_with(task_managers: u32, slots: u32, checkpoints: Option<&Path>) -> MiniCluster {
     init_tracing();
-    let config = MiniClusterConfig {
-        num_task_managers: 2,
-        slots_per_task_manager: 2,
+    let mut config = MiniClusterConfig {
+        num_task_managers: task_managers,
+        slots_per_task_manager: slots,
+        heartbeat: HeartbeatSettings {
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_millis(2000),
+            ..HeartbeatSettings::default()
+        },
         jobs: Jobs::new(registry()),
+        rest: true,
         ..MiniClusterConfig::default()
     };
+    config.job_defaults.checkpointing.dir = checkpoints.map(Path::to_path_buf);
     let c = MiniCluster::start(config)
         .await
         .expect("mini cluster starts");
-    c.wait_for_task_managers(2, WAIT)
+    c.wait_for_task_managers(task_managers, WAIT)
         .await
         .expect("task managers register");
     c
@@ -269,5 +284,262 @@ async fn an_idle_input_does_not_hold_back_the_watermark() {
     seen.sort_unstable();
     let expected: Vec<(u64, i64, u64)> = (1..=5).map(|b| (0, b * 1_000, 100)).collect();
     assert_eq!(seen, expected);
+    c.close().await.expect("closes");
+}
+
+async fn checkpoint_stats(
+    c: &MiniCluster,
+    job_id: rflink_runtime::types::JobId,
+) -> serde_json::Value {
+    let view = c
+        .dispatcher_gateway()
+        .ask(RequestCheckpointStats { job_id })
+        .await
+        .expect("asks")
+        .expect("answers")
+        .expect("checkpointing is on");
+    serde_json::to_value(view).expect("serializes")
+}
+
+/// Event-time windows with checkpoints: a TaskManager running part of the job is lost after a
+/// checkpoint completed, mid-window; the job restarts from that checkpoint (window contents
+/// and timers restored, sources rewound, uncommitted output discarded), and the committed
+/// window results are exactly those of an uninterrupted run: no window lost or counted twice.
+#[actix_rt::test]
+async fn window_results_are_exact_after_a_lost_task_manager() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = dir.path().join("out");
+    let mut c = cluster_with(3, 1, Some(&dir.path().join("checkpoints"))).await;
+    let (lines, window_ms) = (6_000u64, 500i64);
+    let job = build_job_graph(
+        &Jobs::new(registry()),
+        "windowed-wordcount",
+        &args(&[
+            "--lines",
+            &lines.to_string(),
+            "--lines-per-second",
+            "2000",
+            "--window-ms",
+            &window_ms.to_string(),
+            "--checkpoint-interval",
+            "100",
+            "--parallelism",
+            "2",
+            "--output",
+            &output.display().to_string(),
+        ]),
+    )
+    .expect("builds");
+    let job_id = c.submit_job(job).await.expect("submits");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while checkpoint_stats(&c, job_id).await["counts"]["completed"].as_u64() < Some(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkpoint completed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rest = RestClient::new(c.rest_address().expect("rest").to_string());
+    let busy: Vec<String> = rest
+        .taskmanagers()
+        .await
+        .expect("task managers")
+        .into_iter()
+        .filter(|tm| tm.free_slots == 0)
+        .map(|tm| tm.id)
+        .collect();
+    let victim = (0..3)
+        .find(|&i| {
+            c.task_manager(i)
+                .is_some_and(|tm| busy.contains(&tm.resource_id().to_string()))
+        })
+        .expect("a TaskManager runs the job");
+    c.terminate_task_manager(victim).await.expect("terminated");
+    let result = c.request_job_result(job_id, WAIT).await.expect("result");
+    assert_eq!(result.status, JobStatus::Finished, "{result:?}");
+    let text = rflink::sinks::read_committed_parts(&output).expect("reads the committed output");
+    let mut got: Vec<String> = text.lines().map(str::to_string).collect();
+    got.sort();
+    let expected = rflink_examples::windowing::windowed_wordcount_reference(7, lines, window_ms);
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "window results: got {} lines, expected {}",
+        got.len(),
+        expected.len()
+    );
+    assert!(
+        got == expected,
+        "window results differ from an uninterrupted run"
+    );
+    let json = checkpoint_stats(&c, job_id).await;
+    assert_eq!(
+        json["counts"]["restored"], 1,
+        "the job restored a checkpoint: {json}"
+    );
+    c.close().await.expect("closes");
+}
+
+/// Out-of-order events for the session example: 10 users, an event every 50 ms of event time,
+/// each up to 100 ms late (under the 200 ms out-of-orderness bound), and now and then an event
+/// stamped before the stream began, far from any other event of its user (so it cannot join an
+/// open session): late.
+fn session_events(seed: u64, count: u64, gap: i64) -> Vec<(String, i64)> {
+    let mut events: Vec<(String, i64)> = Vec::new();
+    let mut late_candidates: Vec<usize> = Vec::new();
+    for n in 0..count {
+        let mut rng = rflink::SplitMix64::for_index(seed, n);
+        let user = format!("user{}", rng.gen_range(10));
+        let cursor = 10_000 + (n as i64) * 50;
+        if n > 200 && rng.gen_range(100) == 0 {
+            late_candidates.push(events.len());
+            events.push((user, n as i64));
+        } else {
+            events.push((user, cursor + rng.gen_range(101) as i64));
+        }
+    }
+    let isolated = |i: usize| {
+        let (user, ts) = &events[i];
+        events
+            .iter()
+            .enumerate()
+            .all(|(j, (u, t))| j == i || u != user || (t - ts).abs() > 2 * gap)
+    };
+    let keep: Vec<bool> = (0..events.len())
+        .map(|i| !late_candidates.contains(&i) || isolated(i))
+        .collect();
+    events
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(e, keep)| keep.then_some(e))
+        .collect()
+}
+
+/// Equal sorted lists, or a panic naming a few missing and extra lines (not thousands).
+fn assert_same(got: &[String], expected: &[String], what: &str) {
+    if got == expected {
+        return;
+    }
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|l| !got.contains(l))
+        .take(8)
+        .collect();
+    let extra: Vec<&String> = got
+        .iter()
+        .filter(|l| !expected.contains(l))
+        .take(8)
+        .collect();
+    panic!(
+        "{what}: {} lines, expected {}; missing {missing:?}; extra {extra:?}",
+        got.len(),
+        expected.len()
+    );
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("reads the output");
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// The session-window example over shuffled-in-time (out-of-order) events with late ones, at
+/// parallelism 1 to 4: every session (user, start, end, count) equals the sequential
+/// reference, and exactly the late events are in the side output.
+#[actix_rt::test]
+async fn session_windows_match_the_reference_at_every_parallelism() {
+    let c = cluster().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gap = 300;
+    let events = session_events(5, 3_000, gap);
+    let input = dir.path().join("events.txt");
+    let text: String = events.iter().map(|(u, t)| format!("{u} {t}\n")).collect();
+    std::fs::write(&input, text).expect("writes the input");
+    let (sessions, mut late) =
+        rflink_examples::windowing::session_windows_reference(&events, gap, 200);
+    late.sort();
+    assert!(late.len() >= 5, "the input has late events: {late:?}");
+    for p in 1..=4u32 {
+        let out = dir.path().join(format!("sessions-{p}"));
+        let late_out = dir.path().join(format!("late-{p}"));
+        let result = c
+            .execute(
+                "session-windows",
+                &args(&[
+                    "--input",
+                    &input.display().to_string(),
+                    "--output",
+                    &out.display().to_string(),
+                    "--late-output",
+                    &late_out.display().to_string(),
+                    "--gap",
+                    &gap.to_string(),
+                    "--out-of-orderness",
+                    "200",
+                    "--parallelism",
+                    &p.to_string(),
+                ]),
+                WAIT,
+            )
+            .await
+            .expect("runs");
+        assert_eq!(result.status, JobStatus::Finished, "p={p}: {result:?}");
+        assert_same(
+            &read_lines(&out),
+            &sessions,
+            &format!("sessions at parallelism {p}"),
+        );
+        assert_same(
+            &read_lines(&late_out),
+            &late,
+            &format!("late events at parallelism {p}"),
+        );
+    }
+    c.close().await.expect("closes");
+}
+
+/// Flink's WindowWordCount (sliding count windows) at parallelism 1 to 4: per word, the
+/// sequence of emitted counts equals the reference.
+#[actix_rt::test]
+async fn window_wordcount_matches_the_reference_at_every_parallelism() {
+    let c = cluster().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lines = rflink_examples::generated_text(9, 3_000);
+    let input = dir.path().join("text.txt");
+    std::fs::write(&input, lines.join("\n")).expect("writes the input");
+    let expected =
+        rflink_examples::windowing::window_wordcount_reference(&lines.join("\n"), 50, 20);
+    for p in 1..=4u32 {
+        let out = dir.path().join(format!("counts-{p}"));
+        let result = c
+            .execute(
+                "window-wordcount",
+                &args(&[
+                    "--input",
+                    &input.display().to_string(),
+                    "--output",
+                    &out.display().to_string(),
+                    "--window",
+                    "50",
+                    "--slide",
+                    "20",
+                    "--parallelism",
+                    &p.to_string(),
+                ]),
+                WAIT,
+            )
+            .await
+            .expect("runs");
+        assert_eq!(result.status, JobStatus::Finished, "p={p}: {result:?}");
+        let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for line in std::fs::read_to_string(&out).expect("reads").lines() {
+            let (word, count) = line.rsplit_once(' ').expect("word count");
+            got.entry(word.to_owned())
+                .or_default()
+                .push(count.parse().expect("a count"));
+        }
+        assert_eq!(got, expected, "parallelism {p}");
+    }
     c.close().await.expect("closes");
 }
