@@ -4,6 +4,7 @@
 //! cargo run --release -p rflink-bench -- rpc [options]
 //! cargo run --release -p rflink-bench -- submit [options]
 //! cargo run --release -p rflink-bench -- wordcount [options]
+//! cargo run --release -p rflink-bench -- windows [options]
 //! cargo build --release -p rflink-job-template && cargo run --release -p rflink-bench -- library
 //! cargo build --release -p rflink-dist && cargo run --release -p rflink-bench -- startup [options]
 //! cargo build --release -p rflink-dist && cargo run --release -p rflink-bench -- recovery [options]
@@ -20,6 +21,7 @@ mod startup;
 mod stats;
 mod submit;
 mod threads;
+mod windows;
 mod wordcount;
 
 use std::process::ExitCode;
@@ -41,6 +43,7 @@ enum Command {
     Wordcount(wordcount::Options),
     Recovery(recovery::Options),
     Library(library::Options),
+    Windows(windows::Options),
 }
 
 /// The benchmarks, for the usage text. Add new subcommands here and in [`parse`].
@@ -66,6 +69,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
         "WordCount from the template job library (C ABI) against the same job compiled in",
     ),
     (
+        "windows",
+        "event-time tumbling-window word count (p=1, p=2), against a 1-thread hand-written loop",
+    ),
+    (
         "recovery",
         "kill -> running / first record after SIGKILL of a TaskManager; checkpointing on/off throughput",
     ),
@@ -88,6 +95,8 @@ fn usage() -> String {
     text.push_str(recovery::OPTIONS_HELP);
     text.push_str("\n\noptions of library:\n");
     text.push_str(library::OPTIONS_HELP);
+    text.push_str("\n\noptions of windows:\n");
+    text.push_str(windows::OPTIONS_HELP);
     text.push_str("\n  -h, --help   show this help\n");
     text
 }
@@ -106,6 +115,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         "wordcount" => wordcount::Options::parse(rest).map(Command::Wordcount),
         "recovery" => recovery::Options::parse(rest).map(Command::Recovery),
         "library" => library::Options::parse(rest).map(Command::Library),
+        "windows" => windows::Options::parse(rest).map(Command::Windows),
         other => Err(format!("unknown benchmark {other:?}")),
     }
 }
@@ -147,6 +157,10 @@ fn main() -> ExitCode {
         Command::Recovery(options) => {
             init_tracing();
             recovery::run(&options)
+        }
+        Command::Windows(options) => {
+            init_tracing();
+            windows::run(&options)
         }
         Command::Library(options) => {
             init_tracing();

@@ -150,7 +150,7 @@ impl Options {
 
 /// The synthetic vocabulary: `count` distinct lowercase words from `seed`.
 fn vocabulary(seed: u64, count: usize) -> Vec<String> {
-    let mut rng = SplitMix64::new(seed ^ 0x766f_6361_62);
+    let mut rng = SplitMix64::new(seed ^ 0x0076_6f63_6162);
     let mut seen = rustc_hash::FxHashSet::default();
     let mut words = Vec::with_capacity(count);
     while words.len() < count {
@@ -183,18 +183,16 @@ fn windows_job(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<(
     let rate: u64 = args.parse_or("events-per-sec", 100_000)?;
     let window: u64 = args.parse_or("window-secs", 10)?;
     let vocab = Arc::new(vocabulary(seed, args.parse_or("vocab", 1_000)?));
-    env.from_generator(Some(events), seed, move |_, n| {
-        event(seed, n, &vocab, rate)
-    })
-    .assign_timestamps_and_watermarks(
-        WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(BOUND_MS as u64))
-            .with_timestamp_assigner(|e: &(String, i64), _| e.1),
-    )
-    .map(|(word, _): (String, i64)| (word, 1u64))
-    .key_by_ref(|pair: &(String, u64)| &pair.0)
-    .window(TumblingEventTimeWindows::of(Duration::from_secs(window)))
-    .sum(|pair: &mut (String, u64)| &mut pair.1)
-    .collect(SINK);
+    env.from_generator(Some(events), seed, move |_, n| event(seed, n, &vocab, rate))
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(BOUND_MS as u64))
+                .with_timestamp_assigner(|e: &(String, i64), _| e.1),
+        )
+        .map(|(word, _): (String, i64)| (word, 1u64))
+        .key_by_ref(|pair: &(String, u64)| &pair.0)
+        .window(TumblingEventTimeWindows::of(Duration::from_secs(window)))
+        .sum(|pair: &mut (String, u64)| &mut pair.1)
+        .collect(SINK);
     Ok(())
 }
 
