@@ -265,19 +265,7 @@ pub fn streaming_wordcount(
     let text = env
         .from_generator(Some(lines), seed, |rng, _| generated_line(rng))
         .name("Generated text");
-    let text = match rate {
-        // Sleep 1 ms every `every` lines: about `rate` lines per second per subtask.
-        Some(rate) if rate > 0 => {
-            let every = (rate / 1000).max(1);
-            let pause = std::time::Duration::from_micros((every * 1_000_000 / rate).max(1));
-            text.map(move |line: String| {
-                throttle(every, pause);
-                line
-            })
-            .name("Throttle")
-        }
-        _ => text,
-    };
+    let text = throttled(text, rate);
     let counts = text
         .flat_map(|line: String, out| tokenize(&line, |w| out.collect((w, 1u64))))
         .name("Tokenizer")
@@ -298,7 +286,28 @@ pub fn streaming_wordcount(
 }
 
 /// Sleeps `pause` once every `every` calls on this thread (each task has its own thread).
-pub(crate) fn throttle(every: u64, pause: std::time::Duration) {
+/// `stream` slowed to about `rate` records per second per subtask (none: as fast as it goes),
+/// by sleeping `1000 / rate` ms every `rate / 1000` records.
+pub(crate) fn throttled<T: rflink::Record>(
+    stream: rflink::DataStream<T>,
+    rate: Option<u64>,
+) -> rflink::DataStream<T> {
+    match rate {
+        Some(rate) if rate > 0 => {
+            let every = (rate / 1000).max(1);
+            let pause = std::time::Duration::from_micros((every * 1_000_000 / rate).max(1));
+            stream
+                .map(move |record: T| {
+                    throttle(every, pause);
+                    record
+                })
+                .name("Throttle")
+        }
+        _ => stream,
+    }
+}
+
+fn throttle(every: u64, pause: std::time::Duration) {
     thread_local! {
         static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }

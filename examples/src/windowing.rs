@@ -375,19 +375,7 @@ pub fn windowed_wordcount(
             (crate::generated_line(rng), line_event_time(seed, n))
         })
         .name("Generated text");
-    let stamped = match rate {
-        Some(rate) if rate > 0 => {
-            let every = (rate / 1000).max(1);
-            let pause = Duration::from_micros((every * 1_000_000 / rate).max(1));
-            stamped
-                .map(move |line: (String, i64)| {
-                    crate::throttle(every, pause);
-                    line
-                })
-                .name("Throttle")
-        }
-        _ => stamped,
-    };
+    let stamped = crate::throttled(stamped, rate);
     let counts = stamped
         .assign_timestamps_and_watermarks(
             WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(100))

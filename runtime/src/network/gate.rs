@@ -1138,37 +1138,13 @@ impl InputGate {
     // Named like Flink's `InputGate.getNext`; not an iterator (it blocks and can fail).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<GateItem, NetworkError> {
-        loop {
-            if let Some(item) = self.poll_next()? {
-                return Ok(item);
-            }
-            let mut st = self.shared.lock();
-            let mut since: Option<Instant> = None;
-            while st.failed.is_none()
-                && !st.woken
-                && st.available.is_empty()
-                && st.ended < self.num_channels
-            {
-                if st.interrupted {
-                    drop(st);
-                    self.add_wait(since);
-                    return Err(NetworkError::Interrupted);
-                }
-                since.get_or_insert_with(Instant::now);
-                st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-            drop(st);
-            self.add_wait(since);
-        }
+        self.next_until(None)
     }
 
     /// Like [`next`](Self::next), but waits only until `deadline`: returns
     /// [`GateItem::Woken`] when it passes with nothing to read (for a task's processing-time
-    /// timers). `None` waits as long as `next`.
+    /// timers). `None` waits as long as it takes.
     pub fn next_until(&mut self, deadline: Option<Instant>) -> Result<GateItem, NetworkError> {
-        let Some(deadline) = deadline else {
-            return self.next();
-        };
         loop {
             if let Some(item) = self.poll_next()? {
                 return Ok(item);
@@ -1186,15 +1162,18 @@ impl InputGate {
                     return Err(NetworkError::Interrupted);
                 }
                 let now = Instant::now();
-                if now >= deadline {
-                    drop(st);
-                    self.add_wait(since);
-                    return Ok(GateItem::Woken);
-                }
                 since.get_or_insert(now);
-                st = match self.shared.cond.wait_timeout(st, deadline - now) {
-                    Ok((st, _)) => st,
-                    Err(e) => e.into_inner().0,
+                st = match deadline {
+                    None => self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+                    Some(deadline) if now >= deadline => {
+                        drop(st);
+                        self.add_wait(since);
+                        return Ok(GateItem::Woken);
+                    }
+                    Some(deadline) => match self.shared.cond.wait_timeout(st, deadline - now) {
+                        Ok((st, _)) => st,
+                        Err(e) => e.into_inner().0,
+                    },
                 };
             }
             drop(st);
