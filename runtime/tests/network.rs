@@ -386,9 +386,10 @@ fn expect_closed_after(addr: &str, bytes: &[u8]) {
     assert!(buf.len() >= 6, "no preamble");
 }
 
+/// The data protocol's preamble: magic and version (2: watermark events).
 fn preamble() -> Vec<u8> {
     let mut p = b"RFDP".to_vec();
-    p.extend_from_slice(&1u16.to_be_bytes());
+    p.extend_from_slice(&2u16.to_be_bytes());
     p
 }
 
@@ -1372,6 +1373,16 @@ fn malformed_events_fail_the_gate_and_the_data_server_keeps_serving() {
             "unknown flags",
         );
         expect_protocol_error_in(&consumer_env, |ch| event_response(ch, 0, &[]), "empty");
+        expect_protocol_error_in(
+            &consumer_env,
+            |ch| event_response(ch, 0, &[3, 0, 1]),
+            "Watermark event of 3 bytes, expected 9",
+        );
+        expect_protocol_error_in(
+            &consumer_env,
+            |ch| event_response(ch, 0, &[4, 7]),
+            "watermark status 7 is neither 0 (active) nor 1 (idle)",
+        );
         // A good event then a data buffer after EndOfData.
         expect_protocol_error_in(
             &consumer_env,
