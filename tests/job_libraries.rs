@@ -352,3 +352,64 @@ async fn two_libraries_run_side_by_side_and_a_panicking_one_fails_alone() {
     let overview = cluster.rest.overview().await.expect("overview");
     assert_eq!(overview.taskmanagers, 2);
 }
+
+/// Event time through a job library on real processes: timestamps, watermarks and window timers
+/// cross the C ABI and the network between two TaskManagers, and every window's count is exact.
+#[actix_rt::test]
+async fn a_library_job_with_event_time_windows_is_exact() {
+    let library_path = library("rflink_test_jobs");
+    let cluster = started(2, 2).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.txt");
+    let output = dir.path().join("output.txt");
+    let lines: Vec<(i64, String)> = text(3000, 5)
+        .lines()
+        .enumerate()
+        .map(|(i, line)| ((i as i64) * 10 + ((i * 37) % 90) as i64, line.to_owned()))
+        .collect();
+    let file: String = lines.iter().map(|(ts, l)| format!("{ts} {l}\n")).collect();
+    std::fs::write(&input, file).expect("write");
+    let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for (ts, line) in &lines {
+        let end = ts.div_euclid(1000) * 1000 + 1000;
+        for c in line.chars().filter(char::is_ascii_alphabetic) {
+            *expected
+                .entry((c.to_ascii_lowercase().to_string(), end))
+                .or_default() += 1;
+        }
+    }
+    let (code, stdout, stderr) = cluster.cli(
+        &s(&[
+            "run",
+            &library_path.display().to_string(),
+            "--class",
+            "letter-windows",
+            "--input",
+            &input.display().to_string(),
+            "--output",
+            &output.display().to_string(),
+            "--parallelism",
+            "2",
+        ]),
+        WAIT,
+    );
+    assert_eq!(
+        code,
+        0,
+        "stdout:\n{stdout}\nstderr:\n{stderr}\n{}",
+        cluster.logs()
+    );
+    let mut got: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for line in std::fs::read_to_string(&output).expect("output").lines() {
+        let mut parts = line.split(' ');
+        let (Some(letter), Some(end), Some(n)) = (parts.next(), parts.next(), parts.next()) else {
+            panic!("not `letter end count`: {line:?}");
+        };
+        let previous = got.insert(
+            (letter.to_owned(), end.parse().expect("end")),
+            n.parse().expect("count"),
+        );
+        assert!(previous.is_none(), "window emitted twice: {line:?}");
+    }
+    assert_eq!(got, expected);
+}

@@ -7,6 +7,9 @@
 //!   RUNNING while another job runs, then let it finish).
 //! * `panic-on`: copies the lines of `--input` to `--output`, and its map function panics on
 //!   the first line equal to `--word` (after `--lines-per-second` pacing, if given).
+//! * `letter-windows`: event time through the library: `--input` lines `timestamp_ms text`
+//!   (out of order by less than 100 ms), the letters of each counted per 1 s tumbling
+//!   event-time window, `letter window_end count` lines to `--output`.
 
 use rflink::{JobArgs, JobError, JobRegistry, StreamExecutionEnvironment};
 
@@ -14,6 +17,11 @@ fn jobs() -> JobRegistry {
     let mut registry = JobRegistry::new();
     registry.register("letter-count", "counts letters", letter_count);
     registry.register("panic-on", "panics on --word", panic_on);
+    registry.register(
+        "letter-windows",
+        "letters per 1 s event-time window",
+        letter_windows,
+    );
     registry
 }
 
@@ -91,5 +99,54 @@ fn panic_on(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<(), 
             line
         })
         .write_as_text(required(args, "output")?);
+    Ok(())
+}
+
+fn letter_windows(env: &mut StreamExecutionEnvironment, args: &JobArgs) -> Result<(), JobError> {
+    use std::time::Duration;
+
+    use rflink::time::WatermarkStrategy;
+    use rflink::windowing::{TumblingEventTimeWindows, WindowContext};
+
+    args.expect_only(&["input", "output", "parallelism"])?;
+    env.set_parallelism(args.parse_or("parallelism", 1u32)?.max(1));
+    env.set_job_name("Letters per window");
+    env.read_text_file(required(args, "input")?)
+        .set_parallelism(1)
+        .flat_map(
+            |line: String, out: &mut dyn rflink::Collector<(i64, String)>| {
+                if let Some((ts, text)) = line.split_once(' ') {
+                    if let Ok(ts) = ts.parse::<i64>() {
+                        out.collect((ts, text.to_owned()));
+                    }
+                }
+            },
+        )
+        .set_parallelism(1)
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(100))
+                .with_timestamp_assigner(|line: &(i64, String), _| line.0),
+        )
+        .set_parallelism(1)
+        .flat_map(|(_, text): (i64, String), out| {
+            for c in text.chars().filter(char::is_ascii_alphabetic) {
+                out.collect((c.to_ascii_lowercase().to_string(), 1u64));
+            }
+        })
+        .key_by_ref(|pair: &(String, u64)| &pair.0)
+        .window(TumblingEventTimeWindows::of(Duration::from_secs(1)))
+        .reduce_with(
+            |a: (String, u64), b: (String, u64)| (a.0, a.1 + b.1),
+            |letter: &String,
+             ctx: &WindowContext,
+             sums: &[(String, u64)],
+             out: &mut dyn rflink::Collector<String>| {
+                for (_, n) in sums {
+                    out.collect(format!("{letter} {} {n}", ctx.window().end));
+                }
+            },
+        )
+        .write_as_text(required(args, "output")?)
+        .set_parallelism(1);
     Ok(())
 }
