@@ -477,7 +477,8 @@ impl<T: Clone + Send> Output<T> for FanOut<T> {
     }
 }
 
-macro_rules! forward_lifecycle {
+/// `open`, `finish`, `flush` and `close` of a stage holding nothing: forwarded to `self.out`.
+macro_rules! forward_open_close {
     () => {
         fn open(&mut self) -> Result<(), String> {
             self.out.open()
@@ -491,6 +492,14 @@ macro_rules! forward_lifecycle {
         fn close(&mut self) {
             self.out.close()
         }
+    };
+}
+pub(crate) use forward_open_close;
+
+/// Every call of a stateless stage (`map`, `filter`, `flat_map`): forwarded to `self.out`.
+macro_rules! forward_lifecycle {
+    () => {
+        forward_open_close!();
         forward_checkpointing!(out);
         forward_time!(out);
     };

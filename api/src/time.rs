@@ -27,7 +27,8 @@ use rustc_hash::FxHashMap;
 
 use crate::codec::{read_varint, write_varint};
 use crate::operators::{
-    earliest, forward_checkpoint_signals, forward_checkpointing, BoxOutput, ErrorSlot, Output,
+    earliest, forward_checkpoint_signals, forward_checkpointing, forward_open_close, BoxOutput,
+    ErrorSlot, Output,
 };
 use crate::snapshot::{SnapshotSections, SnapshotWriter};
 use crate::task::CheckpointBarrier;
@@ -733,18 +734,7 @@ impl<T: Record> Collector<T> for TimestampsAndWatermarksOp<T> {
 }
 
 impl<T: Record> Output<T> for TimestampsAndWatermarksOp<T> {
-    fn open(&mut self) -> Result<(), String> {
-        self.out.open()
-    }
-    fn finish(&mut self) -> Result<(), String> {
-        self.out.finish()
-    }
-    fn flush(&mut self) -> Result<(), String> {
-        self.out.flush()
-    }
-    fn close(&mut self) {
-        self.out.close()
-    }
+    forward_open_close!();
     forward_checkpointing!(out);
     fn process_watermark(&mut self, watermark: i64) -> Result<(), String> {
         // Only the end of input passes: this operator makes the stream's watermarks.
