@@ -194,7 +194,7 @@ pub(crate) trait Chain {
 
 macro_rules! forward_chain {
     ($t:ty) => {
-        forward_chain!(@impl $t, {
+        impl Chain for $t {
             fn process_watermark(&mut self, watermark: i64) -> Result<(), String> {
                 <$t>::process_watermark(self, watermark)
             }
@@ -207,11 +207,6 @@ macro_rules! forward_chain {
             fn next_processing_time(&mut self) -> Option<i64> {
                 <$t>::next_processing_time(self)
             }
-        });
-    };
-    (@impl $t:ty, { $($time:tt)* }) => {
-        impl Chain for $t {
-            $($time)*
             fn is_source(&self) -> bool {
                 <$t>::is_source(self)
             }
