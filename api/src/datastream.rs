@@ -217,6 +217,7 @@ impl<T: Record> DataStream<T> {
                 },
                 fan_out: fan_out::<O>,
             },
+            side_outputs: Vec::new(),
         });
         for input in &self.inputs {
             let partitioner = if hash.is_some() {

@@ -49,6 +49,8 @@ pub(crate) struct NodeSpec {
     pub(crate) input_type: Option<&'static str>,
     pub(crate) output_type: &'static str,
     pub(crate) imp: NodeImpl,
+    /// The tags of the side outputs the operator emits (a window's late data).
+    pub(crate) side_outputs: Vec<String>,
 }
 
 pub(crate) struct EdgeSpec {
@@ -274,6 +276,18 @@ impl StreamExecutionEnvironment {
                 output_type: spec.output_type,
             });
         }
+        for spec in &b.edges {
+            if let Some(side) = &spec.side {
+                let source = &b.nodes[spec.source as usize];
+                if !source.side_outputs.contains(&side.tag) {
+                    return Err(JobError::InvalidGraph(format!(
+                        "{:?} has no side output {:?}: only a window with \
+                         side_output_late_data(..) of that tag emits one",
+                        nodes[spec.source as usize].name, side.tag
+                    )));
+                }
+            }
+        }
         let mut edges = Vec::with_capacity(b.edges.len());
         let mut explicit_forward = Vec::with_capacity(b.edges.len());
         for spec in &b.edges {
@@ -329,6 +343,7 @@ impl StreamExecutionEnvironment {
                 logic: NodeLogic::Source(build),
                 fan_out: fan_out::<T>,
             },
+            side_outputs: Vec::new(),
         });
         DataStream::new(self.builder.clone(), id)
     }

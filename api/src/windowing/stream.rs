@@ -221,6 +221,11 @@ impl<T: Record, K: Key, A: WindowAssigner> WindowedStream<T, K, A> {
             Some(hash_fn(self.key.clone())),
             None,
         );
+        if let Some(tag) = &self.late_tag {
+            self.stream.env.borrow_mut().nodes[id as usize]
+                .side_outputs
+                .push(tag.clone());
+        }
         DataStream::new(self.stream.env.clone(), id)
     }
 

@@ -1381,3 +1381,39 @@ fn window_hot_path_throughput() {
     );
     assert_eq!(emitted.load(Ordering::Relaxed), 20 * 10_000);
 }
+
+/// A side output nobody emits is refused when the graph is built (instead of a consumer that
+/// never gets data or an end): only a window's `side_output_late_data` tag can be read.
+#[test]
+fn a_side_output_that_no_operator_emits_is_refused() {
+    let late = crate::OutputTag::<(u64, i64)>::new("late");
+    let build = |tag_on_window: Option<&str>, read_from_map: bool| {
+        let mut env = crate::StreamExecutionEnvironment::new();
+        let stamped = env
+            .from_collection(vec![(1u64, 5i64)])
+            .assign_timestamps_and_watermarks(
+                WatermarkStrategy::for_monotonous_timestamps()
+                    .with_timestamp_assigner(|e: &(u64, i64), _| e.1),
+            );
+        let mapped = stamped.map(|e: (u64, i64)| e);
+        let mut windowed = mapped
+            .key_by(|e: &(u64, i64)| e.0)
+            .window(TumblingEventTimeWindows::of(Duration::from_millis(10)));
+        if let Some(tag) = tag_on_window {
+            windowed = windowed.side_output_late_data(&crate::OutputTag::new(tag));
+        }
+        let counts = windowed.reduce(|a: (u64, i64), _| a);
+        let side = if read_from_map {
+            mapped.get_side_output(&late)
+        } else {
+            counts.get_side_output(&late)
+        };
+        side.collect("side-output-validation");
+        env.stream_graph().map(|_| ())
+    };
+    assert!(build(Some("late"), false).is_ok());
+    for (tag, from_map) in [(Some("other"), false), (None, false), (Some("late"), true)] {
+        let err = build(tag, from_map).unwrap_err().to_string();
+        assert!(err.contains("has no side output \"late\""), "{err}");
+    }
+}
