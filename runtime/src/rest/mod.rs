@@ -113,6 +113,7 @@
 #![warn(missing_docs, clippy::unwrap_used)]
 
 pub mod client;
+pub mod dashboard;
 pub mod messages;
 mod server;
 

@@ -97,6 +97,7 @@ impl RestServer {
                 .app_data(state.clone())
                 .service(web::scope("/v1").configure(routes))
                 .configure(routes)
+                .configure(super::dashboard::routes)
                 .default_service(web::to(not_found))
         })
         .workers(workers)
