@@ -201,10 +201,13 @@ impl RestfulGateway for FakeGateway {
                         duration: overview.duration,
                         tasks: TaskCounts::of(std::iter::repeat_n(state, v.parallelism as usize)),
                         inputs: Vec::new(),
+                        subtasks: Vec::new(),
                     })
                     .collect(),
                 overview,
                 now: now_millis(),
+                job_config: BTreeMap::new(),
+                checkpoint_config: None,
             }
         })
     }

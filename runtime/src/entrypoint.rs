@@ -21,6 +21,8 @@ use crate::events::EventSink;
 use crate::heartbeat::HeartbeatSettings;
 use crate::jobmaster::{BlobOffload, JobMasterSettings};
 use crate::leaderretrieval::{LeaderInfo, LeaderRetrieval, LEADERS_ENDPOINT};
+use crate::metrics::server::MetricsServer;
+use crate::metrics::{MetricGroup, MetricRegistry};
 use crate::network::{NetworkConfig, ShuffleEnvironment};
 use crate::registration::RetryPolicy;
 use crate::resourcemanager::{ResourceManager, ResourceManagerSettings};
@@ -45,6 +47,9 @@ pub enum EntrypointError {
     /// The data plane (shuffle server) could not start.
     #[error("data plane: {0}")]
     DataPlane(String),
+    /// The Prometheus endpoint did not start.
+    #[error("metrics endpoint: {0}")]
+    Metrics(String),
     /// A directory could not be prepared.
     #[error("cannot prepare {path}: {reason}")]
     Directory {
@@ -108,6 +113,8 @@ impl JobManagerSettings {
             rest: Some(RestServerConfig {
                 bind_host: config.rest.bind_address.clone(),
                 port: config.rest.port,
+                refresh_interval_ms: u64::try_from(config.rest.refresh_interval.as_millis())
+                    .unwrap_or(u64::MAX),
                 ..RestServerConfig::default()
             }),
             blob: BlobServerConfig {
@@ -133,6 +140,9 @@ impl JobManagerSettings {
 /// A running JobManager: BlobServer, RPC service with `leaders`, ResourceManager and Dispatcher,
 /// and the REST API.
 pub struct JobManagerRunner {
+    metrics: MetricRegistry,
+    /// The `jobmanager` group, kept registered for the process's lifetime.
+    _jm_metrics: MetricGroup,
     service: RpcService,
     leaders: RpcServer<LeaderRetrieval>,
     resource_manager: RpcServer<ResourceManager>,
@@ -162,6 +172,18 @@ impl JobManagerRunner {
             blob_server.port()
         );
         let service = RpcService::start(settings.rpc.clone()).await?;
+        let metrics = MetricRegistry::new();
+        let jm_metrics = metrics.group(
+            "jobmanager",
+            &[(
+                "host",
+                settings
+                    .rpc
+                    .advertised_host
+                    .clone()
+                    .unwrap_or_else(|| settings.rpc.bind_host.clone()),
+            )],
+        );
         let leaders =
             service.start_server_named(LeaderRetrieval::default(), Some(LEADERS_ENDPOINT))?;
         leaders.start();
@@ -169,6 +191,7 @@ impl JobManagerRunner {
             ResourceManagerSettings {
                 heartbeat: settings.heartbeat,
                 blob_server: Some(blob_address.clone()),
+                metrics: Some(jm_metrics.clone()),
             },
             events.clone(),
         );
@@ -188,6 +211,7 @@ impl JobManagerRunner {
                 min_size: settings.blob_offload_min_size,
             }),
             job_defaults: settings.job_defaults.clone(),
+            metrics: Some(jm_metrics.clone()),
         };
         let dispatcher = service.start_server(Dispatcher::new(
             job_master,
@@ -208,11 +232,12 @@ impl JobManagerRunner {
             Some(rest_config) => {
                 let gateway: Arc<dyn RestfulGateway> = Arc::new(dispatcher.self_gateway());
                 Some(
-                    RestServer::start(
+                    RestServer::start_with_metrics(
                         rest_config,
                         gateway,
                         settings.config_entries.clone(),
                         Some(Arc::clone(&blob_server)),
+                        Some((metrics.clone(), jm_metrics.clone())),
                     )
                     .map_err(|e| EntrypointError::Rest(e.to_string()))?,
                 )
@@ -220,6 +245,8 @@ impl JobManagerRunner {
             None => None,
         };
         Ok(JobManagerRunner {
+            metrics,
+            _jm_metrics: jm_metrics,
             service,
             leaders,
             resource_manager,
@@ -232,6 +259,11 @@ impl JobManagerRunner {
     /// The RPC service.
     pub fn service(&self) -> &RpcService {
         &self.service
+    }
+
+    /// The JobManager process's metrics (what its `/metrics` shows).
+    pub fn metrics(&self) -> &MetricRegistry {
+        &self.metrics
     }
 
     /// The Dispatcher.
@@ -276,6 +308,9 @@ pub struct TaskManagerSettings {
     pub task_executor: TaskExecutorSettings,
     /// Its data plane, started with the TaskManager; `None` for none (control-plane tests).
     pub data: Option<DataPlaneSettings>,
+    /// Its Prometheus endpoint: bind host and `metrics.reporter.prom.port` (a port or a range);
+    /// `None` for none.
+    pub prometheus: Option<(String, String)>,
 }
 
 /// Where a TaskManager's data (shuffle) server listens and how its buffers are sized.
@@ -353,7 +388,11 @@ impl TaskManagerSettings {
                 fatal_error,
                 blob_cache_dir: work_dir.join("blob-cache"),
                 blob_cleanup_interval: config.blob.cleanup_interval,
+                metrics: MetricRegistry::new(),
+                metrics_address: None,
             },
+            prometheus: (config.metrics.prom_port != "off")
+                .then(|| (tm.bind_host.clone(), config.metrics.prom_port.clone())),
         }
     }
 }
@@ -364,6 +403,7 @@ pub struct TaskManagerRunner {
     server: RpcServer<TaskExecutor>,
     resource_id: ResourceId,
     shuffle: Option<ShuffleEnvironment>,
+    prometheus: Option<MetricsServer>,
 }
 
 impl TaskManagerRunner {
@@ -385,6 +425,29 @@ impl TaskManagerRunner {
             te_settings.shuffle = Some(shuffle);
         }
         let shuffle = te_settings.shuffle.clone();
+        let prometheus = match &settings.prometheus {
+            Some((host, ports)) => {
+                match MetricsServer::start(host, ports, te_settings.metrics.clone()) {
+                    Ok(server) => {
+                        let advertised = settings
+                            .rpc
+                            .advertised_host
+                            .clone()
+                            .unwrap_or_else(|| host.clone());
+                        te_settings.metrics_address =
+                            Some(format!("{advertised}:{}", server.local_addr().port()));
+                        Some(server)
+                    }
+                    Err(err) => {
+                        if let Some(shuffle) = &shuffle {
+                            shuffle.shutdown();
+                        }
+                        return Err(EntrypointError::Metrics(err.to_string()));
+                    }
+                }
+            }
+            None => None,
+        };
         let service = match RpcService::start(settings.rpc).await {
             Ok(service) => service,
             Err(err) => {
@@ -403,6 +466,7 @@ impl TaskManagerRunner {
             server,
             resource_id,
             shuffle,
+            prometheus,
         })
     }
 
@@ -421,6 +485,11 @@ impl TaskManagerRunner {
         self.resource_id
     }
 
+    /// Its Prometheus endpoint's bound address, if it has one.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.prometheus.as_ref().map(MetricsServer::local_addr)
+    }
+
     /// Its TaskExecutor's RPC address.
     pub fn address(&self) -> String {
         self.server.address().to_string()
@@ -434,6 +503,9 @@ impl TaskManagerRunner {
     /// Stops it (the TaskExecutor tells the ResourceManager it leaves).
     pub async fn close(self) -> Result<(), EntrypointError> {
         let closed = self.service.close().await;
+        if let Some(prometheus) = self.prometheus {
+            prometheus.stop().await;
+        }
         if let Some(shuffle) = &self.shuffle {
             shuffle.shutdown();
         }

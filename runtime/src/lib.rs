@@ -16,6 +16,7 @@ pub mod jobgraph;
 pub mod jobmaster;
 pub mod leaderretrieval;
 pub mod library;
+pub mod metrics;
 pub mod minicluster;
 pub mod network;
 pub mod registration;

@@ -68,6 +68,8 @@ pub struct MiniClusterConfig {
     /// The configuration jobs run with: restart strategy, checkpointing (a job's own entries
     /// override it). Default: Flink's defaults.
     pub job_defaults: crate::config::Configuration,
+    /// Give each TaskManager a Prometheus endpoint on an ephemeral port. Default off.
+    pub prometheus: bool,
 }
 
 impl Default for MiniClusterConfig {
@@ -88,6 +90,7 @@ impl Default for MiniClusterConfig {
             jobs: Jobs::default(),
             network: Some(NetworkConfig::default()),
             job_defaults: crate::config::Configuration::default(),
+            prometheus: false,
         }
     }
 }
@@ -250,7 +253,13 @@ impl MiniCluster {
                 }),
                 blob_cache_dir: self.work_dir.join(format!("blob-cache-{index}")),
                 blob_cleanup_interval: self.config.blob_cleanup_interval,
+                metrics: crate::metrics::MetricRegistry::new(),
+                metrics_address: None,
             },
+            prometheus: self
+                .config
+                .prometheus
+                .then(|| (self.config.rpc.bind_host.clone(), "0".to_string())),
         };
         let tm = TaskManagerRunner::start(settings, self.events.clone()).await?;
         self.task_managers.push(Some(tm));

@@ -42,6 +42,7 @@ fn defaults_are_the_documented_values() {
         ("rest.address", "localhost"),
         ("rest.port", "8081"),
         ("rest.bind-address", "localhost"),
+        ("web.refresh-interval", "3 s"),
         ("taskmanager.numberOfTaskSlots", "1"),
         ("taskmanager.bind-host", "localhost"),
         ("taskmanager.rpc.port", "0"),
@@ -110,6 +111,7 @@ fn defaults_are_the_documented_values() {
         ("execution.checkpointing.num-retained", "1"),
         ("execution.checkpointing.tolerable-failed-checkpoints", "0"),
         ("minicluster.number-of-taskmanagers", "1"),
+        ("metrics.reporter.prom.port", "9249-9260"),
     ];
     let entries = Configuration::default().to_entries();
     let entries: Vec<(&str, &str)> = entries

@@ -592,7 +592,10 @@ async fn a_task_executor_that_cannot_register_is_fatal() {
                 rflink_rpc::AbstractId::generate()
             )),
             blob_cleanup_interval: Duration::from_secs(1),
+            metrics: Default::default(),
+            metrics_address: None,
         },
+        prometheus: None,
     };
     let tm = TaskManagerRunner::start(settings, EventSink::default())
         .await
@@ -691,10 +694,15 @@ async fn an_unaccepted_slot_is_freed_after_the_slot_timeout() {
             rm_resource_id: ResourceId::generate(),
         })
     };
-    assert!(report().await.expect("report").0[0].allocation.is_some());
+    assert!(report().await.expect("report").slot_report.0[0]
+        .allocation
+        .is_some());
     // ...until the slot timeout frees it.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while report().await.expect("report").0[0].allocation.is_some() {
+    while report().await.expect("report").slot_report.0[0]
+        .allocation
+        .is_some()
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the slot was never freed"

@@ -143,6 +143,7 @@ impl FakeJob {
                 duration: overview.duration,
                 tasks: TaskCounts::of(std::iter::repeat_n(state, v.parallelism as usize)),
                 inputs: Vec::new(),
+                subtasks: Vec::new(),
             })
             .collect();
         JobDetails {
@@ -150,6 +151,8 @@ impl FakeJob {
             timestamps,
             vertices,
             now: now_ms(),
+            job_config: Default::default(),
+            checkpoint_config: None,
         }
     }
 
@@ -326,6 +329,8 @@ impl RestfulGateway for FakeGateway {
                     free_memory: 1 << 30,
                     managed_memory: 512 << 20,
                 },
+                metrics_address: None,
+                metrics: Vec::new(),
             }])
         })
     }

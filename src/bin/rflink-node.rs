@@ -96,6 +96,19 @@ struct Args {
     /// scaled compose service advertises itself.
     #[arg(long, conflicts_with = "advertised_host")]
     advertised_host_from_hostname: bool,
+    /// Log format on stderr: `text` (default) or `json` (one object per line with the event's
+    /// fields and its spans, e.g. a task's job and attempt ids; for log collectors). Also read
+    /// from RFLINK_LOG_FORMAT. What is logged is chosen by RUST_LOG (default `info`).
+    #[arg(long, value_enum, env = "RFLINK_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Args {
@@ -162,13 +175,19 @@ fn main() {
             }
         }
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,actix_server=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,actix_server=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 
     let mut dynamic = args.dynamic.clone();
     dynamic.extend(args.flag_properties());
@@ -308,7 +327,17 @@ async fn run(args: Args, config: Configuration) -> i32 {
                 if let Some(shuffle) = tm.shuffle() {
                     ready.insert("data_port_bind".into(), shuffle.data_port().into());
                 }
+                if let Some(metrics) = tm.metrics_address() {
+                    ready.insert("metrics".into(), metrics.to_string().into());
+                }
             }
+        } else {
+            let metrics: Vec<serde_json::Value> = task_managers
+                .iter()
+                .filter_map(|tm| tm.metrics_address())
+                .map(|a| a.to_string().into())
+                .collect();
+            ready.insert("taskmanager_metrics".into(), metrics.into());
         }
     }
 

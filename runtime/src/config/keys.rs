@@ -343,6 +343,8 @@ key_table! {
             "Port the REST server binds and clients connect to; 0 picks a free port.";
         "rest.bind-address" => rest.bind_address: Str,
             "Local address the REST server binds; 0.0.0.0 listens on every interface.";
+        "web.refresh-interval" => rest.refresh_interval: Dur,
+            "How often the web dashboard refreshes (told to it by /config).";
     }
     "TaskManager" {
         "taskmanager.numberOfTaskSlots" => taskmanager.number_of_task_slots: Int<u32>,
@@ -488,6 +490,10 @@ key_table! {
     "MiniCluster" {
         "minicluster.number-of-taskmanagers" => minicluster.number_of_taskmanagers: Int<u32>,
             "TaskManagers a MiniCluster starts; 0 starts none (tests add their own).";
+    }
+    "Metrics" {
+        "metrics.reporter.prom.port" => metrics.prom_port: Str,
+            "Port (or range such as 9250-9260, first free taken; 0 = any; off = none) of a TaskManager's Prometheus /metrics.";
     }
 }
 

@@ -112,6 +112,26 @@ pub struct Configuration {
     pub restart: RestartConfig,
     /// `execution.checkpointing.*`: periodic checkpoints and where they are stored.
     pub checkpointing: CheckpointingConfig,
+    /// `metrics.*`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `metrics.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `metrics.reporter.prom.port`, default `9249-9260`: the port of a TaskManager's
+    /// Prometheus endpoint (`/metrics`), or a range of which the first free port is taken (so
+    /// several TaskManagers share a host); 0 picks any free port; `off` disables the endpoint.
+    /// The JobManager serves `/metrics` on its REST port.
+    pub prom_port: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            prom_port: "9249-9260".into(),
+        }
+    }
 }
 
 /// `cluster.*`.
@@ -166,6 +186,9 @@ pub struct RestConfig {
     pub port: u16,
     /// `rest.bind-address`, default `localhost`: the local address the REST server binds.
     pub bind_address: String,
+    /// `web.refresh-interval`, default 3 s: how often the web dashboard polls (told to it by
+    /// `/config`).
+    pub refresh_interval: Duration,
 }
 
 impl Default for RestConfig {
@@ -174,6 +197,7 @@ impl Default for RestConfig {
             address: "localhost".into(),
             port: 8081,
             bind_address: "localhost".into(),
+            refresh_interval: Duration::from_secs(3),
         }
     }
 }

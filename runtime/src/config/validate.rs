@@ -74,6 +74,7 @@ impl Configuration {
 
         p.host("rest.address", &self.rest.address, true);
         p.host("rest.bind-address", &self.rest.bind_address, false);
+        p.positive("web.refresh-interval", self.rest.refresh_interval);
         p.distinct_ports(&[
             ("jobmanager.rpc.port", jm.rpc_port),
             ("rest.port", self.rest.port),
@@ -307,6 +308,12 @@ impl Configuration {
             "execution.checkpointing.num-retained",
             || "must be at least 1".into(),
         );
+        let prom = &self.metrics.prom_port;
+        if prom != "off" {
+            if let Err(e) = crate::metrics::server::parse_port_range(prom) {
+                p.0.push(("metrics.reporter.prom.port", e.to_string()));
+            }
+        }
         p.0
     }
 }

@@ -104,8 +104,40 @@ pub struct JobOverview {
     pub tasks: TaskCounts,
 }
 
+/// One subtask's current attempt in a job's details. Flink:
+/// `SubtaskExecutionAttemptDetailsInfo`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubtaskDetails {
+    /// The subtask index.
+    pub subtask: u32,
+    /// The attempt number.
+    pub attempt: u32,
+    /// Its state.
+    pub state: ExecutionState,
+    /// The TaskExecutor it runs on, if it has a slot.
+    pub resource_id: Option<ResourceId>,
+    /// That TaskExecutor's RPC address, if it has a slot.
+    pub address: Option<String>,
+    /// When it entered each state (millis), by Flink's state name; states not reached are
+    /// absent.
+    pub timestamps: BTreeMap<String, i64>,
+    /// Its metrics as of the last heartbeat of its TaskExecutor (`numRecordsIn`, ...); empty
+    /// before the first one, and for tasks that are not streaming tasks.
+    pub metrics: Vec<(String, f64)>,
+}
+
+impl SubtaskDetails {
+    /// One metric, if reported.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    }
+}
+
 /// A vertex of a job's details. Flink: `JobDetailsInfo.JobVertexDetailsInfo`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VertexDetails {
     /// Vertex id.
     pub id: JobVertexId,
@@ -128,10 +160,13 @@ pub struct VertexDetails {
     /// Inputs: producing vertex and ship strategy (`HASH`, `FORWARD`, ...).
     #[serde(default)]
     pub inputs: Vec<(JobVertexId, String)>,
+    /// Its subtasks' current attempts, by index.
+    #[serde(default)]
+    pub subtasks: Vec<SubtaskDetails>,
 }
 
 /// A job's details. Flink: `JobDetailsInfo` (`/jobs/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobDetails {
     /// The summary fields.
     pub overview: JobOverview,
@@ -141,6 +176,12 @@ pub struct JobDetails {
     pub vertices: Vec<VertexDetails>,
     /// The time the view was taken (millis).
     pub now: i64,
+    /// The job's own configuration entries (`JobGraph::job_config`), for `/jobs/{id}/config`.
+    #[serde(default)]
+    pub job_config: BTreeMap<String, String>,
+    /// Its checkpointing settings, when it checkpoints (`/jobs/{id}/checkpoints/config`).
+    #[serde(default)]
+    pub checkpoint_config: Option<crate::checkpoint::CheckpointConfigView>,
 }
 
 /// A job's failures. Flink: `JobExceptionsInfoWithHistory` (`/jobs/{id}/exceptions`).
@@ -182,7 +223,7 @@ pub struct HardwareDescription {
 }
 
 /// A registered TaskManager. Flink: `TaskManagerInfo` (`/taskmanagers`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskManagerInfo {
     /// Its resource id.
     pub resource_id: ResourceId,
@@ -198,6 +239,12 @@ pub struct TaskManagerInfo {
     pub free_slots: u32,
     /// Its hardware.
     pub hardware: HardwareDescription,
+    /// Where its Prometheus endpoint is reached (`host:port`), if it has one.
+    #[serde(default)]
+    pub metrics_address: Option<String>,
+    /// Its TaskManager-scope metrics as of its last heartbeat, by name.
+    #[serde(default)]
+    pub metrics: Vec<(String, f64)>,
 }
 
 /// Cluster-wide counts. Flink: `ClusterOverview` (`/overview`).

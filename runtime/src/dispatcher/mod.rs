@@ -110,6 +110,8 @@ impl Dispatcher {
             timestamps: Default::default(),
             vertices: Vec::new(),
             now,
+            job_config: Default::default(),
+            checkpoint_config: None,
         };
         let result = JobResult {
             job_id,

@@ -81,6 +81,10 @@ pub struct UpdateTaskExecutionState {
     pub state: ExecutionState,
     /// Why it failed, if it did.
     pub error: Option<ErrorInfo>,
+    /// With a final state: the task's final metrics (Flink's `TaskExecutionState` carries its
+    /// `IOMetrics` the same way).
+    #[serde(default)]
+    pub metrics: Vec<(String, f64)>,
 }
 impl RpcMessage for UpdateTaskExecutionState {
     type Reply = Result<Ack, JobMasterError>;

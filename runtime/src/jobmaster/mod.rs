@@ -76,6 +76,9 @@ pub struct JobMasterSettings {
     /// The cluster's configuration: the defaults a job's own configuration
     /// (`JobGraph::job_config`) overrides (restart strategy, checkpointing).
     pub job_defaults: crate::config::Configuration,
+    /// The JobManager's metric group (scope `jobmanager`); each JobMaster registers its job's
+    /// group (`jobmanager_job`) under it.
+    pub metrics: Option<crate::metrics::MetricGroup>,
 }
 
 /// The cluster configuration with a job's own entries applied over it. Entries were checked at
@@ -149,6 +152,54 @@ pub struct JobMaster {
     /// Attempts whose `SubmitTask` the TaskExecutor acknowledged: it must know them until it
     /// reports their end.
     acknowledged: HashMap<crate::types::ExecutionAttemptId, Instant>,
+    /// The latest metrics of each current attempt (heartbeats, final states).
+    task_metrics: HashMap<crate::types::ExecutionAttemptId, Vec<(String, f64)>>,
+    /// The job's metric group (scope `jobmanager_job`), removed with the JobMaster.
+    job_metrics: Option<JobMetrics>,
+}
+
+/// The gauges of a job's `jobmanager_job` group (Flink's `JobManagerJobMetricGroup`), set by
+/// the JobMaster on its main thread at every heartbeat tick.
+struct JobMetrics {
+    _group: crate::metrics::MetricGroup,
+    num_restarts: crate::metrics::Gauge,
+    uptime: crate::metrics::Gauge,
+    running_since: Option<i64>,
+    completed: crate::metrics::Gauge,
+    failed: crate::metrics::Gauge,
+    in_progress: crate::metrics::Gauge,
+    total: crate::metrics::Gauge,
+    last_duration: crate::metrics::Gauge,
+    last_size: crate::metrics::Gauge,
+    last_restore: crate::metrics::Gauge,
+}
+
+impl JobMetrics {
+    fn new(parent: &crate::metrics::MetricGroup, job: &JobGraph) -> JobMetrics {
+        let group = parent.child(
+            "job",
+            &[
+                ("job_id", job.job_id.to_string()),
+                ("job_name", job.name.clone()),
+            ],
+        );
+        let gauge = |name: &str| group.gauge(name);
+        let metrics = JobMetrics {
+            num_restarts: gauge("numRestarts"),
+            uptime: gauge("uptime"),
+            running_since: None,
+            completed: gauge("numberOfCompletedCheckpoints"),
+            failed: gauge("numberOfFailedCheckpoints"),
+            in_progress: gauge("numberOfInProgressCheckpoints"),
+            total: gauge("totalNumberOfCheckpoints"),
+            last_duration: gauge("lastCheckpointDuration"),
+            last_size: gauge("lastCheckpointSize"),
+            last_restore: gauge("lastCheckpointRestoreTimestamp"),
+            _group: group,
+        };
+        metrics.last_restore.set(-1.0);
+        metrics
+    }
 }
 
 impl JobMaster {
@@ -173,6 +224,10 @@ impl JobMaster {
         let seed = job_graph.job_id.as_abstract_id().as_u128() as u64;
         let graph = ExecutionGraph::new(&job_graph).with_failover(strategy, region_failover, seed);
         let checkpointing = checkpointing::Checkpointing::for_job(&config, &job_graph);
+        let job_metrics = settings
+            .metrics
+            .as_ref()
+            .map(|g| JobMetrics::new(g, &job_graph));
         JobMaster {
             job_master_id: JobMasterId::generate(),
             resource_id: ResourceId::generate(),
@@ -195,6 +250,8 @@ impl JobMaster {
             config,
             deployment_data: None,
             acknowledged: HashMap::new(),
+            task_metrics: HashMap::new(),
+            job_metrics,
         }
     }
 
@@ -705,7 +762,7 @@ impl JobMaster {
         if let Some(dispatcher) = &self.dispatcher {
             let _ = dispatcher.tell(JobReachedTerminalState {
                 job_id: self.graph.job_id,
-                details: views::details(&self.graph),
+                details: self.details(),
                 exceptions: views::exceptions(&self.graph),
                 result: views::result(&self.graph),
                 checkpoints: self.checkpointing.as_ref().map(|c| c.coordinator.stats()),
@@ -740,7 +797,43 @@ impl JobMaster {
         }
     }
 
+    /// Sets the job's gauges from the graph and the checkpoint statistics.
+    fn publish_metrics(&mut self) {
+        let status = self.graph.status();
+        let restarts = self.graph.restarts;
+        let stats = self.checkpointing.as_ref().map(|c| c.coordinator.stats());
+        let Some(m) = self.job_metrics.as_mut() else {
+            return;
+        };
+        m.num_restarts.set(f64::from(restarts));
+        let now = crate::executiongraph::now_millis();
+        // Flink's `uptime`: millis since the job last went RUNNING; 0 when it is not running.
+        match (status == JobStatus::Running, m.running_since) {
+            (true, None) => m.running_since = Some(now),
+            (false, Some(_)) => m.running_since = None,
+            _ => {}
+        }
+        m.uptime
+            .set(m.running_since.map_or(0.0, |since| (now - since) as f64));
+        if let Some(stats) = stats {
+            m.completed.set(stats.counts.completed as f64);
+            m.failed.set(stats.counts.failed as f64);
+            m.in_progress.set(stats.counts.in_progress as f64);
+            m.total.set(stats.counts.total as f64);
+            if let Some(crate::checkpoint::CheckpointStatistics::Completed { base, .. }) =
+                &stats.latest.completed
+            {
+                m.last_duration.set(base.end_to_end_duration as f64);
+                m.last_size.set(base.checkpointed_size as f64);
+            }
+            if let Some(restored) = &stats.latest.restored {
+                m.last_restore.set(restored.restore_timestamp as f64);
+            }
+        }
+    }
+
     fn heartbeat_tick(&mut self, ctx: &mut RpcContext<'_, Self>) {
+        self.publish_metrics();
         let now = Instant::now();
         for (resource_id, loss) in self.tm_heartbeats.expired(now) {
             self.task_manager_lost(resource_id, &loss.to_string(), ctx);
@@ -752,6 +845,30 @@ impl JobMaster {
         for resource_id in tms {
             self.request_tm_heartbeat(resource_id, ctx);
         }
+    }
+
+    /// The job's details for REST: the graph, the latest task metrics, the job's configuration.
+    fn details(&self) -> crate::dispatcher::JobDetails {
+        let mut details = views::details_with_metrics(&self.graph, &self.task_metrics);
+        details.job_config = self.job_graph.job_config.clone();
+        details.checkpoint_config = self
+            .checkpointing
+            .as_ref()
+            .map(|c| c.coordinator.config_view());
+        details
+    }
+
+    /// Keeps the metrics a heartbeat brought for the job's current attempts (and forgets
+    /// those of attempts a restart replaced).
+    fn record_task_metrics(&mut self, reports: Vec<taskexecutor::TaskMetricsReport>) {
+        for report in reports {
+            if self.graph.execution(report.attempt).is_some() {
+                self.task_metrics.insert(report.attempt, report.metrics);
+            }
+        }
+        let graph = &self.graph;
+        self.task_metrics
+            .retain(|a, _| graph.execution(*a).is_some());
     }
 
     fn request_tm_heartbeat(&mut self, resource_id: ResourceId, ctx: &mut RpcContext<'_, Self>) {
@@ -781,8 +898,9 @@ impl JobMaster {
                     .rpc_result(resource_id, &result, Instant::now())
                 {
                     Verdict::Alive => {
-                        if let Ok(known) = result {
-                            jm.reconcile(resource_id, &known, sent, ctx);
+                        if let Ok(payload) = result {
+                            jm.record_task_metrics(payload.metrics);
+                            jm.reconcile(resource_id, &payload.attempts, sent, ctx);
                         }
                     }
                     Verdict::Lost(loss) => {
@@ -1042,6 +1160,9 @@ impl Handler<UpdateTaskExecutionState> for JobMaster {
         msg: UpdateTaskExecutionState,
         ctx: &mut RpcContext<'_, Self>,
     ) -> Response<Self, Result<Ack, JobMasterError>> {
+        if !msg.metrics.is_empty() && self.graph.execution(msg.attempt).is_some() {
+            self.task_metrics.insert(msg.attempt, msg.metrics);
+        }
         match self
             .graph
             .update_execution(msg.attempt, msg.state, msg.error)
@@ -1129,7 +1250,7 @@ impl Handler<RequestJobDetails> for JobMaster {
         _: RequestJobDetails,
         _: &mut RpcContext<'_, Self>,
     ) -> Response<Self, JobDetails> {
-        Response::ready(views::details(&self.graph))
+        Response::ready(self.details())
     }
 }
 

@@ -1,11 +1,12 @@
 //! Views of an execution graph for REST: job overview, details, exceptions, result.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::dispatcher::{
-    JobDetails, JobExceptions, JobOverview, JobResult, TaskCounts, VertexDetails,
+    JobDetails, JobExceptions, JobOverview, JobResult, SubtaskDetails, TaskCounts, VertexDetails,
 };
 use crate::executiongraph::{now_millis, ExecutionGraph, ExecutionState, JobStatus};
+use crate::types::ExecutionAttemptId;
 
 /// The summary of a job.
 pub fn overview(graph: &ExecutionGraph) -> JobOverview {
@@ -38,8 +39,16 @@ pub fn overview(graph: &ExecutionGraph) -> JobOverview {
     }
 }
 
-/// The details of a job.
+/// The details of a job, without task metrics.
 pub fn details(graph: &ExecutionGraph) -> JobDetails {
+    details_with_metrics(graph, &HashMap::new())
+}
+
+/// The details of a job, with the latest metrics reported for each current attempt.
+pub fn details_with_metrics(
+    graph: &ExecutionGraph,
+    metrics: &HashMap<ExecutionAttemptId, Vec<(String, f64)>>,
+) -> JobDetails {
     let now = now_millis();
     let vertices = graph
         .vertices
@@ -77,6 +86,23 @@ pub fn details(graph: &ExecutionGraph) -> JobDetails {
                 duration,
                 tasks: TaskCounts::of(v.executions.iter().map(|e| e.state)),
                 inputs: v.inputs.clone(),
+                subtasks: v
+                    .executions
+                    .iter()
+                    .map(|e| SubtaskDetails {
+                        subtask: e.attempt.vertex.subtask_index,
+                        attempt: e.attempt.attempt_number,
+                        state: e.state,
+                        resource_id: e.slot.as_ref().map(|s| s.resource_id),
+                        address: e.slot.as_ref().map(|s| s.address.clone()),
+                        timestamps: e
+                            .timestamps
+                            .iter()
+                            .map(|(s, t)| (s.as_str().to_string(), *t))
+                            .collect(),
+                        metrics: metrics.get(&e.attempt).cloned().unwrap_or_default(),
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -94,6 +120,8 @@ pub fn details(graph: &ExecutionGraph) -> JobDetails {
         timestamps,
         vertices,
         now,
+        job_config: BTreeMap::new(),
+        checkpoint_config: None,
     }
 }
 

@@ -288,6 +288,16 @@ impl LocalBufferPool {
         Ok(memory)
     }
 
+    /// Buffers held over the pool's maximum: Flink's `outPoolUsage`.
+    pub(crate) fn usage(&self) -> f64 {
+        let held = lock(&self.state).held;
+        if self.max == 0 {
+            0.0
+        } else {
+            (held as f64 / self.max as f64).min(1.0)
+        }
+    }
+
     /// Takes a buffer for `sub`, blocking while none is available.
     pub(crate) fn request_buffer(
         self: &Arc<Self>,

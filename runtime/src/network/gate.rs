@@ -185,6 +185,120 @@ impl std::fmt::Debug for TypedBatch {
     }
 }
 
+/// One input channel's flow-control state, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChannelMetrics {
+    /// The channel's index in its gate.
+    pub channel: usize,
+    /// Whether it reads over the network (else from a local subpartition).
+    pub remote: bool,
+    /// Credit announced to the sender and not yet used (0 for a local channel).
+    pub credit: usize,
+    /// The sender's last announced backlog (a local channel: its subpartition's queue).
+    pub backlog: usize,
+    /// Buffers received and not yet handed to the task (a local channel: 0, its data stays
+    /// in the producer's queue, counted as `backlog`).
+    pub queued: usize,
+    /// Receiver buffers it holds, free or filled (exclusive and floating).
+    pub buffers: usize,
+}
+
+/// Reads a gate's counters and channels from another thread (the gate belongs to its task
+/// thread). Reading takes the gate's lock briefly.
+#[derive(Clone)]
+pub struct GateStatsHandle(std::sync::Weak<GateShared>);
+
+impl std::fmt::Debug for GateStatsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("GateStatsHandle").finish()
+    }
+}
+
+impl GateStatsHandle {
+    /// The counters now (zeros once the gate is gone).
+    pub fn get(&self) -> GateStats {
+        self.0.upgrade().map(|s| s.stats()).unwrap_or_default()
+    }
+
+    /// Every channel's state now (empty once the gate is gone).
+    pub fn channels(&self) -> Vec<ChannelMetrics> {
+        let Some(shared) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        let (mut out, views) = {
+            let st = shared.lock();
+            let mut out = Vec::with_capacity(st.channels.len());
+            let mut views = Vec::new();
+            for (i, c) in st.channels.iter().enumerate() {
+                let mut m = ChannelMetrics {
+                    channel: i,
+                    ..ChannelMetrics::default()
+                };
+                if let Some(r) = &c.remote {
+                    let filled = r
+                        .received
+                        .iter()
+                        .filter(|x| matches!(x, Received::Buffer(..)))
+                        .count();
+                    m.remote = true;
+                    m.credit = r.credit;
+                    m.backlog = r.backlog;
+                    m.queued = filled;
+                    m.buffers = r.excl_free + r.float_free + filled;
+                } else if let Some(view) = &c.view {
+                    views.push((i, Arc::clone(view)));
+                }
+                out.push(m);
+            }
+            (out, views)
+        };
+        // Read local queues outside the gate's lock: producers take their queue's lock first.
+        for (i, view) in views {
+            if let Some(m) = out.get_mut(i) {
+                m.backlog = view.backlog();
+            }
+        }
+        out
+    }
+
+    /// Buffers queued in the gate, not yet handed to the task (Flink:
+    /// `buffers.inputQueueLength`): received remote buffers plus local channels' backlogs.
+    pub fn queue_length(&self) -> usize {
+        self.channels()
+            .iter()
+            .map(|c| if c.remote { c.queued } else { c.backlog })
+            .sum()
+    }
+
+    /// The fraction of the receiver buffers (exclusive + floating) that hold data (Flink:
+    /// `buffers.inPoolUsage`); 0 for a gate of local channels only.
+    pub fn pool_usage(&self) -> f64 {
+        let Some(shared) = self.0.upgrade() else {
+            return 0.0;
+        };
+        let st = shared.lock();
+        let mut held = 0usize;
+        let mut filled = 0usize;
+        for c in &st.channels {
+            if let Some(r) = &c.remote {
+                let f = r
+                    .received
+                    .iter()
+                    .filter(|x| matches!(x, Received::Buffer(..)))
+                    .count();
+                filled += f;
+                held += r.excl_free + r.float_free + f;
+            }
+        }
+        held += st.floating_free;
+        if held == 0 {
+            0.0
+        } else {
+            (filled as f64 / held as f64).min(1.0)
+        }
+    }
+}
+
 /// Counters of one gate. Flink: `numBuffersIn`, `numBytesIn`, idle time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GateStats {
@@ -1196,9 +1310,20 @@ impl InputGate {
         Interrupter::new(Arc::clone(&self.shared) as _)
     }
 
+    /// A handle reading the gate's counters and channels from another thread.
+    pub fn stats_handle(&self) -> GateStatsHandle {
+        GateStatsHandle(Arc::downgrade(&self.shared))
+    }
+
     /// The gate's counters now.
     pub fn stats(&self) -> GateStats {
-        let c = &self.shared.counters;
+        self.shared.stats()
+    }
+}
+
+impl GateShared {
+    fn stats(&self) -> GateStats {
+        let c = &self.counters;
         GateStats {
             buffers_received: c.buffers.load(Ordering::Relaxed),
             bytes_received: c.bytes.load(Ordering::Relaxed),

@@ -76,7 +76,10 @@ use tracing::{debug, info};
 pub use buffer::{BufferStats, Interrupter};
 pub use deserializer::{FeedError, RecordDeserializer, DEFAULT_MAX_RECORD_LEN};
 pub use error::NetworkError;
-pub use gate::{GateItem, GateStats, GateWaker, InputGate, NetBuffer, TypedBatch};
+pub use gate::{
+    ChannelMetrics, GateItem, GateStats, GateStatsHandle, GateWaker, InputGate, NetBuffer,
+    TypedBatch,
+};
 pub use partition::{PartitionStats, PartitionStatsHandle, ResultPartitionWriter};
 
 use buffer::{lock, LocalBufferPool, NetworkBufferPool};

@@ -228,6 +228,13 @@ impl SubpartitionView {
         }
     }
 
+    /// Data entries queued for this view now. Does not take anything.
+    pub(crate) fn backlog(&self) -> usize {
+        self.partition
+            .sub(self.sub)
+            .map_or(0, |state| lock(state).backlog)
+    }
+
     /// Why the producer released the partition, if it did. Does not take anything.
     pub(crate) fn failure(&self) -> Option<String> {
         let state = self.partition.sub(self.sub)?;
@@ -353,12 +360,40 @@ pub struct PartitionStats {
 /// A handle reading a writer's [`PartitionStats`] from another thread (the writer itself is
 /// owned by its task thread, which may be blocked).
 #[derive(Debug, Clone)]
-pub struct PartitionStatsHandle(Arc<BlockCounters>);
+pub struct PartitionStatsHandle {
+    counters: Arc<BlockCounters>,
+    pool: Weak<LocalBufferPool>,
+    partition: Weak<ResultPartition>,
+}
 
 impl PartitionStatsHandle {
+    /// The fraction of the writer's buffer pool in use (Flink: `buffers.outPoolUsage`); 0 once
+    /// the partition is gone.
+    pub fn pool_usage(&self) -> f64 {
+        self.pool.upgrade().map_or(0.0, |pool| pool.usage())
+    }
+
+    /// Buffers and batches queued in the partition's subpartitions, not yet taken by their
+    /// consumers (Flink: `buffers.outputQueueLength`).
+    pub fn queue_length(&self) -> usize {
+        self.partition.upgrade().map_or(0, |p| {
+            p.subs
+                .iter()
+                .map(|sub| {
+                    let st = lock(sub);
+                    if st.released.is_some() || st.view_released {
+                        0
+                    } else {
+                        st.backlog
+                    }
+                })
+                .sum()
+        })
+    }
+
     /// The counters now. Record counts are published once per buffer and before blocking.
     pub fn get(&self) -> PartitionStats {
-        let c = &self.0;
+        let c = &self.counters;
         PartitionStats {
             records_written: c.records.load(Ordering::Acquire),
             bytes_written: c.bytes.load(Ordering::Acquire),
@@ -715,12 +750,16 @@ impl ResultPartitionWriter {
     /// The writer's counters now.
     pub fn stats(&self) -> PartitionStats {
         self.publish();
-        PartitionStatsHandle(Arc::clone(&self.counters)).get()
+        self.stats_handle().get()
     }
 
-    /// A handle to read the counters from another thread.
+    /// A handle to read the counters (and the pool's and queues' fill) from another thread.
     pub fn stats_handle(&self) -> PartitionStatsHandle {
-        PartitionStatsHandle(Arc::clone(&self.counters))
+        PartitionStatsHandle {
+            counters: Arc::clone(&self.counters),
+            pool: Arc::downgrade(&self.pool),
+            partition: Arc::downgrade(&self.partition),
+        }
     }
 }
 

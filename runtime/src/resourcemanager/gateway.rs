@@ -47,6 +47,9 @@ pub struct TaskExecutorRegistration {
     pub number_of_slots: u32,
     /// Its hardware.
     pub hardware: HardwareDescription,
+    /// Where its Prometheus endpoint is reached (`host:port`), if it has one.
+    #[serde(default)]
+    pub metrics_address: Option<String>,
 }
 
 /// Where the BlobServer is, as `host:port`. Flink: `ClusterInformation`.

@@ -42,6 +42,7 @@ use crate::dispatcher::TaskManagerInfo;
 use crate::events::{ClusterEvent, EventSink};
 use crate::heartbeat::{watch_peers, HeartbeatMonitor, HeartbeatSettings, Verdict};
 use crate::jobmaster::{self, JobMaster};
+use crate::metrics::{Gauge, MetricGroup};
 use crate::registration::RegistrationResponse;
 use crate::taskexecutor::{self, TaskExecutor};
 use crate::types::{Ack, InstanceId, JobId, JobMasterId, ResourceId, ResourceManagerId};
@@ -53,12 +54,21 @@ pub struct ResourceManagerSettings {
     pub heartbeat: HeartbeatSettings,
     /// The BlobServer's `host:port`, told to TaskExecutors on registration.
     pub blob_server: Option<String>,
+    /// The JobManager's metric group (scope `jobmanager`): the ResourceManager registers the
+    /// cluster's slot counts and each TaskManager's heartbeat round trip there.
+    pub metrics: Option<MetricGroup>,
 }
 
 struct WorkerRegistration {
     instance_id: InstanceId,
     gateway: RpcGateway<TaskExecutor>,
     registration: TaskExecutorRegistration,
+    /// Its TaskManager-scope metrics as of its last heartbeat.
+    metrics: Vec<(String, f64)>,
+    /// The round trip of its last answered heartbeat, in milliseconds (-1 before the first).
+    heartbeat_rtt: Gauge,
+    /// Holds `heartbeat_rtt` in the registry while the TaskManager is registered.
+    _metric_group: Option<MetricGroup>,
 }
 
 struct JobMasterRegistration {
@@ -79,12 +89,22 @@ pub struct ResourceManager {
     slot_manager: SlotManager,
     tm_heartbeats: HeartbeatMonitor<ResourceId>,
     jm_heartbeats: HeartbeatMonitor<JobId>,
+    /// `numRegisteredTaskManagers`, `taskSlotsTotal`, `taskSlotsAvailable`.
+    gauges: Option<(Gauge, Gauge, Gauge)>,
 }
 
 impl ResourceManager {
     /// A ResourceManager with a fresh token.
     pub fn new(settings: ResourceManagerSettings, events: EventSink) -> Self {
+        let gauges = settings.metrics.as_ref().map(|g| {
+            (
+                g.gauge("numRegisteredTaskManagers"),
+                g.gauge("taskSlotsTotal"),
+                g.gauge("taskSlotsAvailable"),
+            )
+        });
         ResourceManager {
+            gauges,
             rm_id: ResourceManagerId::generate(),
             resource_id: ResourceId::generate(),
             tm_heartbeats: HeartbeatMonitor::new(settings.heartbeat),
@@ -103,7 +123,20 @@ impl ResourceManager {
         ctx.service().ok_or(RpcError::ServiceShutdown)
     }
 
+    /// Publishes the cluster's counts to the `jobmanager` metric group (Flink's
+    /// `numRegisteredTaskManagers`, `taskSlotsTotal`, `taskSlotsAvailable`).
+    fn publish_metrics(&self) {
+        let Some(gauges) = &self.gauges else { return };
+        let infos = self.task_manager_infos();
+        let total: u32 = infos.iter().map(|i| i.slots_number).sum();
+        let free: u32 = infos.iter().map(|i| i.free_slots).sum();
+        gauges.0.set(infos.len() as f64);
+        gauges.1.set(f64::from(total));
+        gauges.2.set(f64::from(free));
+    }
+
     fn heartbeat_tick(&mut self, ctx: &mut RpcContext<'_, Self>) {
+        self.publish_metrics();
         let now = Instant::now();
         for (resource_id, loss) in self.tm_heartbeats.expired(now) {
             self.close_task_manager(resource_id, &loss.to_string(), ctx);
@@ -130,9 +163,17 @@ impl ResourceManager {
             rm_resource_id: self.resource_id,
         };
         let timeout = self.settings.heartbeat.interval;
+        let sent = Instant::now();
         ctx.spawn_then(
             async move { gateway.ask_with_timeout(msg, timeout).await },
-            move |result, rm, ctx| rm.on_tm_heartbeat(resource_id, instance_id, result, ctx),
+            move |result, rm, ctx| {
+                if result.is_ok() {
+                    if let Some(reg) = rm.task_executors.get(&resource_id) {
+                        reg.heartbeat_rtt.set(sent.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+                rm.on_tm_heartbeat(resource_id, instance_id, result, ctx)
+            },
         );
     }
 
@@ -140,7 +181,7 @@ impl ResourceManager {
         &mut self,
         resource_id: ResourceId,
         instance_id: InstanceId,
-        result: Result<SlotReport, RpcError>,
+        result: Result<taskexecutor::TaskExecutorHeartbeatPayload, RpcError>,
         ctx: &mut RpcContext<'_, Self>,
     ) {
         if self.task_executors.get(&resource_id).map(|r| r.instance_id) != Some(instance_id) {
@@ -156,8 +197,11 @@ impl ResourceManager {
             .rpc_result(resource_id, &result, Instant::now())
         {
             Verdict::Alive => {
-                if let Ok(report) = result {
-                    self.slot_manager.report(resource_id, &report);
+                if let Ok(payload) = result {
+                    self.slot_manager.report(resource_id, &payload.slot_report);
+                    if let Some(reg) = self.task_executors.get_mut(&resource_id) {
+                        reg.metrics = payload.metrics;
+                    }
                     self.check_requirements(ctx);
                 }
             }
@@ -310,6 +354,8 @@ impl ResourceManager {
                     slots_number: total,
                     free_slots: free,
                     hardware: reg.registration.hardware.clone(),
+                    metrics_address: reg.registration.metrics_address.clone(),
+                    metrics: reg.metrics.clone(),
                 }
             })
             .collect();
@@ -408,14 +454,28 @@ impl Handler<RegisterTaskExecutor> for ResourceManager {
                     resource_id,
                     slots: registration.number_of_slots,
                 });
+                let metric_group = rm
+                    .settings
+                    .metrics
+                    .as_ref()
+                    .map(|g| g.child("taskmanager", &[("tm_id", resource_id.to_string())]));
+                let heartbeat_rtt = metric_group
+                    .as_ref()
+                    .map(|g| g.gauge("heartbeatRttMs"))
+                    .unwrap_or_default();
+                heartbeat_rtt.set(-1.0);
                 rm.task_executors.insert(
                     resource_id,
                     WorkerRegistration {
                         instance_id,
                         gateway,
                         registration,
+                        metrics: Vec::new(),
+                        heartbeat_rtt,
+                        _metric_group: metric_group,
                     },
                 );
+                rm.publish_metrics();
                 RegistrationResponse::Success(TaskExecutorRegistrationSuccess {
                     instance_id,
                     rm_resource_id: rm.resource_id,

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::dispatcher::{
-    ClusterOverview, JobDetails, JobExceptions, JobOverview, JobResult, TaskCounts,
+    ClusterOverview, JobDetails, JobExceptions, JobOverview, JobResult, SubtaskDetails, TaskCounts,
     TaskManagerInfo, VertexDetails,
 };
 use crate::executiongraph::{ErrorInfo, ExecutionState, JobStatus};
@@ -218,7 +218,7 @@ impl ExecutionStateCounts {
         }
     }
 
-    fn slot(&mut self, state: ExecutionState) -> &mut u32 {
+    pub(crate) fn slot(&mut self, state: ExecutionState) -> &mut u32 {
         use ExecutionState::*;
         match state {
             Created => &mut self.created,
@@ -389,7 +389,9 @@ impl JobStatusTimestamps {
     }
 }
 
-/// A vertex's I/O metrics. Flink: `IOMetricsInfo` (rflink has no metrics yet: zeros, incomplete).
+/// A vertex's or subtask's I/O metrics. Flink: `IOMetricsInfo`. Filled from the tasks'
+/// metrics as of their TaskExecutors' last heartbeats (or their final states); `*-complete` is
+/// true once every subtask reported.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[allow(missing_docs)] // Flink's metric names.
@@ -405,6 +407,33 @@ pub struct IoMetricsInfo {
     pub accumulated_backpressured_time: i64,
     pub accumulated_idle_time: i64,
     pub accumulated_busy_time: f64,
+}
+
+impl IoMetricsInfo {
+    /// The metrics of one subtask.
+    pub fn of_subtask(s: &SubtaskDetails) -> Self {
+        Self::of_subtasks(std::slice::from_ref(s))
+    }
+
+    /// The sums over subtasks (Flink sums a vertex's subtasks the same way).
+    pub fn of_subtasks(subtasks: &[SubtaskDetails]) -> Self {
+        use crate::metrics::task::names::*;
+        let sum = |name: &str| -> f64 { subtasks.iter().filter_map(|s| s.metric(name)).sum() };
+        let complete = subtasks.iter().all(|s| !s.metrics.is_empty());
+        IoMetricsInfo {
+            read_bytes: sum(NUM_BYTES_IN) as i64,
+            read_bytes_complete: complete,
+            write_bytes: sum(NUM_BYTES_OUT) as i64,
+            write_bytes_complete: complete,
+            read_records: sum(NUM_RECORDS_IN) as i64,
+            read_records_complete: complete,
+            write_records: sum(NUM_RECORDS_OUT) as i64,
+            write_records_complete: complete,
+            accumulated_backpressured_time: sum(ACCUMULATED_BACKPRESSURED) as i64,
+            accumulated_idle_time: sum(ACCUMULATED_IDLE) as i64,
+            accumulated_busy_time: sum(ACCUMULATED_BUSY).round(),
+        }
+    }
 }
 
 /// A vertex of `/jobs/{id}`. Flink: `JobDetailsInfo.JobVertexDetailsInfo`.
@@ -454,7 +483,7 @@ impl JobVertexDetailsInfo {
             end_time: v.end_time,
             duration: v.duration,
             tasks: ExecutionStateCounts::from_view(&v.tasks),
-            metrics: IoMetricsInfo::default(),
+            metrics: IoMetricsInfo::of_subtasks(&v.subtasks),
         }
     }
 }
@@ -607,10 +636,15 @@ impl JobDetailsInfo {
     /// The body of a gateway view.
     pub fn from_view(d: &JobDetails) -> Self {
         let o = &d.overview;
+        // rflink's scheduler shares slots as Flink's default slot sharing group does (slot k
+        // runs subtask k of every vertex): one group for the whole job, named by its id.
         let vertices: Vec<_> = d
             .vertices
             .iter()
-            .map(JobVertexDetailsInfo::from_view)
+            .map(|v| JobVertexDetailsInfo {
+                slot_sharing_group_id: o.job_id.to_string(),
+                ..JobVertexDetailsInfo::from_view(v)
+            })
             .collect();
         let mut status_counts = ExecutionStateCounts::default();
         for v in &vertices {
@@ -952,6 +986,10 @@ pub struct TaskManagerSummary {
     pub hardware: HardwareInfo,
     /// Its memory budget (only managed memory is known).
     pub memory_configuration: TaskExecutorMemoryConfiguration,
+    /// rflink's addition: where its Prometheus endpoint (`/metrics`) is reached, `host:port`;
+    /// absent when it has none. Flink's clients ignore the field.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub metrics_address: Option<String>,
 }
 
 impl TaskManagerSummary {
@@ -978,6 +1016,7 @@ impl TaskManagerSummary {
                 managed_memory: t.hardware.managed_memory,
                 ..Default::default()
             },
+            metrics_address: t.metrics_address.clone(),
         }
     }
 }

@@ -115,6 +115,7 @@
 pub mod client;
 pub mod dashboard;
 pub mod messages;
+pub mod monitoring;
 mod server;
 
 use std::time::Duration;

@@ -27,6 +27,7 @@ use crate::blob::{BlobError, BlobKey, BlobServer};
 use crate::dispatcher::{DispatcherError, RestfulGateway};
 use crate::executiongraph::now_millis;
 use crate::jobgraph::{JobGraph, JobLibraryRef};
+use crate::metrics::{MetricGroup, MetricRegistry};
 use crate::types::JobId;
 
 /// The HTTP status of a Dispatcher error. The one place this mapping lives.
@@ -62,6 +63,18 @@ impl RestServer {
         config_entries: Vec<(String, String)>,
         blob_server: Option<Arc<BlobServer>>,
     ) -> Result<RestServer, RestError> {
+        Self::start_with_metrics(config, gateway, config_entries, blob_server, None)
+    }
+
+    /// [`start`](Self::start), also serving the process's metrics: `metrics` is the registry
+    /// (`/metrics`, Prometheus) and the `jobmanager` group (`/jobmanager/metrics`).
+    pub fn start_with_metrics(
+        config: RestServerConfig,
+        gateway: Arc<dyn RestfulGateway>,
+        config_entries: Vec<(String, String)>,
+        blob_server: Option<Arc<BlobServer>>,
+        metrics: Option<(MetricRegistry, MetricGroup)>,
+    ) -> Result<RestServer, RestError> {
         let problems = config.problems();
         if !problems.is_empty() {
             return Err(RestError::InvalidConfig { problems });
@@ -86,6 +99,7 @@ impl RestServer {
         let state = web::Data::new(AppState {
             gateway,
             blob_server,
+            metrics,
             config,
             config_entries: config_entries
                 .into_iter()
@@ -136,31 +150,40 @@ impl Drop for RestServer {
     }
 }
 
-struct AppState {
-    gateway: Arc<dyn RestfulGateway>,
+pub(super) struct AppState {
+    pub(super) gateway: Arc<dyn RestfulGateway>,
     blob_server: Option<Arc<BlobServer>>,
+    /// The process's registry and its `jobmanager` group, when it has them.
+    pub(super) metrics: Option<(MetricRegistry, MetricGroup)>,
     config: RestServerConfig,
-    config_entries: Vec<ConfigurationInfoEntry>,
+    pub(super) config_entries: Vec<ConfigurationInfoEntry>,
 }
 
-type State = web::Data<AppState>;
+pub(super) type State = web::Data<AppState>;
 
 /// A request that could not be answered: the status and Flink's error message.
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    message: String,
+pub(super) struct ApiError {
+    pub(super) status: StatusCode,
+    pub(super) message: String,
 }
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
         }
     }
 
-    fn internal(message: impl Into<String>) -> Self {
+    pub(super) fn not_found(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn internal(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: message.into(),
@@ -178,7 +201,7 @@ impl From<DispatcherError> for ApiError {
 }
 
 /// Turns a handler's outcome into the response, logging every refusal.
-fn respond<T: Serialize>(
+pub(super) fn respond<T: Serialize>(
     req: &HttpRequest,
     status: StatusCode,
     result: Result<T, ApiError>,
@@ -222,7 +245,7 @@ fn error_response(req: &HttpRequest, e: ApiError) -> HttpResponse {
 impl AppState {
     /// Calls the gateway, bounded by the request timeout; a panic in the gateway is an error
     /// answer, not a dead worker.
-    async fn call<T>(
+    pub(super) async fn call<T>(
         &self,
         what: &'static str,
         f: impl FnOnce(&dyn RestfulGateway) -> BoxFuture<'static, Result<T, DispatcherError>>,
@@ -289,11 +312,12 @@ fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/jobs/{jobid}/stop", "POST").route(web::post().to(stop_with_savepoint)))
         .service(resource("/taskmanagers", "GET").route(web::get().to(task_managers)))
-        .service(resource("/jobmanager/config", "GET").route(web::get().to(jobmanager_config)));
+        .service(resource("/jobmanager/config", "GET").route(web::get().to(jobmanager_config)))
+        .configure(super::monitoring::routes);
 }
 
 /// A resource answering 405 (with `Allow`) for methods it has no route for.
-fn resource(path: &str, allowed: &'static str) -> actix_web::Resource {
+pub(super) fn resource(path: &str, allowed: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
         let mut response = error_response(
             &req,
@@ -325,7 +349,7 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     )
 }
 
-fn job_id(req: &HttpRequest) -> Result<JobId, ApiError> {
+pub(super) fn job_id(req: &HttpRequest) -> Result<JobId, ApiError> {
     let raw = req.match_info().get("jobid").unwrap_or_default();
     raw.parse().map_err(|e| {
         ApiError::bad_request(format!(

@@ -322,7 +322,29 @@ pub struct HeartbeatFromJobManager {
     pub job_id: JobId,
 }
 impl RpcMessage for HeartbeatFromJobManager {
-    type Reply = Vec<ExecutionAttemptId>;
+    type Reply = TaskExecutorToJobManagerHeartbeatPayload;
+}
+
+/// One task's metrics, by name (`numRecordsIn`, ...), as of a heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskMetricsReport {
+    /// The task.
+    pub attempt: ExecutionAttemptId,
+    /// Its metrics now.
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// The TaskExecutor's answer to a JobMaster's heartbeat. Flink:
+/// `TaskExecutorToJobManagerHeartbeatPayload` (which carries accumulators; the metrics Flink
+/// fetches separately, through its `MetricQueryService`, ride along here).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskExecutorToJobManagerHeartbeatPayload {
+    /// Every attempt of the job it knows: running, starting, or ended with its final state
+    /// not yet acknowledged.
+    pub attempts: Vec<ExecutionAttemptId>,
+    /// The metrics of the job's running streaming tasks.
+    #[serde(default)]
+    pub metrics: Vec<TaskMetricsReport>,
 }
 
 /// The ResourceManager's heartbeat request; the reply is this TaskExecutor's slot report.
@@ -333,7 +355,18 @@ pub struct HeartbeatFromResourceManager {
     pub rm_resource_id: ResourceId,
 }
 impl RpcMessage for HeartbeatFromResourceManager {
-    type Reply = SlotReport;
+    type Reply = TaskExecutorHeartbeatPayload;
+}
+
+/// The TaskExecutor's answer to the ResourceManager's heartbeat. Flink:
+/// `TaskExecutorHeartbeatPayload`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskExecutorHeartbeatPayload {
+    /// Its slots.
+    pub slot_report: SlotReport,
+    /// Its TaskManager-scope metrics (`Status.Shuffle.Netty.*`, ...), by name.
+    #[serde(default)]
+    pub metrics: Vec<(String, f64)>,
 }
 
 /// The JobMaster of a job let go of this TaskExecutor. Flink: `disconnectJobManager`.

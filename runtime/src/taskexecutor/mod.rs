@@ -44,6 +44,7 @@ use invokable::{CancelSignal, Invokable, InvokableRegistry};
 use crate::jobgraph::JobLibraryRef;
 use crate::jobgraph::{STREAM_TASK_INVOKABLE, STREAM_VERTEX_KEY};
 use crate::library::JobLibrary;
+use crate::metrics::{MetricGroup, MetricRegistry};
 use crate::network::{ChannelLocation, InputChannelSpec, ResultPartitionId, ShuffleEnvironment};
 use crate::tasks::{Jobs, StreamTask};
 use futures::FutureExt as _;
@@ -97,6 +98,11 @@ pub struct TaskExecutorSettings {
     pub blob_cache_dir: std::path::PathBuf,
     /// `blob.service.cleanup.interval`: how long a released job's blobs are kept.
     pub blob_cleanup_interval: Duration,
+    /// The process's metrics; the TaskExecutor registers its own and its tasks' there.
+    pub metrics: MetricRegistry,
+    /// Where its Prometheus endpoint is reached (`host:port`), if it has one; told to the
+    /// ResourceManager, shown by `/taskmanagers`.
+    pub metrics_address: Option<String>,
 }
 
 impl std::fmt::Debug for TaskExecutorSettings {
@@ -126,6 +132,8 @@ struct RunningTask {
     job_id: JobId,
     allocation_id: AllocationId,
     cancel: Arc<CancelSignal>,
+    /// A streaming task's metrics (its group and its channels'); dropped with the task.
+    metrics: Option<(MetricGroup, Vec<MetricGroup>)>,
     /// Where checkpoint messages for a checkpointing streaming task go.
     mailbox: Option<crate::tasks::checkpointing::TaskMailbox>,
 }
@@ -157,10 +165,14 @@ pub struct TaskExecutor {
     /// Ended tasks whose final state the JobMaster has not acknowledged yet, by attempt: still
     /// reported in heartbeats so the JobMaster does not take them for lost.
     unreported: HashMap<ExecutionAttemptId, JobId>,
+    /// The final metrics of those ended streaming tasks, sent with their final state.
+    final_metrics: HashMap<ExecutionAttemptId, Vec<(String, f64)>>,
     /// Submissions waiting for offloaded data; `true` once cancelled meanwhile.
     pending_submissions: HashMap<ExecutionAttemptId, bool>,
     /// Read once at construction, off the mailbox.
     hardware: HardwareDescription,
+    /// The TaskManager's metric group (scope `taskmanager`), parent of its tasks' groups.
+    metric_group: MetricGroup,
     /// Result partitions registered for each job's tasks: released with the job, so that a
     /// partition whose consumer never came (a failed or cancelled job) does not keep its buffers.
     /// Flink: `TaskExecutorPartitionTracker`.
@@ -179,7 +191,9 @@ impl TaskExecutor {
     /// A TaskExecutor with a fresh resource id.
     pub fn new(settings: TaskExecutorSettings, events: EventSink) -> Self {
         let resource_id = ResourceId::generate();
+        let metric_group = taskmanager_metrics(&settings, resource_id);
         TaskExecutor {
+            metric_group,
             resource_id,
             session_id: AbstractId::generate(),
             slot_table: TaskSlotTable::new(resource_id, settings.number_of_slots),
@@ -198,6 +212,7 @@ impl TaskExecutor {
             job_libraries: HashMap::new(),
             library_fetches: HashMap::new(),
             unreported: HashMap::new(),
+            final_metrics: HashMap::new(),
             pending_submissions: HashMap::new(),
             hardware: hardware_description(),
             partitions: HashMap::new(),
@@ -208,6 +223,49 @@ impl TaskExecutor {
     /// Its resource id.
     pub fn resource_id(&self) -> ResourceId {
         self.resource_id
+    }
+
+    /// Registers a streaming task's metrics (scope `taskmanager_job_task`, Flink's variables)
+    /// and returns its group, its channels' groups and the counter its thread adds input
+    /// records to.
+    fn task_metrics(
+        &self,
+        tdd: &TaskDeploymentDescriptor,
+        info: &TaskInformation,
+        io: &StreamIo,
+    ) -> (MetricGroup, Vec<MetricGroup>, crate::metrics::Counter) {
+        let job_name = match &tdd.job_information {
+            MaybeOffloaded::Inline(j) => j.job_name.clone(),
+            MaybeOffloaded::Offloaded { .. } => String::new(),
+        };
+        let subtask = tdd.attempt.vertex.subtask_index;
+        let group = self.metric_group.child(
+            "job_task",
+            &[
+                ("job_id", tdd.job_id.to_string()),
+                ("job_name", job_name),
+                ("task_id", tdd.attempt.vertex.job_vertex_id.to_string()),
+                ("task_attempt_id", tdd.attempt.to_string()),
+                (
+                    "task_name",
+                    format!(
+                        "{} ({}/{})",
+                        info.vertex_name,
+                        subtask.saturating_add(1),
+                        info.number_of_subtasks
+                    ),
+                ),
+                ("subtask_index", subtask.to_string()),
+                ("task_attempt_num", tdd.attempt.attempt_number.to_string()),
+            ],
+        );
+        let outputs = io.partitions.iter().map(|p| p.stats_handle()).collect();
+        let input = io.gate.as_ref().map(|(g, _)| g.stats_handle());
+        let records_in = crate::metrics::task::register_task_io(&group, outputs, input.clone());
+        let channels = input
+            .map(|i| crate::metrics::task::register_channels(&group, &i))
+            .unwrap_or_default();
+        (group, channels, records_in)
     }
 
     fn service(ctx: &RpcContext<'_, Self>) -> Result<RpcService, RpcError> {
@@ -240,6 +298,7 @@ impl TaskExecutor {
                 .map_or(-1, |s| i32::from(s.data_port())),
             number_of_slots: self.settings.number_of_slots,
             hardware: self.hardware.clone(),
+            metrics_address: self.settings.metrics_address.clone(),
         };
         let jm = self.settings.jobmanager_address.clone();
         let policy = self.settings.registration;
@@ -572,7 +631,10 @@ impl TaskExecutor {
                 });
             }
         }
-        self.unreported.retain(|_, j| *j != job_id);
+        let unreported = &mut self.unreported;
+        self.final_metrics
+            .retain(|a, _| unreported.get(a).is_some_and(|j| *j != job_id));
+        unreported.retain(|_, j| *j != job_id);
         let running = self.tasks.values().filter(|t| t.job_id == job_id).count();
         if running > 0 {
             tracing::info!(%job_id, cause, running, "job master lost; failing its tasks");
@@ -615,7 +677,10 @@ impl TaskExecutor {
         };
         let job_id = task.job_id;
         if state.is_terminal() {
-            self.tasks.remove(&attempt);
+            if let Some((group, _)) = self.tasks.remove(&attempt).and_then(|t| t.metrics) {
+                // The thread has ended: these are the task's final numbers.
+                self.final_metrics.insert(attempt, group.dump());
+            }
             self.unreported.insert(attempt, job_id);
         }
         match self.report_queues.get_mut(&attempt) {
@@ -661,7 +726,7 @@ impl TaskExecutor {
     ) {
         let Some(gateway) = self.jobs.get(&job_id).and_then(|c| c.gateway.clone()) else {
             tracing::debug!(%attempt, %state, "no job master to report the task state to");
-            self.unreported.remove(&attempt);
+            self.forget_reported(attempt);
             self.report_queues.remove(&attempt);
             return;
         };
@@ -669,18 +734,26 @@ impl TaskExecutor {
             attempt,
             state,
             error: error.clone(),
+            metrics: if state.is_terminal() {
+                self.final_metrics
+                    .get(&attempt)
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            },
         };
         let sent_to = gateway.fencing_token();
         ctx.spawn_then(async move { gateway.ask(msg).await }, move |result, te, ctx| {
             match result {
                 Ok(Ok(_)) => {
                     if state.is_terminal() {
-                        te.unreported.remove(&attempt);
+                        te.forget_reported(attempt);
                     }
                     te.next_report(job_id, attempt, ctx);
                 }
                 Ok(Err(err)) => {
-                    te.unreported.remove(&attempt);
+                    te.forget_reported(attempt);
                     // The JobMaster does not know the attempt: stop it (Flink fails the task).
                     tracing::warn!(%attempt, error = %err, "job master refused the task state; cancelling the task");
                     if let Some(task) = te.tasks.get(&attempt) {
@@ -698,19 +771,25 @@ impl TaskExecutor {
                             te.report_task_state(job_id, attempt, state, error, tries + 1, ctx)
                         });
                     } else {
-                        te.unreported.remove(&attempt);
+                        te.forget_reported(attempt);
                         te.report_queues.remove(&attempt);
                     }
                 }
                 Err(err) => {
                     if state.is_terminal() {
-                        te.unreported.remove(&attempt);
+                        te.forget_reported(attempt);
                     }
                     tracing::warn!(%attempt, %state, error = %err, "could not report the task state");
                     te.next_report(job_id, attempt, ctx);
                 }
             }
         });
+    }
+
+    /// An ended attempt's final state reached its JobMaster (or never will).
+    fn forget_reported(&mut self, attempt: ExecutionAttemptId) {
+        self.unreported.remove(&attempt);
+        self.final_metrics.remove(&attempt);
     }
 
     fn check_heartbeats(&mut self, ctx: &mut RpcContext<'_, Self>) {
@@ -783,6 +862,55 @@ pub fn split_host_port(s: &str) -> Result<(String, u16), RpcError> {
 
 /// This machine's hardware, as far as it can be read cheaply (reads `/proc`: call it off any
 /// mailbox).
+/// The TaskManager's metric group: scope `taskmanager`, variables `host` and `tm_id`, with the
+/// data plane's buffer pool (Flink's `Status.Shuffle.Netty.*`).
+fn taskmanager_metrics(settings: &TaskExecutorSettings, resource_id: ResourceId) -> MetricGroup {
+    let host = settings
+        .shuffle
+        .as_ref()
+        .map(|s| s.data_address())
+        .and_then(|a| a.rsplit_once(':').map(|(h, _)| h.to_string()))
+        .unwrap_or_else(|| "localhost".into());
+    let group = settings.metrics.group(
+        "taskmanager",
+        &[("host", host), ("tm_id", resource_id.to_string())],
+    );
+    if let Some(shuffle) = &settings.shuffle {
+        let segment = shuffle.config().segment_size as f64;
+        let stats = |f: fn(&crate::network::BufferStats) -> f64| {
+            let shuffle = shuffle.clone();
+            move || f(&shuffle.buffer_stats())
+        };
+        group.gauge_fn(
+            "Status.Shuffle.Netty.TotalMemorySegments",
+            stats(|s| s.total as f64),
+        );
+        group.gauge_fn(
+            "Status.Shuffle.Netty.UsedMemorySegments",
+            stats(|s| s.in_use as f64),
+        );
+        group.gauge_fn(
+            "Status.Shuffle.Netty.AvailableMemorySegments",
+            stats(|s| s.total.saturating_sub(s.in_use) as f64),
+        );
+        let total = stats(|s| s.total as f64);
+        group.gauge_fn("Status.Shuffle.Netty.TotalMemory", move || {
+            total() * segment
+        });
+        let used = stats(|s| s.in_use as f64);
+        group.gauge_fn("Status.Shuffle.Netty.UsedMemory", move || used() * segment);
+        group.gauge_fn(
+            "Status.Shuffle.Netty.BlockedWriters",
+            stats(|s| s.blocked_writers as f64),
+        );
+        let sent = shuffle.clone();
+        group.gauge_fn("Status.Shuffle.Netty.RemoteBytesSent", move || {
+            sent.remote_bytes_sent() as f64
+        });
+    }
+    group
+}
+
 fn hardware_description() -> HardwareDescription {
     let cpu_cores = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
@@ -973,10 +1101,12 @@ impl TaskExecutor {
     ) -> Result<Ack, TaskSubmissionError> {
         let job_id = tdd.job_id;
         let mut mailbox = None;
+        let mut metrics = None;
         let invokable = if task_information.invokable == STREAM_TASK_INVOKABLE {
-            let (task, task_mailbox) =
+            let (task, task_mailbox, task_metrics) =
                 self.stream_task(&tdd, &task_information, library, io, ctx)?;
             mailbox = task_mailbox;
+            metrics = task_metrics;
             self.partitions
                 .entry(job_id)
                 .or_default()
@@ -998,6 +1128,7 @@ impl TaskExecutor {
         self.slot_table.mark_active(job_id, tdd.allocation_id);
         let cancel = Arc::new(CancelSignal::default());
         let spec = task::TaskSpec {
+            job_id,
             attempt: tdd.attempt,
             task_name: format!(
                 "{} ({}/{})",
@@ -1025,6 +1156,7 @@ impl TaskExecutor {
                 job_id,
                 allocation_id: tdd.allocation_id,
                 cancel,
+                metrics,
                 mailbox,
             },
         );
@@ -1111,13 +1243,7 @@ impl TaskExecutor {
         library: Option<Arc<JobLibrary>>,
         io: Option<StreamIo>,
         ctx: &RpcContext<'_, Self>,
-    ) -> Result<
-        (
-            Box<dyn Invokable>,
-            Option<crate::tasks::checkpointing::TaskMailbox>,
-        ),
-        TaskSubmissionError,
-    > {
+    ) -> Result<StreamTaskParts, TaskSubmissionError> {
         let fail = |reason: String| TaskSubmissionError::Invokable {
             invokable: STREAM_TASK_INVOKABLE.into(),
             reason,
@@ -1147,10 +1273,12 @@ impl TaskExecutor {
             .get(STREAM_VERTEX_KEY)
             .and_then(|v| v.parse::<usize>().ok())
             .ok_or_else(|| fail(format!("the vertex has no valid {STREAM_VERTEX_KEY:?}")))?;
-        let StreamIo { partitions, gate } = match io {
+        let io = match io {
             Some(io) => io,
             None => self.setup_stream_io(tdd)?,
         };
+        let (group, channel_groups, records_in) = self.task_metrics(tdd, info, &io);
+        let StreamIo { partitions, gate } = io;
         let checkpointing = tdd.checkpointing.as_ref().map(|config| {
             let handle = ctx.main_thread_handle();
             let (job_id, attempt) = (tdd.job_id, tdd.attempt);
@@ -1182,8 +1310,10 @@ impl TaskExecutor {
                 gate,
                 shuffle: Some(shuffle.clone()),
                 checkpointing,
+                records_in,
             }),
             mailbox,
+            Some((group, channel_groups)),
         ))
     }
 }
@@ -1447,6 +1577,14 @@ impl Handler<SubmitTask> for TaskExecutor {
     }
 }
 
+/// What [`TaskExecutor::stream_task`] builds: the invokable, its checkpoint mailbox (when the
+/// job checkpoints) and its metric groups (the task's and its channels').
+type StreamTaskParts = (
+    Box<dyn Invokable>,
+    Option<crate::tasks::checkpointing::TaskMailbox>,
+    Option<(MetricGroup, Vec<MetricGroup>)>,
+);
+
 /// A streaming task's result partitions and input gate (with each channel's input index).
 pub(crate) struct StreamIo {
     partitions: Vec<crate::network::ResultPartitionWriter>,
@@ -1514,8 +1652,19 @@ impl Handler<HeartbeatFromJobManager> for TaskExecutor {
         &mut self,
         msg: HeartbeatFromJobManager,
         _: &mut RpcContext<'_, Self>,
-    ) -> Response<Self, Vec<ExecutionAttemptId>> {
+    ) -> Response<Self, TaskExecutorToJobManagerHeartbeatPayload> {
         self.jm_heartbeats.heard_from(msg.job_id, Instant::now());
+        let metrics = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.job_id == msg.job_id)
+            .filter_map(|(attempt, t)| {
+                t.metrics.as_ref().map(|(group, _)| TaskMetricsReport {
+                    attempt: *attempt,
+                    metrics: group.dump(),
+                })
+            })
+            .collect();
         // Every attempt of the job this TaskExecutor still knows: running, starting, or ended
         // with its final state not yet acknowledged.
         let known = self
@@ -1531,7 +1680,10 @@ impl Handler<HeartbeatFromJobManager> for TaskExecutor {
                     .map(|(a, _)| *a),
             )
             .collect();
-        Response::ready(known)
+        Response::ready(TaskExecutorToJobManagerHeartbeatPayload {
+            attempts: known,
+            metrics,
+        })
     }
 }
 
@@ -1540,9 +1692,12 @@ impl Handler<HeartbeatFromResourceManager> for TaskExecutor {
         &mut self,
         _: HeartbeatFromResourceManager,
         _: &mut RpcContext<'_, Self>,
-    ) -> Response<Self, resourcemanager::SlotReport> {
+    ) -> Response<Self, TaskExecutorHeartbeatPayload> {
         self.rm_heartbeat.heard_from((), Instant::now());
-        Response::ready(self.slot_table.report())
+        Response::ready(TaskExecutorHeartbeatPayload {
+            slot_report: self.slot_table.report(),
+            metrics: self.metric_group.dump(),
+        })
     }
 }
 

@@ -18,6 +18,7 @@ use crate::types::ExecutionAttemptId;
 
 /// What the thread needs to know.
 pub(crate) struct TaskSpec {
+    pub(crate) job_id: crate::types::JobId,
     pub(crate) attempt: ExecutionAttemptId,
     pub(crate) task_name: String,
     pub(crate) parallelism: u32,
@@ -35,6 +36,15 @@ pub(crate) fn spawn(
     let name = format!("task {}", spec.task_name);
     std::thread::Builder::new().name(name).spawn(move || {
         let attempt = spec.attempt;
+        // Every event the task logs carries its job, task and attempt (as fields of the JSON
+        // log format, as a prefix of the text one).
+        let span = tracing::info_span!(
+            "task",
+            job_id = %spec.job_id,
+            task = %spec.task_name,
+            attempt = %attempt,
+        );
+        let _entered = span.enter();
         let report = |state: ExecutionState, error: Option<ErrorInfo>| {
             te.run_async(move |te, ctx| te.on_task_state(attempt, state, error, ctx));
         };

@@ -88,6 +88,8 @@ pub struct StreamTask {
     pub(crate) shuffle: Option<ShuffleEnvironment>,
     /// Exactly-once checkpointing, when the job has it on.
     pub(crate) checkpointing: Option<TaskCheckpointing>,
+    /// `numRecordsIn` of the task's metrics: records read from the input gate.
+    pub(crate) records_in: crate::metrics::Counter,
 }
 
 impl std::fmt::Debug for StreamTask {
@@ -439,12 +441,17 @@ impl StreamTask {
                         let Some(deserializer) = deserializers.get_mut(channel) else {
                             return Err(failed(format!("no channel {channel}")));
                         };
-                        deserializer
-                            .feed(&buffer, |record| instance.process_record(input, record))
-                            .map_err(|e| failed(e.to_string()))?;
+                        let mut records = 0u64;
+                        let fed = deserializer.feed(&buffer, |record| {
+                            records += 1;
+                            instance.process_record(input, record)
+                        });
+                        self.records_in.add(records);
+                        fed.map_err(|e| failed(e.to_string()))?;
                     }
                     GateItem::Batch { channel, batch } => {
                         let input = inputs.get(channel).copied().unwrap_or(0);
+                        self.records_in.add(batch.records() as u64);
                         instance
                             .process_batch(input, batch.take())
                             .map_err(failed)?;
@@ -896,6 +903,7 @@ mod tests {
             gate,
             shuffle: None,
             checkpointing: None,
+            records_in: Default::default(),
         }
     }
 
