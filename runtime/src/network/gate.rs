@@ -206,7 +206,11 @@ pub struct ChannelMetrics {
 /// Reads a gate's counters and channels from another thread (the gate belongs to its task
 /// thread). Reading takes the gate's lock briefly.
 #[derive(Clone)]
-pub struct GateStatsHandle(std::sync::Weak<GateShared>);
+pub struct GateStatsHandle {
+    shared: std::sync::Weak<GateShared>,
+    /// Held strongly: the counters outlive the gate, so a finished task's totals stay readable.
+    counters: Arc<GateCounters>,
+}
 
 impl std::fmt::Debug for GateStatsHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -215,14 +219,14 @@ impl std::fmt::Debug for GateStatsHandle {
 }
 
 impl GateStatsHandle {
-    /// The counters now (zeros once the gate is gone).
+    /// The counters now (their final values once the gate is gone).
     pub fn get(&self) -> GateStats {
-        self.0.upgrade().map(|s| s.stats()).unwrap_or_default()
+        counters_stats(&self.counters)
     }
 
     /// Every channel's state now (empty once the gate is gone).
     pub fn channels(&self) -> Vec<ChannelMetrics> {
-        let Some(shared) = self.0.upgrade() else {
+        let Some(shared) = self.shared.upgrade() else {
             return Vec::new();
         };
         let (mut out, views) = {
@@ -273,7 +277,7 @@ impl GateStatsHandle {
     /// The fraction of the receiver buffers (exclusive + floating) that hold data (Flink:
     /// `buffers.inPoolUsage`); 0 for a gate of local channels only.
     pub fn pool_usage(&self) -> f64 {
-        let Some(shared) = self.0.upgrade() else {
+        let Some(shared) = self.shared.upgrade() else {
             return 0.0;
         };
         let st = shared.lock();
@@ -481,7 +485,7 @@ pub(crate) struct GateShared {
     backoff_max: Duration,
     handle: Handle,
     manager: Arc<ResultPartitionManager>,
-    counters: GateCounters,
+    counters: Arc<GateCounters>,
 }
 
 impl GateShared {
@@ -976,7 +980,7 @@ impl InputGate {
             backoff_max: ctx.backoff_max,
             handle: ctx.handle,
             manager: ctx.manager,
-            counters: GateCounters::default(),
+            counters: Arc::default(),
         });
         for (i, address, request) in requests {
             let ClientMessage::PartitionRequest { channel: id, .. } = request else {
@@ -1312,7 +1316,10 @@ impl InputGate {
 
     /// A handle reading the gate's counters and channels from another thread.
     pub fn stats_handle(&self) -> GateStatsHandle {
-        GateStatsHandle(Arc::downgrade(&self.shared))
+        GateStatsHandle {
+            shared: Arc::downgrade(&self.shared),
+            counters: Arc::clone(&self.shared.counters),
+        }
     }
 
     /// The gate's counters now.
@@ -1323,15 +1330,18 @@ impl InputGate {
 
 impl GateShared {
     fn stats(&self) -> GateStats {
-        let c = &self.counters;
-        GateStats {
-            buffers_received: c.buffers.load(Ordering::Relaxed),
-            bytes_received: c.bytes.load(Ordering::Relaxed),
-            batches_received: c.batches.load(Ordering::Relaxed),
-            events_received: c.events.load(Ordering::Relaxed),
-            request_retries: c.retries.load(Ordering::Relaxed),
-            wait_time: Duration::from_nanos(c.wait_nanos.load(Ordering::Relaxed)),
-        }
+        counters_stats(&self.counters)
+    }
+}
+
+fn counters_stats(c: &GateCounters) -> GateStats {
+    GateStats {
+        buffers_received: c.buffers.load(Ordering::Relaxed),
+        bytes_received: c.bytes.load(Ordering::Relaxed),
+        batches_received: c.batches.load(Ordering::Relaxed),
+        events_received: c.events.load(Ordering::Relaxed),
+        request_retries: c.retries.load(Ordering::Relaxed),
+        wait_time: Duration::from_nanos(c.wait_nanos.load(Ordering::Relaxed)),
     }
 }
 

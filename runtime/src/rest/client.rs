@@ -307,6 +307,18 @@ impl RestClient {
         Ok(())
     }
 
+    /// `GET path` (e.g. `/jobs/<id>/vertices/<vid>`), expecting 200, as JSON.
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, RestClientError> {
+        self.get(path).await
+    }
+
+    /// `GET path`: the status code and the body as text, whatever the status (for endpoints
+    /// that do not answer JSON, such as `/metrics`, and for checking refusals).
+    pub async fn get_text(&self, path: &str) -> Result<(u16, String), RestClientError> {
+        let (status, body) = self.exchange(Method::GET, path, None).await?;
+        Ok((status.as_u16(), String::from_utf8_lossy(&body).into_owned()))
+    }
+
     /// A job's checkpoint statistics (`GET /v1/jobs/{id}/checkpoints`), as Flink's JSON.
     pub async fn checkpoints(&self, job_id: JobId) -> Result<serde_json::Value, RestClientError> {
         self.get(&format!("/v1/jobs/{job_id}/checkpoints")).await
