@@ -55,6 +55,39 @@ pub trait RpcMessage: Serialize + DeserializeOwned + Send + 'static {
 pub trait Accepts<M: RpcMessage>: Handler<M> {
     /// The message kind on the wire: the struct's name.
     const NAME: &'static str;
+
+    /// The message's position in [`RpcProtocol::MESSAGES`], found at compile time: gateways keep
+    /// the message's call counters at this index.
+    #[doc(hidden)]
+    const INDEX: usize = message_index(<Self as RpcProtocol>::MESSAGES, Self::NAME);
+}
+
+/// The position of `name` in `messages`, or `usize::MAX` if it is not there (an `Accepts` impl
+/// not made by `rpc_protocol!`; its calls then count nowhere).
+pub(crate) const fn message_index(messages: &[&str], name: &str) -> usize {
+    let mut i = 0;
+    while i < messages.len() {
+        if str_eq(messages[i], name) {
+            return i;
+        }
+        i += 1;
+    }
+    usize::MAX
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// How endpoint `Self` handles message `M`, on its main thread.
