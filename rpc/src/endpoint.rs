@@ -24,6 +24,15 @@
 //! Slow work is started with [`Response::future`]/[`Response::then`] or
 //! [`RpcContext::spawn_then`] and comes back to the mailbox when done.
 //!
+//! # Counting
+//!
+//! Everything put into the mailbox from outside the actor (gateway messages, frames the transport
+//! delivers, `run_async`/`call_async` from an [`RpcServer`](crate::RpcServer) or a
+//! [`MainThreadHandle`]) travels as a `Queued` item holding a mailbox ticket: the endpoint's depth
+//! counts it until its handler takes the item out, or until it is dropped unhandled. Only `Queued`
+//! items have handlers, so nothing can reach the mailbox uncounted. Admission counts refusals, the
+//! dispatch counts handled messages (see [`RpcService::metrics`](crate::RpcService::metrics)).
+//!
 //! # Admission: the one fencing check
 //!
 //! Every message from a gateway (local typed, local forced through the codec, or remote) passes
@@ -43,6 +52,7 @@ use crate::address::RpcAddress;
 use crate::error::RpcError;
 use crate::id::{AbstractId, FencingToken};
 use crate::message::{Accepts, MessageVisitor, Response, RpcMessage, RpcProtocol};
+use crate::metrics::{EndpointCounters, MethodTable, Queued};
 use crate::service::ServiceInner;
 use crate::transport::ReplySink;
 
@@ -112,6 +122,10 @@ pub(crate) struct EndpointMeta<E: RpcEndpoint> {
     pub(crate) service: Weak<ServiceInner>,
     pub(crate) serial: u64,
     pub(crate) main_thread: Option<ThreadId>,
+    /// Mailbox depth, handled and refused messages.
+    pub(crate) counters: Arc<EndpointCounters>,
+    /// The service's call counters for gateways to endpoints of type `E` (the self gateway).
+    pub(crate) methods: Arc<MethodTable>,
 }
 
 /// The actix actor that runs an endpoint. Flink: `PekkoRpcActor` / `FencedPekkoRpcActor`.
@@ -185,7 +199,9 @@ impl<E: RpcEndpoint> RpcActor<E> {
         }
     }
 
-    fn refuse(&self, err: &RpcError) {
+    /// Logs and counts `n` messages refused with `err`.
+    fn refuse(&self, err: &RpcError, n: u64) {
+        self.meta.counters.refused(n);
         match err {
             RpcError::EndpointNotStarted { .. } => {
                 tracing::debug!(endpoint = %self.meta.address, error = %err, "message refused")
@@ -317,9 +333,11 @@ impl<E: RpcEndpoint> RpcContext<'_, E> {
     pub fn self_gateway(&self) -> crate::RpcGateway<E> {
         crate::RpcGateway::local(
             self.ctx.address(),
+            Arc::clone(&self.meta.counters),
             self.meta.address.clone(),
             Some(self.meta.token),
             self.meta.service.clone(),
+            Arc::clone(&self.meta.methods),
         )
     }
 
@@ -328,6 +346,7 @@ impl<E: RpcEndpoint> RpcContext<'_, E> {
     pub fn main_thread_handle(&self) -> MainThreadHandle<E> {
         MainThreadHandle {
             addr: self.ctx.address(),
+            counters: Arc::clone(&self.meta.counters),
         }
     }
 
@@ -436,12 +455,14 @@ fn schedule<E: RpcEndpoint>(
 /// Runs closures on an endpoint's main thread from anywhere. Flink: `MainThreadExecutor`.
 pub struct MainThreadHandle<E: RpcEndpoint> {
     addr: actix::Addr<RpcActor<E>>,
+    counters: Arc<EndpointCounters>,
 }
 
 impl<E: RpcEndpoint> Clone for MainThreadHandle<E> {
     fn clone(&self) -> Self {
         MainThreadHandle {
             addr: self.addr.clone(),
+            counters: Arc::clone(&self.counters),
         }
     }
 }
@@ -462,7 +483,8 @@ impl<E: RpcEndpoint> MainThreadHandle<E> {
         if !self.addr.connected() {
             return false;
         }
-        self.addr.do_send(RunAsync(Box::new(f)));
+        self.addr
+            .do_send(Queued::new(RunAsync(Box::new(f)), &self.counters, 1));
         true
     }
 }
@@ -532,18 +554,20 @@ impl<M: RpcMessage> actix::Message for LocalInvocation<M> {
     type Result = Result<M::Reply, RpcError>;
 }
 
-impl<E, M> actix::Handler<LocalInvocation<M>> for RpcActor<E>
+impl<E, M> actix::Handler<Queued<LocalInvocation<M>>> for RpcActor<E>
 where
     E: RpcEndpoint + Accepts<M>,
     M: RpcMessage,
 {
     type Result = ActorResponse<Self, Result<M::Reply, RpcError>>;
 
-    fn handle(&mut self, inv: LocalInvocation<M>, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, inv: Queued<LocalInvocation<M>>, ctx: &mut Context<Self>) -> Self::Result {
+        let inv = inv.into_item();
         if let Err(err) = self.admit(<E as Accepts<M>>::NAME, inv.token) {
-            self.refuse(&err);
+            self.refuse(&err, 1);
             return ActorResponse::reply(Err(err));
         }
+        self.meta.counters.handled(1);
         match self.with_context(ctx, |e, c| e.handle(inv.msg, c)) {
             Response::Ready(v) => ActorResponse::reply(Ok(v)),
             Response::Future(f) => {
@@ -571,7 +595,7 @@ impl<E: RpcEndpoint> RpcActor<E> {
     fn handle_encoded(&mut self, inv: EncodedInvocation, ctx: &mut Context<Self>) {
         let message = inv.message.as_str();
         if let Err(err) = self.admit(message, inv.token) {
-            self.refuse(&err);
+            self.refuse(&err, 1);
             inv.sink.fail(err);
             return;
         }
@@ -582,16 +606,16 @@ impl<E: RpcEndpoint> RpcActor<E> {
             sink: inv.sink,
         };
         if let Err(unknown) = E::visit_message(message, visitor) {
-            unknown_message(unknown.actor, message, unknown.sink);
+            unknown_message(unknown.actor, message, unknown.sink, 1);
         }
     }
 }
 
-impl<E: RpcEndpoint> actix::Handler<EncodedInvocation> for RpcActor<E> {
+impl<E: RpcEndpoint> actix::Handler<Queued<EncodedInvocation>> for RpcActor<E> {
     type Result = ();
 
-    fn handle(&mut self, inv: EncodedInvocation, ctx: &mut Context<Self>) {
-        self.handle_encoded(inv, ctx);
+    fn handle(&mut self, inv: Queued<EncodedInvocation>, ctx: &mut Context<Self>) {
+        self.handle_encoded(inv.into_item(), ctx);
     }
 }
 
@@ -601,6 +625,8 @@ pub(crate) struct EncodedTells {
     pub(crate) message: crate::transport::frame::Name,
     pub(crate) token: Option<AbstractId>,
     pub(crate) payloads: crate::transport::frame::TellPayloads,
+    /// How many tells `payloads` holds.
+    pub(crate) count: u64,
     /// Counts the batch as in flight on its connection until handled.
     pub(crate) guard: ReplySink,
 }
@@ -619,11 +645,11 @@ impl actix::Message for EncodedBatch {
     type Result = ();
 }
 
-impl<E: RpcEndpoint> actix::Handler<EncodedBatch> for RpcActor<E> {
+impl<E: RpcEndpoint> actix::Handler<Queued<EncodedBatch>> for RpcActor<E> {
     type Result = ();
 
-    fn handle(&mut self, batch: EncodedBatch, ctx: &mut Context<Self>) {
-        for item in batch.0 {
+    fn handle(&mut self, batch: Queued<EncodedBatch>, ctx: &mut Context<Self>) {
+        for item in batch.into_item().0 {
             match item {
                 Encoded::One(inv) => self.handle_encoded(inv, ctx),
                 Encoded::Tells(tells) => self.handle_tells(tells, ctx),
@@ -637,7 +663,7 @@ impl<E: RpcEndpoint> RpcActor<E> {
         let message = tells.message.as_str();
         if let Err(err) = self.admit(message, tells.token) {
             // A tell has no one to answer to: the refusal is logged, as for single tells.
-            self.refuse(&err);
+            self.refuse(&err, tells.count);
             return;
         }
         let visitor = TellsDispatch {
@@ -646,7 +672,7 @@ impl<E: RpcEndpoint> RpcActor<E> {
             ctx,
         };
         if E::visit_message(message, visitor).is_err() {
-            unknown_message(self, message, ReplySink::discard());
+            unknown_message(self, message, ReplySink::discard(), tells.count);
         }
         drop(tells.guard);
     }
@@ -671,15 +697,19 @@ impl<E: RpcEndpoint> MessageVisitor<E> for TellsDispatch<'_, E> {
             payloads,
             ctx,
         } = self;
+        // Counted once for the batch: one atomic add instead of one per tell.
+        let (mut handled, mut undecodable) = (0, 0);
         payloads.for_each_slice(|payload| {
             let msg: M = match rmp_serde::from_slice(payload) {
                 Ok(msg) => msg,
                 Err(err) => {
                     let err = RpcError::deserialize(format!("message {}", <E as Accepts<M>>::NAME), err);
                     tracing::warn!(endpoint = %actor.meta.address, error = %err, "undecodable tell");
+                    undecodable += 1;
                     return;
                 }
             };
+            handled += 1;
             match actor.with_context(ctx, |e, c| e.handle(msg, c)) {
                 Response::Ready(_) => {}
                 Response::Future(f) => {
@@ -690,6 +720,10 @@ impl<E: RpcEndpoint> MessageVisitor<E> for TellsDispatch<'_, E> {
                 }
             }
         });
+        actor.meta.counters.handled(handled);
+        if undecodable > 0 {
+            actor.meta.counters.refused(undecodable);
+        }
     }
 }
 
@@ -700,10 +734,11 @@ impl<E: RpcEndpoint> actix::Message for RunAsync<E> {
     type Result = ();
 }
 
-impl<E: RpcEndpoint> actix::Handler<RunAsync<E>> for RpcActor<E> {
+impl<E: RpcEndpoint> actix::Handler<Queued<RunAsync<E>>> for RpcActor<E> {
     type Result = ();
 
-    fn handle(&mut self, msg: RunAsync<E>, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Queued<RunAsync<E>>, ctx: &mut Context<Self>) {
+        let msg = msg.into_item();
         if self.state.is_running() {
             self.with_context(ctx, msg.0);
         } else {
@@ -723,10 +758,11 @@ impl<E: RpcEndpoint> actix::Message for ScheduleRunAsync<E> {
     type Result = ();
 }
 
-impl<E: RpcEndpoint> actix::Handler<ScheduleRunAsync<E>> for RpcActor<E> {
+impl<E: RpcEndpoint> actix::Handler<Queued<ScheduleRunAsync<E>>> for RpcActor<E> {
     type Result = ();
 
-    fn handle(&mut self, msg: ScheduleRunAsync<E>, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Queued<ScheduleRunAsync<E>>, ctx: &mut Context<Self>) {
+        let msg = msg.into_item();
         schedule(ctx, msg.due, msg.task, msg.f);
     }
 }
@@ -741,10 +777,11 @@ impl<E: RpcEndpoint, R: Send + 'static> actix::Message for CallAsync<E, R> {
     type Result = ();
 }
 
-impl<E: RpcEndpoint, R: Send + 'static> actix::Handler<CallAsync<E, R>> for RpcActor<E> {
+impl<E: RpcEndpoint, R: Send + 'static> actix::Handler<Queued<CallAsync<E, R>>> for RpcActor<E> {
     type Result = ();
 
-    fn handle(&mut self, msg: CallAsync<E, R>, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Queued<CallAsync<E, R>>, ctx: &mut Context<Self>) {
+        let msg = msg.into_item();
         let result = if self.state.is_running() {
             Ok(self.with_context(ctx, msg.f))
         } else {
@@ -791,10 +828,12 @@ fn dispatch_one<E, M>(
         Err(err) => {
             let err = RpcError::deserialize(format!("message {}", <E as Accepts<M>>::NAME), err);
             tracing::warn!(endpoint = %actor.meta.address, error = %err, "undecodable message");
+            actor.meta.counters.refused(1);
             sink.fail(err);
             return;
         }
     };
+    actor.meta.counters.handled(1);
     match actor.with_context(ctx, |e, c| e.handle(msg, c)) {
         Response::Ready(v) => sink.complete(&v),
         Response::Future(f) => {
@@ -806,8 +845,14 @@ fn dispatch_one<E, M>(
     }
 }
 
-/// Answers a message kind the endpoint does not have.
-fn unknown_message<E: RpcEndpoint>(actor: &mut RpcActor<E>, message: &str, sink: ReplySink) {
+/// Answers a message kind the endpoint does not have (`n` messages of it).
+fn unknown_message<E: RpcEndpoint>(
+    actor: &mut RpcActor<E>,
+    message: &str,
+    sink: ReplySink,
+    n: u64,
+) {
+    actor.meta.counters.refused(n);
     let err = RpcError::UnknownMessage {
         endpoint: actor.endpoint_name(),
         gateway: E::GATEWAY.into(),

@@ -17,7 +17,7 @@
 //! is gone is reported as `RecipientUnreachable` as soon as that is known.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Addr, MailboxError};
 use tokio::sync::oneshot;
@@ -28,6 +28,7 @@ use crate::endpoint::{EncodedInvocation, LocalInvocation, RpcActor, RpcEndpoint}
 use crate::error::RpcError;
 use crate::id::FencingToken;
 use crate::message::{Accepts, RpcMessage};
+use crate::metrics::{EndpointCounters, MethodTable, Queued};
 use crate::service::ServiceInner;
 use crate::transport::connection::{Connection, ReplyResult, SendFailure};
 use crate::transport::frame::{self, RequestHeader};
@@ -37,6 +38,8 @@ enum Target<E: RpcEndpoint> {
     Local {
         addr: Addr<RpcActor<E>>,
         force: bool,
+        /// The endpoint's counters: every message put into its mailbox counts in its depth.
+        mailbox: Arc<EndpointCounters>,
     },
     Remote {
         transport: Arc<Transport>,
@@ -63,9 +66,14 @@ fn forget_cached(cache: &std::sync::Mutex<Option<Arc<Connection>>>, c: &Arc<Conn
 impl<E: RpcEndpoint> Clone for Target<E> {
     fn clone(&self) -> Self {
         match self {
-            Target::Local { addr, force } => Target::Local {
+            Target::Local {
+                addr,
+                force,
+                mailbox,
+            } => Target::Local {
                 addr: addr.clone(),
                 force: *force,
+                mailbox: Arc::clone(mailbox),
             },
             Target::Remote {
                 transport,
@@ -88,6 +96,8 @@ pub struct RpcGateway<E: RpcEndpoint> {
     token: Option<E::Token>,
     ask_timeout: Duration,
     max_frame: usize,
+    /// The service's call counters for endpoints of type `E`.
+    methods: Arc<MethodTable>,
 }
 
 impl<E: RpcEndpoint> Clone for RpcGateway<E> {
@@ -98,6 +108,7 @@ impl<E: RpcEndpoint> Clone for RpcGateway<E> {
             token: self.token,
             ask_timeout: self.ask_timeout,
             max_frame: self.max_frame,
+            methods: Arc::clone(&self.methods),
         }
     }
 }
@@ -116,9 +127,11 @@ impl<E: RpcEndpoint> std::fmt::Debug for RpcGateway<E> {
 impl<E: RpcEndpoint> RpcGateway<E> {
     pub(crate) fn local(
         addr: Addr<RpcActor<E>>,
+        mailbox: Arc<EndpointCounters>,
         address: RpcAddress,
         token: Option<E::Token>,
         service: Weak<ServiceInner>,
+        methods: Arc<MethodTable>,
     ) -> Self {
         let config = service
             .upgrade()
@@ -128,11 +141,13 @@ impl<E: RpcEndpoint> RpcGateway<E> {
             target: Target::Local {
                 addr,
                 force: config.force_serialization,
+                mailbox,
             },
             address,
             token,
             ask_timeout: config.ask_timeout,
             max_frame: config.max_frame_size,
+            methods,
         }
     }
 
@@ -141,6 +156,7 @@ impl<E: RpcEndpoint> RpcGateway<E> {
         address: RpcAddress,
         token: Option<E::Token>,
         config: &RpcConfig,
+        methods: Arc<MethodTable>,
     ) -> Self {
         RpcGateway {
             target: Target::Remote {
@@ -152,6 +168,7 @@ impl<E: RpcEndpoint> RpcGateway<E> {
             token,
             ask_timeout: config.ask_timeout,
             max_frame: config.max_frame_size,
+            methods,
         }
     }
 
@@ -196,12 +213,29 @@ impl<E: RpcEndpoint> RpcGateway<E> {
         M: RpcMessage,
         E: Accepts<M>,
     {
+        let slot = self.methods.slot(<E as Accepts<M>>::INDEX);
+        slot.call();
+        let start = Instant::now();
+        let result = self.ask_inner(msg, timeout).await;
+        slot.ask_ended(&result, start);
+        result
+    }
+
+    async fn ask_inner<M>(&self, msg: M, timeout: Duration) -> Result<M::Reply, RpcError>
+    where
+        M: RpcMessage,
+        E: Accepts<M>,
+    {
         let name = <E as Accepts<M>>::NAME;
         let token = self.token.and_then(|t| t.to_wire());
         match &self.target {
-            Target::Local { addr, force: false } => {
+            Target::Local {
+                addr,
+                force: false,
+                mailbox,
+            } => {
                 match addr
-                    .send(LocalInvocation { msg, token })
+                    .send(Queued::new(LocalInvocation { msg, token }, mailbox, 1))
                     .timeout(timeout)
                     .await
                 {
@@ -212,16 +246,21 @@ impl<E: RpcEndpoint> RpcGateway<E> {
                     Err(MailboxError::Timeout) => Err(self.timed_out(name, timeout)),
                 }
             }
-            Target::Local { addr, force: true } => {
+            Target::Local {
+                addr,
+                force: true,
+                mailbox,
+            } => {
                 let payload = rmp_serde::to_vec(&msg)
                     .map_err(|e| RpcError::serialize(format!("message {name}"), e))?;
                 let (tx, rx) = oneshot::channel();
-                addr.do_send(EncodedInvocation {
+                let inv = EncodedInvocation {
                     message: name.into(),
                     token,
                     payload: payload.into(),
                     sink: ReplySink::local(tx, self.max_frame),
-                });
+                };
+                addr.do_send(Queued::new(inv, mailbox, 1));
                 self.await_reply::<M>(name, rx, timeout, None).await
             }
             Target::Remote {
@@ -335,24 +374,43 @@ impl<E: RpcEndpoint> RpcGateway<E> {
         M: RpcMessage<Reply = ()>,
         E: Accepts<M>,
     {
+        let slot = self.methods.slot(<E as Accepts<M>>::INDEX);
+        slot.call();
+        let result = self.tell_inner(msg);
+        if result.is_err() {
+            slot.failed();
+        }
+        result
+    }
+
+    fn tell_inner<M>(&self, msg: M) -> Result<(), RpcError>
+    where
+        M: RpcMessage<Reply = ()>,
+        E: Accepts<M>,
+    {
         let name = <E as Accepts<M>>::NAME;
         let token = self.token.and_then(|t| t.to_wire());
         match &self.target {
-            Target::Local { addr, force } => {
+            Target::Local {
+                addr,
+                force,
+                mailbox,
+            } => {
                 if !addr.connected() {
                     return Err(self.gone(name, "the endpoint has terminated"));
                 }
                 if *force {
                     let payload = rmp_serde::to_vec(&msg)
                         .map_err(|e| RpcError::serialize(format!("message {name}"), e))?;
-                    addr.do_send(EncodedInvocation {
+                    let inv = EncodedInvocation {
                         message: name.into(),
                         token,
                         payload: payload.into(),
                         sink: ReplySink::discard(),
-                    });
+                    };
+                    addr.do_send(Queued::new(inv, mailbox, 1));
                 } else {
-                    addr.do_send(LocalInvocation { msg, token });
+                    addr.do_send(Queued::new(LocalInvocation { msg, token }, mailbox, 1));
                 }
                 Ok(())
             }
@@ -403,6 +461,8 @@ impl<E: RpcEndpoint> RpcGateway<E> {
                 let transport = Arc::clone(transport);
                 let node = node.to_string();
                 let recipient = self.address.to_string();
+                // A failure found out there still counts against this call.
+                let methods = Arc::clone(&self.methods);
                 tokio::spawn(async move {
                     let append = |buf: &mut Vec<u8>| {
                         buf.extend_from_slice(&frame);
@@ -420,6 +480,7 @@ impl<E: RpcEndpoint> RpcGateway<E> {
                         Err(err) => Err(err),
                     };
                     if let Err(err) = result {
+                        methods.slot(<E as Accepts<M>>::INDEX).failed();
                         tracing::warn!(recipient, message = name, error = %err, "tell could not be delivered");
                     }
                 });

@@ -18,6 +18,9 @@
 //! * **Fencing**: a fenced endpoint has an immutable token ([`FencingToken`], ids made with
 //!   [`define_id!`]); a gateway from [`RpcService::connect_fenced`] stamps it on every message; the
 //!   actor checks it in one place before any handler runs.
+//! * **Metrics** ([`RpcService::metrics`]): calls per target endpoint type and method as the
+//!   callers on a service saw them (sent, errors, timeouts, round-trip time), and each endpoint's
+//!   mailbox depth and handled/refused messages; plain atomic counters, no lock on a call's path.
 //! * **Failures are loud and typed** ([`RpcError`]): oversized frames fail at the sender, asks to a
 //!   terminated endpoint or a dead node fail at once with `RecipientUnreachable`, malformed input
 //!   closes only the offending connection.
@@ -72,6 +75,7 @@ mod error;
 mod gateway;
 mod id;
 mod message;
+mod metrics;
 mod server;
 mod service;
 pub mod transport;
@@ -86,6 +90,7 @@ pub use error::{CodecDirection, HandshakeFailure, RpcError};
 pub use gateway::RpcGateway;
 pub use id::{AbstractId, FencingToken, ParseIdError, Unfenced};
 pub use message::{Accepts, Handler, Response, RpcMessage, RpcProtocol};
+pub use metrics::{EndpointMetrics, MethodMetrics, RpcMetrics};
 pub use server::RpcServer;
 pub use service::RpcService;
 pub use transport::{PeerEvent, TransportStats};

@@ -2,7 +2,7 @@
 //! + `MainThreadExecutable` + termination future).
 
 use std::future::Future;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
@@ -15,6 +15,7 @@ use crate::endpoint::{
 };
 use crate::error::RpcError;
 use crate::gateway::RpcGateway;
+use crate::metrics::{EndpointCounters, MethodTable, Queued};
 use crate::service::{termination_future, ServiceInner};
 
 /// Controls a started endpoint: lifecycle, work on its main thread, and its termination.
@@ -24,6 +25,8 @@ pub struct RpcServer<E: RpcEndpoint> {
     token: E::Token,
     termination: watch::Receiver<Option<Result<(), RpcError>>>,
     service: Weak<ServiceInner>,
+    counters: Arc<EndpointCounters>,
+    methods: Arc<MethodTable>,
 }
 
 impl<E: RpcEndpoint> Clone for RpcServer<E> {
@@ -34,6 +37,8 @@ impl<E: RpcEndpoint> Clone for RpcServer<E> {
             token: self.token,
             termination: self.termination.clone(),
             service: self.service.clone(),
+            counters: Arc::clone(&self.counters),
+            methods: Arc::clone(&self.methods),
         }
     }
 }
@@ -53,6 +58,8 @@ impl<E: RpcEndpoint> RpcServer<E> {
         token: E::Token,
         termination: watch::Receiver<Option<Result<(), RpcError>>>,
         service: Weak<ServiceInner>,
+        counters: Arc<EndpointCounters>,
+        methods: Arc<MethodTable>,
     ) -> Self {
         RpcServer {
             addr,
@@ -60,6 +67,8 @@ impl<E: RpcEndpoint> RpcServer<E> {
             token,
             termination,
             service,
+            counters,
+            methods,
         }
     }
 
@@ -105,15 +114,24 @@ impl<E: RpcEndpoint> RpcServer<E> {
     pub fn self_gateway(&self) -> RpcGateway<E> {
         RpcGateway::local(
             self.addr.clone(),
+            Arc::clone(&self.counters),
             self.address.clone(),
             Some(self.token),
             self.service.clone(),
+            Arc::clone(&self.methods),
         )
+    }
+
+    /// The endpoint's mailbox counters.
+    #[cfg(test)]
+    pub(crate) fn counters(&self) -> &Arc<EndpointCounters> {
+        &self.counters
     }
 
     /// Runs `f` on the endpoint's main thread. Dropped if the endpoint is not running by then.
     pub fn run_async(&self, f: impl FnOnce(&mut E, &mut RpcContext<'_, E>) + Send + 'static) {
-        self.addr.do_send(RunAsync(Box::new(f)));
+        self.addr
+            .do_send(Queued::new(RunAsync(Box::new(f)), &self.counters, 1));
     }
 
     /// Runs `f` on the main thread no earlier than `delay` from now, unless cancelled first.
@@ -124,11 +142,12 @@ impl<E: RpcEndpoint> RpcServer<E> {
         f: impl FnOnce(&mut E, &mut RpcContext<'_, E>) + Send + 'static,
     ) -> ScheduledTask {
         let task = ScheduledTask::new_detached();
-        self.addr.do_send(ScheduleRunAsync {
+        let schedule = ScheduleRunAsync {
             due: Instant::now() + delay,
             task: task.clone(),
             f: Box::new(f),
-        });
+        };
+        self.addr.do_send(Queued::new(schedule, &self.counters, 1));
         task
     }
 
@@ -140,10 +159,11 @@ impl<E: RpcEndpoint> RpcServer<E> {
         timeout: Duration,
     ) -> Result<R, RpcError> {
         let (tx, rx) = oneshot::channel();
-        self.addr.do_send(CallAsync {
+        let call = CallAsync {
             f: Box::new(f),
             reply: tx,
-        });
+        };
+        self.addr.do_send(Queued::new(call, &self.counters, 1));
         match tokio::time::timeout(timeout, rx).await {
             Err(_) => Err(RpcError::Timeout {
                 recipient: self.address.to_string(),

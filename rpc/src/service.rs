@@ -20,6 +20,7 @@ use crate::endpoint::{
 use crate::error::{HandshakeFailure, RpcError};
 use crate::gateway::RpcGateway;
 use crate::id::AbstractId;
+use crate::metrics::{EndpointCounters, MethodRegistry, MethodTable, Queued, RpcMetrics};
 use crate::server::RpcServer;
 use crate::transport::connection::SendFailure;
 use crate::transport::{Transport, TransportStats};
@@ -34,12 +35,15 @@ pub(crate) trait Registered: Send + Sync {
     fn invoke_batch(&self, batch: Vec<Encoded>);
     /// False once the endpoint's actor has stopped.
     fn is_alive(&self) -> bool;
+    /// The endpoint's mailbox counters.
+    fn counters(&self) -> &EndpointCounters;
     fn terminate(&self) -> BoxFuture<'static, Result<(), RpcError>>;
     fn as_any(&self) -> &dyn Any;
 }
 
 pub(crate) struct Entry<E: RpcEndpoint> {
     pub(crate) addr: Addr<RpcActor<E>>,
+    pub(crate) counters: Arc<EndpointCounters>,
     serial: u64,
     termination: watch::Receiver<Option<Result<(), RpcError>>>,
     name: String,
@@ -55,15 +59,27 @@ impl<E: RpcEndpoint> Registered for Entry<E> {
     }
 
     fn invoke(&self, inv: EncodedInvocation) {
-        self.addr.do_send(inv);
+        self.addr.do_send(Queued::new(inv, &self.counters, 1));
     }
 
     fn invoke_batch(&self, batch: Vec<Encoded>) {
-        self.addr.do_send(EncodedBatch(batch));
+        let messages = batch
+            .iter()
+            .map(|item| match item {
+                Encoded::One(_) => 1,
+                Encoded::Tells(tells) => tells.count,
+            })
+            .sum();
+        self.addr
+            .do_send(Queued::new(EncodedBatch(batch), &self.counters, messages));
     }
 
     fn is_alive(&self) -> bool {
         self.addr.connected()
+    }
+
+    fn counters(&self) -> &EndpointCounters {
+        &self.counters
     }
 
     fn terminate(&self) -> BoxFuture<'static, Result<(), RpcError>> {
@@ -84,6 +100,38 @@ struct Prepared<E: RpcEndpoint> {
     address: RpcAddress,
     termination: TerminationRx,
     serial: u64,
+    counters: Arc<EndpointCounters>,
+    methods: Arc<MethodTable>,
+}
+
+/// What registering a prepared endpoint needs, once its actor is split off to be started.
+struct Registration {
+    address: RpcAddress,
+    termination: TerminationRx,
+    serial: u64,
+    counters: Arc<EndpointCounters>,
+    methods: Arc<MethodTable>,
+}
+
+impl<E: RpcEndpoint> Prepared<E> {
+    fn split(self) -> (RpcActor<E>, Registration) {
+        let Prepared {
+            actor,
+            address,
+            termination,
+            serial,
+            counters,
+            methods,
+        } = self;
+        let registration = Registration {
+            address,
+            termination,
+            serial,
+            counters,
+            methods,
+        };
+        (actor, registration)
+    }
 }
 
 pub(crate) async fn termination_future(
@@ -109,6 +157,19 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
+    }
+
+    /// Every endpoint's counts, sorted by name.
+    fn metrics(&self) -> Vec<crate::metrics::EndpointMetrics> {
+        let mut out: Vec<_> = self
+            .endpoints
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, entry)| entry.counters().snapshot(name, entry.gateway()))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     fn all(&self) -> Vec<Arc<dyn Registered>> {
@@ -143,6 +204,8 @@ pub(crate) struct ServiceInner {
     pub(crate) config: RpcConfig,
     pub(crate) transport: Arc<Transport>,
     registry: Arc<Registry>,
+    /// Call counters of the gateways made by this service, per endpoint type.
+    pub(crate) methods: MethodRegistry,
     counters: Mutex<HashMap<&'static str, u64>>,
     next_serial: AtomicU64,
     local_addr: SocketAddr,
@@ -210,6 +273,7 @@ impl RpcService {
                 config,
                 transport,
                 registry,
+                methods: MethodRegistry::default(),
                 counters: Mutex::new(HashMap::new()),
                 next_serial: AtomicU64::new(1),
                 local_addr,
@@ -244,6 +308,17 @@ impl RpcService {
     /// Transport counters.
     pub fn stats(&self) -> TransportStats {
         self.inner.transport.stats()
+    }
+
+    /// What this service's RPC traffic looked like so far: calls made through its gateways, per
+    /// target endpoint type and method, and the mailboxes of the endpoints it runs. See
+    /// [`RpcMetrics`] for what each number counts. Reading takes two short locks (the endpoint
+    /// registry and the table of endpoint types), none of which a call takes.
+    pub fn metrics(&self) -> RpcMetrics {
+        RpcMetrics {
+            methods: self.inner.methods.snapshot(),
+            endpoints: self.inner.registry.metrics(),
+        }
     }
 
     /// Events about peer connections from now on (a bounded channel: a receiver that falls more
@@ -300,12 +375,16 @@ impl RpcService {
         let address = RpcAddress::new(host, port, name)?;
         let (tx, termination) = watch::channel(None);
         let serial = self.inner.next_serial.fetch_add(1, Ordering::Relaxed);
+        let counters = Arc::new(EndpointCounters::default());
+        let methods = self.inner.methods.table::<E>();
         let meta = EndpointMeta {
             address: address.clone(),
             token: endpoint.fencing_token(),
             service: Arc::downgrade(&self.inner),
             serial,
             main_thread: None,
+            counters: Arc::clone(&counters),
+            methods: Arc::clone(&methods),
         };
         let actor = RpcActor::new(endpoint, meta, tx, self.inner.config.mailbox_capacity);
         Ok(Prepared {
@@ -313,18 +392,27 @@ impl RpcService {
             address,
             termination,
             serial,
+            counters,
+            methods,
         })
     }
 
     fn register<E: RpcEndpoint>(
         &self,
         addr: Addr<RpcActor<E>>,
-        prepared: (RpcAddress, TerminationRx, u64),
+        prepared: Registration,
         token: E::Token,
     ) -> Result<RpcServer<E>, RpcError> {
-        let (address, termination, serial) = prepared;
+        let Registration {
+            address,
+            termination,
+            serial,
+            counters,
+            methods,
+        } = prepared;
         let entry = Entry {
             addr: addr.clone(),
+            counters: Arc::clone(&counters),
             serial,
             termination: termination.clone(),
             name: address.to_string(),
@@ -343,6 +431,8 @@ impl RpcService {
             token,
             termination,
             Arc::downgrade(&self.inner),
+            counters,
+            methods,
         ))
     }
 
@@ -359,9 +449,9 @@ impl RpcService {
         name: Option<&str>,
     ) -> Result<RpcServer<E>, RpcError> {
         let token = endpoint.fencing_token();
-        let p = self.prepare(endpoint, name)?;
-        let addr = p.actor.start();
-        self.register(addr, (p.address, p.termination, p.serial), token)
+        let (actor, registration) = self.prepare(endpoint, name)?.split();
+        let addr = actor.start();
+        self.register(addr, registration, token)
     }
 
     /// Like [`start_server_named`](Self::start_server_named), running the actor on `arbiter`
@@ -373,10 +463,9 @@ impl RpcService {
         arbiter: &actix::ArbiterHandle,
     ) -> Result<RpcServer<E>, RpcError> {
         let token = endpoint.fencing_token();
-        let p = self.prepare(endpoint, name)?;
-        let actor = p.actor;
+        let (actor, registration) = self.prepare(endpoint, name)?.split();
         let addr = RpcActor::start_in_arbiter(arbiter, move |_| actor);
-        self.register(addr, (p.address, p.termination, p.serial), token)
+        self.register(addr, registration, token)
     }
 
     /// Connects to the endpoint at `address` as a gateway of type `E`, without a fencing token.
@@ -432,9 +521,11 @@ impl RpcService {
                 .ok_or_else(wrong)?;
             return Ok(RpcGateway::local(
                 typed.addr.clone(),
+                Arc::clone(&typed.counters),
                 address.clone(),
                 token,
                 Arc::downgrade(&self.inner),
+                self.inner.methods.table::<E>(),
             ));
         }
         let transport = &self.inner.transport;
@@ -466,6 +557,7 @@ impl RpcService {
                     address.clone(),
                     token,
                     &self.inner.config,
+                    self.inner.methods.table::<E>(),
                 )),
             };
         }

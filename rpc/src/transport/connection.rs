@@ -604,8 +604,12 @@ impl Transport {
             guard: Some(InboundGuard::new(Arc::clone(conn))),
             max_frame: self.max_frame,
         };
+        let payloads = batch.payloads();
+        let mut count = 0;
+        payloads.for_each_slice(|_| count += 1);
         let tells = EncodedTells {
-            payloads: batch.payloads(),
+            count,
+            payloads,
             message: batch.message,
             token: batch.token,
             guard,
