@@ -394,6 +394,14 @@ async fn bad_requests_get_typed_errors_and_the_connection_stays_usable() {
     )
     .await;
     assert!(peer.response(7).await.is_ok());
+    // Each refusal counted at its endpoint, each good request as handled.
+    let metrics = host.metrics();
+    let test = metrics.endpoint("test_0").expect("test endpoint listed");
+    assert_eq!((test.handled, test.refused), (1, 2), "{test:?}");
+    let leading = metrics
+        .endpoint(leader.address().endpoint())
+        .expect("leader listed");
+    assert_eq!((leading.handled, leading.refused), (1, 2), "{leading:?}");
     assert_still_serving(&server).await;
 }
 
