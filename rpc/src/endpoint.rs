@@ -28,9 +28,9 @@
 //!
 //! Everything put into the mailbox from outside the actor (gateway messages, frames the transport
 //! delivers, `run_async`/`call_async` from an [`RpcServer`](crate::RpcServer) or a
-//! [`MainThreadHandle`]) travels as a `Queued` item holding a mailbox ticket: the endpoint's depth
-//! counts it until its handler takes the item out, or until it is dropped unhandled. Only `Queued`
-//! items have handlers, so nothing can reach the mailbox uncounted. Admission counts refusals, the
+//! [`MainThreadHandle`]) travels as a `Queued` item, counted into the endpoint's mailbox depth as
+//! it is sent and out as its handler takes the item; a stopped actor's mailbox reads as empty.
+//! Only `Queued` items have handlers, so nothing can reach the mailbox uncounted. Admission counts refusals, the
 //! dispatch counts handled messages (see [`RpcService::metrics`](crate::RpcService::metrics)).
 //!
 //! # Admission: the one fencing check
@@ -274,6 +274,8 @@ impl<E: RpcEndpoint> RpcActor<E> {
         }
         self.state = EndpointState::Terminated;
         let result = self.result.take().unwrap_or(Ok(()));
+        // Whatever is still queued is dropped unhandled with the mailbox.
+        self.meta.counters.close();
         if let Some(service) = self.meta.service.upgrade() {
             service.deregister(self.meta.address.endpoint(), self.meta.serial);
         }
@@ -562,7 +564,7 @@ where
     type Result = ActorResponse<Self, Result<M::Reply, RpcError>>;
 
     fn handle(&mut self, inv: Queued<LocalInvocation<M>>, ctx: &mut Context<Self>) -> Self::Result {
-        let inv = inv.into_item();
+        let inv = inv.into_item(&self.meta.counters);
         if let Err(err) = self.admit(<E as Accepts<M>>::NAME, inv.token) {
             self.refuse(&err, 1);
             return ActorResponse::reply(Err(err));
@@ -615,7 +617,7 @@ impl<E: RpcEndpoint> actix::Handler<Queued<EncodedInvocation>> for RpcActor<E> {
     type Result = ();
 
     fn handle(&mut self, inv: Queued<EncodedInvocation>, ctx: &mut Context<Self>) {
-        self.handle_encoded(inv.into_item(), ctx);
+        self.handle_encoded(inv.into_item(&self.meta.counters), ctx);
     }
 }
 
@@ -649,7 +651,7 @@ impl<E: RpcEndpoint> actix::Handler<Queued<EncodedBatch>> for RpcActor<E> {
     type Result = ();
 
     fn handle(&mut self, batch: Queued<EncodedBatch>, ctx: &mut Context<Self>) {
-        for item in batch.into_item().0 {
+        for item in batch.into_item(&self.meta.counters).0 {
             match item {
                 Encoded::One(inv) => self.handle_encoded(inv, ctx),
                 Encoded::Tells(tells) => self.handle_tells(tells, ctx),
@@ -738,7 +740,7 @@ impl<E: RpcEndpoint> actix::Handler<Queued<RunAsync<E>>> for RpcActor<E> {
     type Result = ();
 
     fn handle(&mut self, msg: Queued<RunAsync<E>>, ctx: &mut Context<Self>) {
-        let msg = msg.into_item();
+        let msg = msg.into_item(&self.meta.counters);
         if self.state.is_running() {
             self.with_context(ctx, msg.0);
         } else {
@@ -762,7 +764,7 @@ impl<E: RpcEndpoint> actix::Handler<Queued<ScheduleRunAsync<E>>> for RpcActor<E>
     type Result = ();
 
     fn handle(&mut self, msg: Queued<ScheduleRunAsync<E>>, ctx: &mut Context<Self>) {
-        let msg = msg.into_item();
+        let msg = msg.into_item(&self.meta.counters);
         schedule(ctx, msg.due, msg.task, msg.f);
     }
 }
@@ -781,7 +783,7 @@ impl<E: RpcEndpoint, R: Send + 'static> actix::Handler<Queued<CallAsync<E, R>>> 
     type Result = ();
 
     fn handle(&mut self, msg: Queued<CallAsync<E, R>>, ctx: &mut Context<Self>) {
-        let msg = msg.into_item();
+        let msg = msg.into_item(&self.meta.counters);
         let result = if self.state.is_running() {
             Ok(self.with_context(ctx, msg.f))
         } else {
