@@ -90,9 +90,9 @@ pub struct EndpointMetrics {
     pub gateway: String,
     /// Items delivered to its mailbox and not yet taken up: RPC messages from local and remote
     /// callers (a remote batch counts each message in it; a local ask waiting for room in a full
-    /// mailbox counts already), plus `run_async`, `call_async` and
-    /// `schedule_run_async` closures sent from outside the endpoint. Lifecycle controls and work
-    /// the endpoint schedules on itself are not counted.
+    /// mailbox counts already), plus `run_async`, `call_async` and `schedule_run_async` closures
+    /// sent from outside the endpoint. Lifecycle controls and work the endpoint schedules on
+    /// itself are not counted.
     pub mailbox_depth: u64,
     /// RPC messages (asks and tells) whose handler ran. Closures are not counted here.
     pub handled: u64,
