@@ -184,6 +184,7 @@ impl JobManagerRunner {
                     .unwrap_or_else(|| settings.rpc.bind_host.clone()),
             )],
         );
+        crate::metrics::rpc::register_rpc_metrics(&jm_metrics, service.clone());
         let leaders =
             service.start_server_named(LeaderRetrieval::default(), Some(LEADERS_ENDPOINT))?;
         leaders.start();
@@ -404,6 +405,7 @@ pub struct TaskManagerRunner {
     resource_id: ResourceId,
     shuffle: Option<ShuffleEnvironment>,
     prometheus: Option<MetricsServer>,
+    _rpc_metrics: MetricGroup,
 }
 
 impl TaskManagerRunner {
@@ -457,8 +459,25 @@ impl TaskManagerRunner {
                 return Err(err.into());
             }
         };
+        let registry = te_settings.metrics.clone();
         let te = TaskExecutor::new(te_settings, events);
         let resource_id = te.resource_id();
+        // The TaskExecutor's own group is dropped with it; the RPC layer's outlives it.
+        let rpc_metrics = registry.group(
+            "taskmanager",
+            &[
+                (
+                    "host",
+                    service
+                        .address()
+                        .rsplit_once(':')
+                        .map_or(service.address(), |(h, _)| h)
+                        .to_string(),
+                ),
+                ("tm_id", resource_id.to_string()),
+            ],
+        );
+        crate::metrics::rpc::register_rpc_metrics(&rpc_metrics, service.clone());
         let server = service.start_server(te)?;
         server.start();
         Ok(TaskManagerRunner {
@@ -467,6 +486,7 @@ impl TaskManagerRunner {
             resource_id,
             shuffle,
             prometheus,
+            _rpc_metrics: rpc_metrics,
         })
     }
 

@@ -19,6 +19,7 @@
 //! `[a-zA-Z0-9_:]` becomes `_`), one label per variable (`job_id`, `task_name`, ...), every
 //! metric typed `gauge`, as Flink's reporter does for counters too.
 
+pub mod rpc;
 pub mod server;
 pub mod task;
 
@@ -136,10 +137,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// One sample a collector produces: a name, variables beyond its group's, a value.
+pub type CollectedSample = (String, Vec<(String, String)>, f64);
+
+/// Produces a varying set of samples when read (one per RPC method, say).
+pub type Collector = Arc<dyn Fn() -> Vec<CollectedSample> + Send + Sync>;
+
 struct GroupInner {
     scope: String,
     variables: Vec<(String, String)>,
     metrics: Mutex<Vec<(String, Metric)>>,
+    collectors: Mutex<Vec<Collector>>,
     registry: Weak<RegistryInner>,
 }
 
@@ -193,6 +201,13 @@ impl MetricGroup {
         self.register(name, Metric::Rate(RateView::new(Arc::new(source))));
     }
 
+    /// Registers a collector: metrics that vary in number (one per RPC method, per channel),
+    /// each sample with its own extra variables. Exported by the registry (Prometheus), not
+    /// part of [`dump`](Self::dump). `f` must be quick and never block.
+    pub fn collector(&self, f: impl Fn() -> Vec<CollectedSample> + Send + Sync + 'static) {
+        lock(&self.inner.collectors).push(Arc::new(f));
+    }
+
     /// A child group: `component` is appended to the scope (`taskmanager` → `taskmanager_job`)
     /// and `variables` to the parent's. It lives as long as its own clones.
     pub fn child(&self, component: &str, variables: &[(&str, String)]) -> MetricGroup {
@@ -213,6 +228,7 @@ impl MetricGroup {
                     scope,
                     variables: all,
                     metrics: Mutex::new(Vec::new()),
+                    collectors: Mutex::new(Vec::new()),
                     registry: Weak::new(),
                 }),
             },
@@ -256,6 +272,7 @@ impl RegistryInner {
             scope,
             variables,
             metrics: Mutex::new(Vec::new()),
+            collectors: Mutex::new(Vec::new()),
             registry: Arc::downgrade(self),
         });
         let mut groups = lock(&self.groups);
@@ -335,6 +352,19 @@ impl MetricRegistry {
                     name: name.clone(),
                     value: metric.value(),
                 });
+            }
+            let collectors: Vec<Collector> = lock(&group.collectors).clone();
+            for collect in collectors {
+                for (name, extra, value) in collect() {
+                    let mut variables = group.variables.clone();
+                    variables.extend(extra);
+                    out.push(MetricSample {
+                        scope: group.scope.clone(),
+                        variables,
+                        name,
+                        value,
+                    });
+                }
             }
         }
         out
@@ -554,6 +584,30 @@ mod tests {
         counter.add(1000);
         // Within the minimum span the previous rate stands; the value is never negative.
         assert!(group.value("nPerSecond").is_some_and(|r| r >= 0.0));
+    }
+
+    #[test]
+    fn collectors_add_samples_with_their_own_variables() {
+        let registry = MetricRegistry::new();
+        let group = registry.group("jobmanager", &[("host", "h".into())]);
+        group.collector(|| {
+            vec![
+                (
+                    "rpc.numCalls".into(),
+                    vec![("method".into(), "A".into())],
+                    1.0,
+                ),
+                (
+                    "rpc.numCalls".into(),
+                    vec![("method".into(), "B".into())],
+                    2.0,
+                ),
+            ]
+        });
+        let text = registry.render_prometheus();
+        assert!(text.contains("flink_jobmanager_rpc_numCalls{host=\"h\",method=\"A\"} 1\n"));
+        assert!(text.contains("flink_jobmanager_rpc_numCalls{host=\"h\",method=\"B\"} 2\n"));
+        assert!(group.dump().is_empty(), "collectors are not part of a dump");
     }
 
     #[test]
