@@ -546,12 +546,65 @@ async fn json_body<T: serde::de::DeserializeOwned + Default>(
     })
 }
 
+/// The local directory a savepoint's `target-directory` names. Flink's CLI passes the user's
+/// text as given, a path or a URI: `file:///sp`, `file://localhost/sp` and `file:/sp` are the
+/// path `/sp` (taken literally, they would be a directory `file:` under the JobManager's working
+/// directory). Other schemes (`s3://`, `hdfs://`) and remote hosts are refused: rflink writes
+/// savepoints to its own file system only.
+fn savepoint_target(target: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(target) = target else {
+        return Ok(None);
+    };
+    let scheme = target
+        .split_once(':')
+        .map(|(scheme, _)| scheme)
+        .filter(|s| {
+            s.len() > 1
+                && s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        });
+    let Some(scheme) = scheme else {
+        return Ok(Some(target));
+    };
+    let rest = &target[scheme.len() + 1..];
+    if !scheme.eq_ignore_ascii_case("file") {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: savepoint target directory {target:?}: rflink writes savepoints to \
+             the local file system only (a path or a file: URI), not {scheme}:"
+        )));
+    }
+    let path = match rest.strip_prefix("//") {
+        None => rest,
+        Some(authority_and_path) => {
+            let (host, path) = match authority_and_path.find('/') {
+                Some(i) => authority_and_path.split_at(i),
+                None => (authority_and_path, ""),
+            };
+            if !(host.is_empty() || host.eq_ignore_ascii_case("localhost")) {
+                return Err(ApiError::bad_request(format!(
+                    "Bad request: savepoint target directory {target:?} names host {host:?}: \
+                     rflink writes savepoints to the JobManager's local file system only"
+                )));
+            }
+            path
+        }
+    };
+    if path.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Bad request: savepoint target directory {target:?} names no path"
+        )));
+    }
+    Ok(Some(path.to_string()))
+}
+
 async fn savepoint(
     state: &State,
     id: JobId,
     target: Option<String>,
     terminate: bool,
 ) -> Result<TriggerResponse, ApiError> {
+    let target = savepoint_target(target)?;
     let savepoint = state
         .call("trigger savepoint", |g| {
             g.trigger_savepoint(id, target, terminate)
