@@ -868,9 +868,10 @@ async fn a_failed_job_reports_its_failure() {
         assert_eq!(cause.class, "TaskFailure");
         assert!(cause.stack_trace.contains("intentional boom"));
         let r = h.get(&format!("/jobs/{job_id}/execution-result")).await;
+        // Flink's SerializedThrowableSerializer's fields; its client reads serialized-throwable.
         assert_eq!(
             keys(&r.json["job-execution-result"]["failure-cause"]),
-            ["class", "stack-trace"]
+            ["class", "serialized-throwable", "stack-trace"]
         );
         assert_eq!(h.get("/overview").await.json["jobs-failed"], 1);
 

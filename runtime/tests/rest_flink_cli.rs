@@ -1,6 +1,8 @@
 //! What Flink's own CLI (`flink savepoint`, `flink stop`, `flink cancel -m host:port`) sends to the
 //! REST server and needs back, against a fake gateway that records what reaches it: savepoint
-//! targets given as `file:` URIs.
+//! targets given as `file:` URIs, the failure cause of a savepoint in the form Flink's client can
+//! deserialize (a Java-serialized `SerializedThrowable`), and the 409 for cancelling a job that
+//! ended otherwise. `tests/flink_cli.rs` runs the real `flink` binary against a real cluster.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use rflink_runtime::dispatcher::{
 use rflink_runtime::executiongraph::JobStatus;
 use rflink_runtime::jobgraph::JobGraph;
 use rflink_runtime::jobmaster::SavepointStatus;
+use rflink_runtime::rest::messages::{java_serialized_throwable, SerializedFailure};
 use rflink_runtime::rest::{RestServer, RestServerConfig};
 use rflink_runtime::types::{Ack, JobId};
 use serde_json::{json, Value};
@@ -234,4 +237,145 @@ async fn savepoint_targets_given_as_file_uris_reach_the_job_master_as_paths() {
         assert_eq!(h.fake.triggered.lock().unwrap().len(), before);
     })
     .await;
+}
+
+/// Flink's `SavepointInfo` in its three states. The failure cause carries
+/// `serialized-throwable`, the only field Flink's client reads (without it, `flink savepoint`
+/// polls a failed savepoint until its client timeout).
+#[actix_rt::test]
+async fn savepoint_status_has_flinks_shapes_and_a_deserializable_cause() {
+    bounded(async {
+        let h = start();
+        let job = h.job(JobStatus::Running);
+        {
+            let mut savepoints = h.fake.savepoints.lock().unwrap();
+            savepoints.insert(1, SavepointStatus::InProgress);
+            savepoints.insert(2, SavepointStatus::Completed("/tmp/sp/savepoint-1".into()));
+            savepoints.insert(3, SavepointStatus::Failed("disk full".into()));
+        }
+        let h = &h;
+        let status = |id: u64| {
+            let path = format!("/v1/jobs/{job}/savepoints/{id:032x}");
+            async move { h.request("GET", &path, json!({})).await }
+        };
+        assert_eq!(
+            status(1).await,
+            (
+                200,
+                json!({"status": {"id": "IN_PROGRESS"}, "operation": null})
+            )
+        );
+        assert_eq!(
+            status(2).await,
+            (
+                200,
+                json!({"status": {"id": "COMPLETED"},
+                       "operation": {"location": "/tmp/sp/savepoint-1"}})
+            )
+        );
+        let (code, failed) = status(3).await;
+        assert_eq!(code, 200);
+        assert_eq!(failed["status"]["id"], "COMPLETED");
+        let class = "org.apache.flink.runtime.checkpoint.CheckpointException";
+        let expected = SerializedFailure::new(class, "disk full");
+        assert_eq!(
+            failed["operation"],
+            json!({"failure-cause": {
+                "class": class,
+                "stack-trace": format!("{class}: disk full"),
+                "serialized-throwable": expected.serialized_throwable,
+            }})
+        );
+        let bytes = base64_decode(
+            failed["operation"]["failure-cause"]["serialized-throwable"]
+                .as_str()
+                .expect("a string"),
+        );
+        assert_eq!(
+            bytes,
+            java_serialized_throwable(
+                class,
+                &format!("{class}: disk full"),
+                &format!("{class}: disk full")
+            )
+        );
+    })
+    .await;
+}
+
+/// The stream for class `C`, message and stack trace `C: m`, byte for byte: Java 17's
+/// `ObjectInputStream` reads it as Flink 2.3's `SerializedThrowable` whose `toString()` is
+/// `C: C: m` (as Flink's own: its message already names the class) and whose
+/// `getOriginalErrorClassName()` is `C`.
+#[test]
+fn the_serialized_throwable_is_javas_stream_format() {
+    let expected = concat!(
+        "aced0005737200296f72672e6170616368652e666c696e6b2e7574696c2e5365",
+        "7269616c697a65645468726f7761626c6565169df51fa713f30200034c001966",
+        "756c6c537472696e676966696564537461636b54726163657400124c6a617661",
+        "2f6c616e672f537472696e673b4c00166f726967696e616c4572726f72436c61",
+        "73734e616d657400124c6a6176612f6c616e672f537472696e673b5b00137365",
+        "7269616c697a6564457863657074696f6e7400025b42787200136a6176612e6c",
+        "616e672e457863657074696f6ed0fd1f3e1a3b1cc4020000787200136a617661",
+        "2e6c616e672e5468726f7761626c65d5c635273977b8cb0300044c0005636175",
+        "73657400154c6a6176612f6c616e672f5468726f7761626c653b4c000d646574",
+        "61696c4d6573736167657400124c6a6176612f6c616e672f537472696e673b5b",
+        "000a737461636b547261636574001e5b4c6a6176612f6c616e672f537461636b",
+        "5472616365456c656d656e743b4c001473757070726573736564457863657074",
+        "696f6e737400104c6a6176612f7574696c2f4c6973743b78707074000443",
+        "3a206d70707874000443",
+        "3a206d740001437572",
+        "00025b42acf317f8060854e0020000787000000000",
+    );
+    assert_eq!(
+        hex(&java_serialized_throwable("C", "C: m", "C: m")),
+        expected
+    );
+}
+
+/// Java's modified UTF-8: NUL and characters beyond the BMP take their long forms; a text
+/// longer than 65535 bytes is a `TC_LONGSTRING`. (Both read back by Java 17's ObjectInputStream.)
+#[test]
+fn the_serialized_throwable_encodes_any_text() {
+    let bytes = java_serialized_throwable("C", "a\u{0}é😀", "s");
+    // TC_STRING, length 11: 'a', C0 80, C3 A9, and the two surrogates of U+1F600.
+    let text = [
+        0x74, 0x00, 0x0B, b'a', 0xC0, 0x80, 0xC3, 0xA9, 0xED, 0xA0, 0xBD, 0xED, 0xB8, 0x80,
+    ];
+    assert!(
+        bytes.windows(text.len()).any(|w| w == text),
+        "{}",
+        hex(&bytes)
+    );
+    let long = "x".repeat(70_000);
+    let bytes = java_serialized_throwable("C", &long, "s");
+    let mut header = vec![0x7C];
+    header.extend_from_slice(&70_000u64.to_be_bytes());
+    let at = bytes
+        .windows(header.len())
+        .position(|w| w == header)
+        .expect("a TC_LONGSTRING");
+    assert!(bytes[at + header.len()..].starts_with(long.as_bytes()));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
+        acc = acc << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
 }

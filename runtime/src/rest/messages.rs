@@ -826,8 +826,7 @@ impl ApplicationStatus {
     }
 }
 
-/// A failure cause. Flink: `SerializedThrowable` as written by `SerializedThrowableSerializer`
-/// (without `serialized-throwable`, the Java-serialized bytes rflink does not have).
+/// A failure cause. Flink: `SerializedThrowable` as written by `SerializedThrowableSerializer`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SerializedFailure {
     /// The error's kind (Flink: the exception class).
@@ -835,6 +834,182 @@ pub struct SerializedFailure {
     /// `kind: message`.
     #[serde(rename = "stack-trace")]
     pub stack_trace: String,
+    /// Base64 of a Java-serialized `org.apache.flink.util.SerializedThrowable` holding the same
+    /// class name and text ([`java_serialized_throwable`]). Flink's client reads the cause from
+    /// this field alone (`SerializedThrowableDeserializer`): without it, `flink savepoint` cannot
+    /// parse a failed savepoint's status and polls until its own timeout.
+    #[serde(rename = "serialized-throwable", default)]
+    pub serialized_throwable: Option<String>,
+}
+
+impl SerializedFailure {
+    /// The cause `class: message`, with its Java-serialized form.
+    pub fn new(class: &str, message: &str) -> Self {
+        let stack_trace = format!("{class}: {message}");
+        let bytes = java_serialized_throwable(class, &stack_trace, &stack_trace);
+        SerializedFailure {
+            class: class.to_string(),
+            stack_trace,
+            serialized_throwable: Some(base64(&bytes)),
+        }
+    }
+}
+
+/// One `org.apache.flink.util.SerializedThrowable` in Java's object serialization stream format
+/// (`java.io.ObjectOutputStream`, protocol version 2), as Flink's `InstantiationUtil`
+/// deserializes it: `originalErrorClassName` = `class`, `getMessage()` = `message` (Flink's is
+/// `class: message` too), `printStackTrace()` prints `stack_trace`. The fields Flink would fill
+/// from a live exception are empty: no cause, no stack frames (`Throwable.readObject` takes a
+/// null `stackTrace` for an empty one), no suppressed exceptions, and no nested serialized
+/// exception (an empty `serializedException`, for which `deserializeError` answers the
+/// `SerializedThrowable` itself). Checked against Flink 2.3's class with Java 17.
+pub fn java_serialized_throwable(class: &str, message: &str, stack_trace: &str) -> Vec<u8> {
+    const TC_NULL: u8 = 0x70;
+    const TC_CLASSDESC: u8 = 0x72;
+    const TC_OBJECT: u8 = 0x73;
+    const TC_ARRAY: u8 = 0x75;
+    const TC_ENDBLOCKDATA: u8 = 0x78;
+    const SC_WRITE_METHOD: u8 = 0x01;
+    const SC_SERIALIZABLE: u8 = 0x02;
+    const STRING: &str = "Ljava/lang/String;";
+
+    // A class descriptor without its superclass (which follows it): name, serialVersionUID,
+    // flags, the fields as (type code, name, JVM type), no class annotation.
+    fn class_desc(out: &mut Vec<u8>, name: &str, uid: i64, flags: u8, fields: &[(u8, &str, &str)]) {
+        out.push(TC_CLASSDESC);
+        java_utf(out, name);
+        out.extend_from_slice(&uid.to_be_bytes());
+        out.push(flags);
+        out.extend_from_slice(&(fields.len() as u16).to_be_bytes());
+        for (code, field, ty) in fields {
+            out.push(*code);
+            java_utf(out, field);
+            java_string(out, ty);
+        }
+        out.push(TC_ENDBLOCKDATA);
+    }
+
+    let mut out = vec![0xAC, 0xED, 0x00, 0x05, TC_OBJECT];
+    class_desc(
+        &mut out,
+        "org.apache.flink.util.SerializedThrowable",
+        7284183123441947635,
+        SC_SERIALIZABLE,
+        &[
+            (b'L', "fullStringifiedStackTrace", STRING),
+            (b'L', "originalErrorClassName", STRING),
+            (b'[', "serializedException", "[B"),
+        ],
+    );
+    class_desc(
+        &mut out,
+        "java.lang.Exception",
+        -3387516993124229948,
+        SC_SERIALIZABLE,
+        &[],
+    );
+    class_desc(
+        &mut out,
+        "java.lang.Throwable",
+        -3042686055658047285,
+        SC_SERIALIZABLE | SC_WRITE_METHOD,
+        &[
+            (b'L', "cause", "Ljava/lang/Throwable;"),
+            (b'L', "detailMessage", STRING),
+            (b'[', "stackTrace", "[Ljava/lang/StackTraceElement;"),
+            (b'L', "suppressedExceptions", "Ljava/util/List;"),
+        ],
+    );
+    out.push(TC_NULL); // Throwable's superclass, Object, is not serializable.
+
+    // The values, superclass first. Throwable: its fields, then the end of its writeObject data.
+    out.push(TC_NULL);
+    java_string(&mut out, message);
+    out.push(TC_NULL);
+    out.push(TC_NULL);
+    out.push(TC_ENDBLOCKDATA);
+    // SerializedThrowable.
+    java_string(&mut out, stack_trace);
+    java_string(&mut out, class);
+    out.push(TC_ARRAY);
+    // byte[]'s serialVersionUID, as `ObjectStreamClass` computes it.
+    class_desc(
+        &mut out,
+        "[B",
+        0xACF3_17F8_0608_54E0_u64 as i64,
+        SC_SERIALIZABLE,
+        &[],
+    );
+    out.push(TC_NULL);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out
+}
+
+/// Java's modified UTF-8 (`DataOutput.writeUTF` without the length): NUL and the characters
+/// beyond the Basic Multilingual Plane (as two surrogates) take the long forms.
+fn modified_utf8(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    for unit in s.encode_utf16() {
+        match unit {
+            0x0001..=0x007F => out.push(unit as u8),
+            0x0000 | 0x0080..=0x07FF => {
+                out.push(0xC0 | (unit >> 6) as u8);
+                out.push(0x80 | (unit & 0x3F) as u8);
+            }
+            _ => {
+                out.push(0xE0 | (unit >> 12) as u8);
+                out.push(0x80 | ((unit >> 6) & 0x3F) as u8);
+                out.push(0x80 | (unit & 0x3F) as u8);
+            }
+        }
+    }
+    out
+}
+
+/// A class or field name: a 2-byte length and modified UTF-8 (names are short).
+fn java_utf(out: &mut Vec<u8>, s: &str) {
+    let bytes = modified_utf8(s);
+    out.extend_from_slice(&(bytes.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    out.extend_from_slice(&bytes[..bytes.len().min(u16::MAX as usize)]);
+}
+
+/// A `java.lang.String` object: `TC_STRING` with a 2-byte length, or `TC_LONGSTRING` with an
+/// 8-byte one past 65535 bytes.
+fn java_string(out: &mut Vec<u8>, s: &str) {
+    const TC_STRING: u8 = 0x74;
+    const TC_LONGSTRING: u8 = 0x7C;
+    let bytes = modified_utf8(s);
+    match u16::try_from(bytes.len()) {
+        Ok(len) => {
+            out.push(TC_STRING);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+        Err(_) => {
+            out.push(TC_LONGSTRING);
+            out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&bytes);
+}
+
+/// Standard Base64 with padding, the variant Jackson's `binaryValue()` decodes by default.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 0x3F) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A finished job's result. Flink: `JobResult` as written by `JobResultSerializer`.
@@ -894,10 +1069,10 @@ impl JobExecutionResultResponseBody {
                     application_status: ApplicationStatus::of(r.status),
                     accumulator_results: BTreeMap::new(),
                     net_runtime: r.net_runtime,
-                    failure_cause: r.failure.as_ref().map(|f| SerializedFailure {
-                        class: f.kind.clone(),
-                        stack_trace: format!("{}: {}", f.kind, f.message),
-                    }),
+                    failure_cause: r
+                        .failure
+                        .as_ref()
+                        .map(|f| SerializedFailure::new(&f.kind, &f.message)),
                 }),
             },
         }

@@ -678,13 +678,13 @@ async fn savepoint_status(req: HttpRequest, state: State) -> HttpResponse {
                 "status": {"id": "COMPLETED"},
                 "operation": {"location": location},
             })),
+            // Flink's client reads the cause from `serialized-throwable` alone.
             Some(SavepointStatus::Failed(cause)) => Ok(serde_json::json!({
                 "status": {"id": "COMPLETED"},
-                "operation": {"failure-cause": {
-                    "class": "org.apache.flink.runtime.checkpoint.CheckpointException",
-                    "stack-trace": cause,
-                    "serialized-throwable": null,
-                }},
+                "operation": {"failure-cause": super::messages::SerializedFailure::new(
+                    "org.apache.flink.runtime.checkpoint.CheckpointException",
+                    &cause,
+                )},
             })),
         }
     }
