@@ -358,6 +358,58 @@ fn the_serialized_throwable_encodes_any_text() {
     assert!(bytes[at + header.len()..].starts_with(long.as_bytes()));
 }
 
+/// `flink cancel` of a job that already ended: acknowledged if it was cancelled, else 409 with
+/// Flink's message (Flink's `JobCancellationHandler`), without asking the dispatcher to cancel.
+#[actix_rt::test]
+async fn cancelling_a_job_that_ended_otherwise_is_409() {
+    bounded(async {
+        let h = start();
+        for (status, name) in [
+            (JobStatus::Finished, "FINISHED"),
+            (JobStatus::Failed, "FAILED"),
+        ] {
+            let job = h.job(status);
+            for (method, path) in [
+                ("PATCH", format!("/v1/jobs/{job}?mode=cancel")),
+                ("GET", format!("/jobs/{job}/yarn-cancel")),
+            ] {
+                let (code, reply) = h.request(method, &path, json!({})).await;
+                assert_eq!(code, 409, "{path}: {reply}");
+                assert_eq!(
+                    reply,
+                    json!({"errors": [format!(
+                        "Job cancellation failed because the job has already reached another \
+                         terminal state ({name})."
+                    )]})
+                );
+            }
+        }
+        assert!(h.fake.cancelled.lock().unwrap().is_empty());
+        for status in [
+            JobStatus::Canceled,
+            JobStatus::Running,
+            JobStatus::Restarting,
+        ] {
+            let job = h.job(status);
+            let (code, reply) = h
+                .request("PATCH", &format!("/v1/jobs/{job}?mode=cancel"), json!({}))
+                .await;
+            assert_eq!((code, reply), (202, json!({})), "{status}");
+            assert_eq!(h.fake.cancelled.lock().unwrap().last(), Some(&job));
+        }
+        let unknown = JobId::generate();
+        let (code, _) = h
+            .request(
+                "PATCH",
+                &format!("/v1/jobs/{unknown}?mode=cancel"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(code, 404);
+    })
+    .await;
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

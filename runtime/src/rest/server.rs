@@ -693,6 +693,19 @@ async fn savepoint_status(req: HttpRequest, state: State) -> HttpResponse {
 }
 
 async fn cancel(state: &State, id: JobId) -> Result<EmptyResponseBody, ApiError> {
+    // Flink's Dispatcher.cancelJob and JobCancellationHandler: cancelling a job that is already
+    // CANCELED is acknowledged again, one that ended otherwise is 409 (else `flink cancel` of a
+    // finished job prints "Cancelled job").
+    let status = state.call("job status", |g| g.job_status(id)).await?;
+    if status.is_globally_terminal() && status != crate::executiongraph::JobStatus::Canceled {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            message: format!(
+                "Job cancellation failed because the job has already reached another terminal \
+                 state ({status})."
+            ),
+        });
+    }
     state.call("cancel job", |g| g.cancel_job(id)).await?;
     info!(job_id = %id, "job cancel requested over rest");
     Ok(EmptyResponseBody {})
