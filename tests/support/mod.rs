@@ -37,6 +37,7 @@
 //!   data address: [`ClusterOptions::data_proxies`] (`--advertised-data-port`).
 #![allow(dead_code)] // Each suite uses a part of this.
 
+pub mod browser;
 pub mod proxy;
 
 use std::collections::BTreeMap;
