@@ -1,0 +1,378 @@
+//! The web dashboard (`runtime/src/rest/dashboard/`) in a real browser: headless Chromium,
+//! driven over the DevTools protocol (`tests/support/browser.rs`), against a cluster of real
+//! `rflink-node` processes.
+//!
+//! A streaming WordCount runs on 2 TaskManagers × 2 slots; the page must show the cluster and
+//! the job, draw every vertex of the job graph with its parallelism and every edge with its
+//! ship strategy (no two boxes overlapping), and cancel the job with one click. A screenshot of
+//! the job page is saved as `<target dir>/dashboard/wordcount-running.png`.
+//!
+//! Chromium is required: without it the test fails and says to run
+//! `scripts/install-test-tools`; `RFLINK_SKIP_BROWSER=1` skips it on purpose.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rflink_runtime::executiongraph::JobStatus;
+use support::browser::{find_chromium, Browser, BrowserError, CHROMIUM_ENV};
+use support::Cluster;
+
+/// Each step's deadline: far above what it takes, so only a real hang fails.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The dashboard polls every `refresh-interval` (3 s); a page check may take a few of those.
+const PAGE_WAIT: Duration = Duration::from_secs(20);
+
+/// The Chromium binary, or `None` when the test is skipped on purpose; panics with what to do
+/// when there is none.
+fn chromium() -> Option<PathBuf> {
+    if std::env::var("RFLINK_SKIP_BROWSER").as_deref() == Ok("1") {
+        println!("SKIPPED: dashboard browser test (RFLINK_SKIP_BROWSER=1)");
+        return None;
+    }
+    match find_chromium() {
+        Some(path) => Some(path),
+        None => panic!(
+            "the dashboard test needs Chromium and found no `chromium` on the PATH: run \
+             scripts/install-test-tools (or set {CHROMIUM_ENV} to a Chromium/Chrome binary, or \
+             RFLINK_SKIP_BROWSER=1 to skip this test)"
+        ),
+    }
+}
+
+/// Where the screenshot goes: `dashboard/` in the target directory of the binaries under test.
+fn screenshot_path() -> PathBuf {
+    let node = PathBuf::from(env!("CARGO_BIN_EXE_rflink-node"));
+    let target = node
+        .parent()
+        .and_then(|profile| profile.parent())
+        .expect("the binary sits in <target>/<profile>/");
+    target.join("dashboard").join("wordcount-running.png")
+}
+
+/// Unwraps a browser result, or panics with the error, the page's errors and every node's logs.
+fn ok<T>(result: Result<T, BrowserError>, browser: &Browser, cluster: &Cluster) -> T {
+    result.unwrap_or_else(|e| {
+        panic!(
+            "{e}\npage errors: {:?}\nchromium stderr:\n{}\n{}",
+            browser.page_errors(),
+            browser.stderr_lines(),
+            cluster.logs()
+        )
+    })
+}
+
+#[actix_rt::test]
+async fn the_dashboard_shows_a_running_wordcount_and_cancels_it() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let started = Instant::now();
+    let cluster = Cluster::start(2, 2, &[]);
+    cluster
+        .wait_for_overview("2 task managers with 4 slots", WAIT, |o| {
+            o.taskmanagers == 2 && o.slots_total == 4
+        })
+        .await;
+
+    // A WordCount that runs until cancelled: far more lines than it reads at this rate.
+    let output = tempfile::tempdir().expect("tempdir");
+    let output_dir = output.path().display().to_string();
+    let job_id = cluster.submit_example(
+        "streaming-wordcount",
+        &[
+            "--lines",
+            "100000000",
+            "--lines-per-second",
+            "200",
+            "--parallelism",
+            "2",
+            "--checkpoint-interval",
+            "1000",
+            "--output",
+            &output_dir,
+        ],
+        WAIT,
+    );
+    let status = cluster
+        .wait_for_job_status(
+            job_id,
+            |s| s == JobStatus::Running || s.is_terminal(),
+            Instant::now() + WAIT,
+        )
+        .await;
+    assert_eq!(status, JobStatus::Running, "{}", cluster.logs());
+    let details = cluster.rest.job_details(job_id).await.expect("job details");
+    let tasks: u32 = details.vertices.iter().map(|v| v.parallelism).sum();
+    cluster.wait_for_running_tasks(job_id, tasks, WAIT).await;
+    // The job as the page reads it (ids as the REST API spells them).
+    let details = serde_json::to_value(&details).expect("details serialize");
+    let jid = details["jid"].as_str().expect("jid").to_string();
+    let vertices: Vec<(String, String, u64)> = details["vertices"]
+        .as_array()
+        .expect("vertices")
+        .iter()
+        .map(|v| {
+            (
+                v["id"].as_str().expect("vertex id").to_string(),
+                v["name"].as_str().expect("vertex name").to_string(),
+                v["parallelism"].as_u64().expect("parallelism"),
+            )
+        })
+        .collect();
+    let edges: Vec<(String, String, String)> = details["plan"]["nodes"]
+        .as_array()
+        .expect("plan nodes")
+        .iter()
+        .flat_map(|node| {
+            let target = node["id"].as_str().unwrap_or_default().to_string();
+            node["inputs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |input| {
+                    (
+                        input["id"].as_str().unwrap_or_default().to_string(),
+                        target.clone(),
+                        input["ship_strategy"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+        })
+        .collect();
+    assert!(
+        vertices.len() >= 2 && !edges.is_empty(),
+        "WordCount has a keyed exchange: {details}"
+    );
+
+    let mut browser = Browser::launch(&chromium).unwrap_or_else(|e| panic!("{e}"));
+    let base = format!("http://{}", cluster.rest.address());
+    ok(browser.navigate(&format!("{base}/")), &browser, &cluster);
+
+    // The overview: the cluster's TaskManagers and slots, and the job, RUNNING.
+    let overview_js = format!(
+        r#"(() => {{
+            const o = document.querySelector('#cluster-overview');
+            const f = (n) => o && o.querySelector(`[data-field="${{n}}"]`)?.textContent.trim();
+            const row = document.querySelector('#jobs-table tr[data-job-id="{jid}"]');
+            return {{
+                taskmanagers: f('taskmanagers'),
+                slotsTotal: f('slots-total'),
+                slotsAvailable: f('slots-available'),
+                job: row?.querySelector('[data-field="status"]')?.textContent.trim() ?? null,
+                tmRows: document.querySelectorAll('#taskmanagers-table tr[data-taskmanager-id]').length,
+            }};
+        }})()"#,
+        jid = jid,
+    );
+    let overview = ok(
+        browser.wait_for(
+            "the overview shows the cluster and the job RUNNING",
+            &overview_js,
+            PAGE_WAIT,
+            |v| {
+                v["taskmanagers"] == "2"
+                    && v["slotsTotal"] == "4"
+                    && v["job"] == "RUNNING"
+                    && v["tmRows"] == 2
+            },
+        ),
+        &browser,
+        &cluster,
+    );
+    let rest_overview = cluster.rest.overview().await.expect("overview");
+    assert_eq!(
+        overview["slotsAvailable"],
+        rest_overview.slots_available.to_string(),
+        "free slots on the page and in /overview: {overview}"
+    );
+
+    // The job page, reached through the jobs table's link.
+    let clicked = ok(
+        browser.evaluate(&format!(
+            r#"(() => {{
+                const a = document.querySelector('#jobs-table tr[data-job-id="{jid}"] a');
+                if (!a) return false;
+                a.click();
+                return true;
+            }})()"#
+        )),
+        &browser,
+        &cluster,
+    );
+    assert_eq!(clicked, true, "the jobs table links to the job");
+    let job_js = format!(
+        r#"(() => {{
+            const page = document.querySelector('#job-page[data-job-id="{jid}"]');
+            if (!page) return null;
+            const graph = page.querySelector('svg#job-graph');
+            const boxes = graph ? [...graph.querySelectorAll('g.vertex')] : [];
+            return {{
+                status: page.querySelector('[data-field="status"]')?.textContent.trim() ?? null,
+                cancel: !!document.querySelector('button#cancel-job:not([disabled])'),
+                exceptions: !!page.querySelector('#exceptions'),
+                checkpoints: !!page.querySelector('#checkpoints'),
+                vertices: boxes.map((g) => {{
+                    const b = g.getBBox();
+                    const m = g.transform.baseVal.consolidate()?.matrix;
+                    return {{
+                        id: g.dataset.vertexId,
+                        title: g.querySelector('title')?.textContent ?? '',
+                        name: g.querySelector('.vertex-name')?.textContent ?? '',
+                        parallelism: g.querySelector('[data-field="parallelism"]')?.textContent.trim() ?? null,
+                        box: [b.x + (m ? m.e : 0), b.y + (m ? m.f : 0), b.width, b.height],
+                    }};
+                }}),
+                edges: graph ? [...graph.querySelectorAll('path.edge')].map((p) => ({{
+                    from: p.dataset.source, to: p.dataset.target,
+                    ship: p.getAttribute('data-ship-strategy'),
+                }})) : [],
+            }};
+        }})()"#,
+        jid = jid,
+    );
+    let expected_vertices = vertices.len();
+    let job = ok(
+        browser.wait_for(
+            "the job page shows the running job's graph",
+            &job_js,
+            PAGE_WAIT,
+            |v| {
+                v["status"] == "RUNNING"
+                    && v["cancel"] == true
+                    && v["vertices"].as_array().map(Vec::len) == Some(expected_vertices)
+            },
+        ),
+        &browser,
+        &cluster,
+    );
+    assert_eq!(job["exceptions"], true, "{job}");
+    assert_eq!(job["checkpoints"], true, "{job}");
+    let drawn = job["vertices"].as_array().expect("vertices").clone();
+    for (id, name, parallelism) in &vertices {
+        let box_ = drawn
+            .iter()
+            .find(|d| d["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("vertex {id} ({name}) is not drawn: {job}"));
+        assert_eq!(
+            box_["parallelism"],
+            parallelism.to_string(),
+            "the parallelism of {name}: {box_}"
+        );
+        assert!(
+            box_["title"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(name.as_str()),
+            "the tooltip of {id} names {name}: {box_}"
+        );
+        // The box shows the name, shortened with an ellipsis when it does not fit.
+        let shown = box_["name"].as_str().unwrap_or_default();
+        let shown = shown.trim_end_matches('…');
+        assert!(
+            !shown.is_empty() && name.replace(' ', "").starts_with(&shown.replace(' ', "")),
+            "the box of {id} shows {shown:?}, not a prefix of {name:?}"
+        );
+    }
+    // No two boxes overlap.
+    let rects: Vec<[f64; 4]> = drawn
+        .iter()
+        .map(|d| {
+            let b = &d["box"];
+            [0, 1, 2, 3].map(|i| b[i].as_f64().expect("a number"))
+        })
+        .collect();
+    for (i, a) in rects.iter().enumerate() {
+        for b in &rects[i + 1..] {
+            let apart = a[0] + a[2] <= b[0]
+                || b[0] + b[2] <= a[0]
+                || a[1] + a[3] <= b[1]
+                || b[1] + b[3] <= a[1];
+            assert!(apart, "vertex boxes {a:?} and {b:?} overlap: {job}");
+        }
+    }
+    // Every edge of the plan is drawn with its ship strategy.
+    let drawn_edges = job["edges"].as_array().expect("edges");
+    for (from, to, ship) in &edges {
+        assert!(
+            drawn_edges.iter().any(|e| e["from"] == from.as_str()
+                && e["to"] == to.as_str()
+                && e["ship"] == ship.as_str()),
+            "edge {from} -> {to} ({ship}) is not drawn: {drawn_edges:?}"
+        );
+    }
+    assert!(
+        drawn_edges
+            .iter()
+            .all(|e| e["ship"].as_str().is_some_and(|s| !s.is_empty())),
+        "every edge names its ship strategy: {drawn_edges:?}"
+    );
+
+    // When the REST API reports records (it may not yet: metrics can stay 0), the graph shows
+    // them before the screenshot: a graph of zeros says little.
+    let reported = cluster
+        .rest
+        .job_details(job_id)
+        .await
+        .map(|d| {
+            let d = serde_json::to_value(&d).unwrap_or_default();
+            d["vertices"].as_array().is_some_and(|vs| {
+                vs.iter()
+                    .any(|v| v["metrics"]["write-records"].as_u64().unwrap_or(0) > 0)
+            })
+        })
+        .unwrap_or(false);
+    if reported {
+        ok(
+            browser.wait_for(
+                "the graph shows the records REST reports",
+                "[...document.querySelectorAll('#job-graph [data-field=\"records-out\"]')]\
+                 .some((t) => !['0', '—'].includes(t.textContent.trim()))",
+                PAGE_WAIT,
+                |v| v == true,
+            ),
+            &browser,
+            &cluster,
+        );
+    }
+    let screenshot = screenshot_path();
+    ok(browser.screenshot(&screenshot), &browser, &cluster);
+    println!("dashboard screenshot: {}", screenshot.display());
+
+    // One click cancels the job: REST sees CANCELED, and so does the page.
+    let clicked = ok(
+        browser.evaluate(
+            "(() => { const b = document.getElementById('cancel-job'); \
+             if (!b || b.disabled) return false; b.click(); return true; })()",
+        ),
+        &browser,
+        &cluster,
+    );
+    assert_eq!(clicked, true, "the cancel button is there and enabled");
+    let status = cluster
+        .wait_for_job_status(job_id, JobStatus::is_terminal, Instant::now() + WAIT)
+        .await;
+    assert_eq!(status, JobStatus::Canceled, "{}", cluster.logs());
+    let after = ok(
+        browser.wait_for("the job page shows CANCELED", &job_js, PAGE_WAIT, |v| {
+            v["status"] == "CANCELED" && v["cancel"] == false
+        }),
+        &browser,
+        &cluster,
+    );
+    assert!(
+        after["vertices"].as_array().map(Vec::len) == Some(expected_vertices),
+        "the graph stays drawn after the job ended: {after}"
+    );
+    assert!(
+        browser.page_errors().is_empty(),
+        "the page logged errors: {:?}",
+        browser.page_errors()
+    );
+    println!("dashboard test took {:?}", started.elapsed());
+}
