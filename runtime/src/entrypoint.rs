@@ -440,6 +440,12 @@ impl TaskManagerRunner {
                             Some(format!("{advertised}:{}", server.local_addr().port()));
                         Some(server)
                     }
+                    // As Flink's reporters: a port that cannot be bound costs the metrics
+                    // endpoint, not the TaskManager.
+                    Err(err @ crate::metrics::server::MetricsServerError::Bind { .. }) => {
+                        tracing::error!(error = %err, "no prometheus endpoint; the task manager runs without one");
+                        None
+                    }
                     Err(err) => {
                         if let Some(shuffle) = &shuffle {
                             shuffle.shutdown();

@@ -468,6 +468,9 @@ impl Cluster {
             "127.0.0.1".into(),
             "-D".into(),
             format!("taskmanager.numberOfTaskSlots={slots}"),
+            // Its Prometheus endpoint on an ephemeral port (the ready line's `metrics`).
+            "-D".into(),
+            "metrics.reporter.prom.port=0".into(),
         ];
         if let Some(proxy) = &proxies.rpc {
             args.extend(["--advertised-rpc-port".into(), proxy.port().to_string()]);

@@ -164,7 +164,6 @@ struct JobMetrics {
     _group: crate::metrics::MetricGroup,
     num_restarts: crate::metrics::Gauge,
     uptime: crate::metrics::Gauge,
-    running_since: Option<i64>,
     completed: crate::metrics::Gauge,
     failed: crate::metrics::Gauge,
     in_progress: crate::metrics::Gauge,
@@ -187,7 +186,6 @@ impl JobMetrics {
         let metrics = JobMetrics {
             num_restarts: gauge("numRestarts"),
             uptime: gauge("uptime"),
-            running_since: None,
             completed: gauge("numberOfCompletedCheckpoints"),
             failed: gauge("numberOfFailedCheckpoints"),
             in_progress: gauge("numberOfInProgressCheckpoints"),
@@ -808,13 +806,16 @@ impl JobMaster {
         m.num_restarts.set(f64::from(restarts));
         let now = crate::executiongraph::now_millis();
         // Flink's `uptime`: millis since the job last went RUNNING; 0 when it is not running.
-        match (status == JobStatus::Running, m.running_since) {
-            (true, None) => m.running_since = Some(now),
-            (false, Some(_)) => m.running_since = None,
-            _ => {}
-        }
+        let running_since = (status == JobStatus::Running)
+            .then(|| {
+                self.graph
+                    .status_timestamps
+                    .get(&JobStatus::Running)
+                    .copied()
+            })
+            .flatten();
         m.uptime
-            .set(m.running_since.map_or(0.0, |since| (now - since) as f64));
+            .set(running_since.map_or(0.0, |since| (now - since).max(0) as f64));
         if let Some(stats) = stats {
             m.completed.set(stats.counts.completed as f64);
             m.failed.set(stats.counts.failed as f64);
