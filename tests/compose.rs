@@ -553,6 +553,50 @@ async fn wordcount_on_docker_compose_and_task_manager_loss() {
         expected.len()
     );
 
+    // Monitoring through the published REST port: the JobManager's Prometheus text, and each
+    // TaskManager's advertised metrics endpoint (inside the compose network) and metrics.
+    let (status, text) = rest.get_text("/metrics").await.expect("scrape");
+    assert_eq!(status, 200, "{text}");
+    let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| {
+            project.fail(&format!(
+                "the JobManager's /metrics: {e}
+{text}"
+            ))
+        });
+    assert!(
+        parsed
+            .samples
+            .iter()
+            .any(|s| s.metric == "flink_jobmanager_numRegisteredTaskManagers"),
+        "{text}"
+    );
+    for tm in rest.taskmanagers().await.expect("taskmanagers") {
+        let advertised = tm.metrics_address.clone().unwrap_or_default();
+        assert!(advertised.ends_with(":9249"), "{tm:?}");
+        let metrics = rest
+            .get_json(&format!(
+                "/taskmanagers/{}/metrics?get=Status.Shuffle.Netty.TotalMemorySegments",
+                tm.id
+            ))
+            .await
+            .expect("taskmanager metrics");
+        assert_eq!(
+            metrics[0]["id"], "Status.Shuffle.Netty.TotalMemorySegments",
+            "{metrics}"
+        );
+    }
+    // Compose logs in JSON (RFLINK_LOG_FORMAT, json by default there): one object per line.
+    let logs = project.compose(&["logs", "--no-color", "jobmanager"]);
+    let json_lines = logs
+        .lines()
+        .filter_map(|l| l.split_once("| ").map(|(_, rest)| rest))
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["level"].is_string())
+        })
+        .count();
+    assert!(json_lines > 0, "no JSON log lines:\n{logs}");
+
     // Checkpointed streaming WordCounts (exactly-once part files, checkpoints on the shared
     // volume) on both TaskManagers, trial after trial: a TaskManager container is killed after a
     // checkpoint completed, the job restarts on the other's spare slots from that checkpoint,

@@ -342,6 +342,16 @@ async fn task_manager_and_job_manager_metrics_are_served() {
         text.contains("flink_jobmanager_taskmanager_heartbeatRttMs{"),
         "{text}"
     );
+    // The dashboard's files, compiled in; its page at `/`.
+    for (path, needle) in [
+        ("/", "app.js"),
+        ("/app.js", "/jobs/overview"),
+        ("/style.css", "{"),
+    ] {
+        let (status, body) = rest.get_text(path).await.expect("answers");
+        assert_eq!(status, 200, "{path}");
+        assert!(body.contains(needle), "{path}: {needle} missing");
+    }
     let env = get(&rest, "/jobmanager/environment").await;
     assert!(env["jvm"]["version"]
         .as_str()

@@ -26,6 +26,15 @@
 //! | GET `/jobs/{jobid}/execution-result` | 200 [`JobExecutionResultResponseBody`](messages::JobExecutionResultResponseBody) | `JobExecutionResultHandler` |
 //! | GET `/taskmanagers` | 200 [`TaskManagersInfo`](messages::TaskManagersInfo) | `TaskManagersHandler` |
 //! | GET `/jobmanager/config` | 200 `[{"key","value"}]` | `ClusterConfigHandler` |
+//! | POST `/jobs/{jobid}/savepoints`, GET `/jobs/{jobid}/savepoints/{triggerid}`, POST `/jobs/{jobid}/stop` | 202 `{"request-id"}`, then the operation's status | `SavepointHandlers`, `StopWithSavepointHandlers` |
+//! | GET `/jobs/{jobid}/vertices/{vid}` (+ `/subtasktimes`, `/taskmanagers`, `/backpressure`, `/metrics`, `/subtasks/metrics`, `/watermarks`, `/accumulators`) | 200, see [`monitoring`] | `JobVertexDetailsHandler`, ... |
+//! | GET `/jobs/{jobid}/config`, `/jobs/{jobid}/checkpoints/config`, `/jobs/{jobid}/checkpoints/details/{cid}` | 200 (404 without checkpointing) | `JobConfigHandler`, `CheckpointConfigHandler`, `CheckpointStatisticDetailsHandler` |
+//! | GET `/taskmanagers/{id}` (+ `/metrics`, `/logs`), `/jobmanager/metrics`, `/jobmanager/environment`, `/applications/overview` | 200 | `TaskManagerDetailsHandler`, `JobManagerMetricsHandler`, ... |
+//! | GET `/metrics` | 200 Prometheus text (rflink's; [`crate::metrics`]) | – |
+//! | GET `/` | the web dashboard ([`dashboard`]) | Flink's web UI |
+//!
+//! `docs/rest-api.md` is the whole coverage table (every path Flink's dashboard and CLI use:
+//! supported, partial or absent).
 //!
 //! # Submitting a job: JSON, or Flink's multipart with the job's library
 //!
