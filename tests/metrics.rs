@@ -56,7 +56,8 @@ fn sum_for_job(scrape: &Scrape, metric: &str, job: &str) -> f64 {
 
 #[actix_rt::test]
 async fn jobmanager_and_taskmanagers_expose_flink_style_prometheus_metrics() {
-    let cluster = Cluster::start(2, 1, &[]);
+    // JSON logs, to check below that a task's events carry its ids.
+    let cluster = Cluster::start(2, 1, &["--log-format", "json"]);
     let job_id = cluster.submit_example(
         "streaming-wordcount",
         &[
@@ -216,6 +217,28 @@ async fn jobmanager_and_taskmanagers_expose_flink_style_prometheus_metrics() {
     cluster
         .wait_for_job_status(job_id, |s| s == JobStatus::Canceled, Instant::now() + WAIT)
         .await;
+    // Every line a node logs is a JSON object; a task's end carries the task's span with its
+    // job and attempt.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let logs: String = cluster.tms.iter().map(|tm| tm.logs()).collect();
+        let lines: Vec<serde_json::Value> = logs
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let ended = lines.iter().find(|v| {
+            v["fields"]["message"] == "task ended" && v["span"]["job_id"] == job.as_str()
+        });
+        if let Some(line) = ended {
+            assert!(line["span"]["attempt"].is_string(), "{line}");
+            assert!(line["span"]["task"].is_string(), "{line}");
+            assert_eq!(line["fields"]["state"], "CANCELED", "{line}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no JSON 'task ended' line:\n{logs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // A cancelled job's tasks leave the TaskManagers' metrics.
     let deadline = Instant::now() + WAIT;
     for address in &ready {

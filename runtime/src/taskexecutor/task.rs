@@ -89,7 +89,8 @@ pub(crate) fn spawn(
                 )
             }
         };
-        tracing::debug!(%attempt, %state, "task ended");
+        // Flink logs every task's switch to its final state at INFO too.
+        tracing::info!(%state, "task ended");
         report(state, error);
     })?;
     Ok(())
