@@ -221,7 +221,12 @@ async fn jobmanager_and_taskmanagers_expose_flink_style_prometheus_metrics() {
     // job and attempt.
     let deadline = Instant::now() + WAIT;
     loop {
-        let logs: String = cluster.tms.iter().map(|tm| tm.logs()).collect();
+        let logs: String = cluster
+            .tms
+            .iter()
+            .map(|tm| tm.logs())
+            .collect::<Vec<_>>()
+            .join("\n");
         let lines: Vec<serde_json::Value> = logs
             .lines()
             .filter(|l| l.starts_with('{'))
@@ -236,7 +241,10 @@ async fn jobmanager_and_taskmanagers_expose_flink_style_prometheus_metrics() {
             assert_eq!(line["fields"]["state"], "CANCELED", "{line}");
             break;
         }
-        assert!(Instant::now() < deadline, "no JSON 'task ended' line:\n{logs}");
+        assert!(
+            Instant::now() < deadline,
+            "no JSON 'task ended' line:\n{logs}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A cancelled job's tasks leave the TaskManagers' metrics.
