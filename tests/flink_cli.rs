@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,47 +65,15 @@ fn flink_launcher() -> Option<PathBuf> {
 /// code, stdout, stderr).
 fn flink(launcher: &Path, args: &[&str], log_dir: &Path) -> (i32, String, String) {
     let started = Instant::now();
-    let mut child = Command::new(launcher)
-        .args(args)
-        .env("FLINK_LOG_DIR", log_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{} does not start: {e}", launcher.display()));
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status.code().unwrap_or(-1);
-        }
-        if started.elapsed() >= FLINK_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "flink {args:?} did not end within {FLINK_TIMEOUT:?}\nstdout:\n{}\nstderr:\n{}",
-                out.join().unwrap_or_default(),
-                err.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    eprintln!("flink {args:?}: exit {code} in {:?}", started.elapsed());
-    (
-        code,
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    )
+    let mut command = Command::new(launcher);
+    command.args(args).env("FLINK_LOG_DIR", log_dir);
+    let result = support::run_bounded(command, &format!("flink {args:?}"), FLINK_TIMEOUT);
+    eprintln!(
+        "flink {args:?}: exit {} in {:?}",
+        result.0,
+        started.elapsed()
+    );
+    result
 }
 
 /// Waits until the job completed a checkpoint (every task is running and checkpointing works,

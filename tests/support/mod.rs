@@ -758,14 +758,21 @@ impl Cluster {
 /// Runs the `rflink` CLI with `args`, killed (and reaped) past `timeout`; returns (exit code,
 /// stdout, stderr).
 pub fn rflink_cli(args: &[String], timeout: Duration) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rflink"))
-        .args(args)
-        .env_remove("RFLINK_JOBMANAGER")
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rflink"));
+    command.args(args).env_remove("RFLINK_JOBMANAGER");
+    run_bounded(command, &format!("rflink {args:?}"), timeout)
+}
+
+/// Runs `command` (described as `what`) with no stdin, collecting its stdout and stderr;
+/// kills it and panics with what it printed if it runs past `timeout`. Returns (exit code,
+/// stdout, stderr).
+pub fn run_bounded(mut command: Command, what: &str, timeout: Duration) -> (i32, String, String) {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("the rflink binary starts");
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let out = std::thread::spawn(move || {
@@ -786,7 +793,11 @@ pub fn rflink_cli(args: &[String], timeout: Duration) -> (i32, String, String) {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("rflink {args:?} did not end within {timeout:?}");
+            panic!(
+                "{what} did not end within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                out.join().unwrap_or_default(),
+                err.join().unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };

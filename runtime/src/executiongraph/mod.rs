@@ -105,28 +105,34 @@ pub struct ExecutionJobVertex {
 impl ExecutionJobVertex {
     /// The vertex's aggregate state, as Flink computes it for REST.
     pub fn aggregate_state(&self) -> ExecutionState {
-        use ExecutionState::*;
-        let count = |s| self.executions.iter().filter(|e| e.state == s).count();
-        let n = self.executions.len();
-        if count(Failed) > 0 {
-            Failed
-        } else if count(Canceling) > 0 {
-            Canceling
-        } else if count(Canceled) > 0 {
-            Canceled
-        } else if count(Running) > 0 {
-            Running
-        } else if count(Finished) == n {
-            Finished
-        } else if count(Initializing) > 0 {
-            Initializing
-        } else if count(Deploying) > 0 {
-            Deploying
-        } else if count(Scheduled) > 0 {
-            Scheduled
-        } else {
-            Created
-        }
+        aggregate_state(self.executions.iter().map(|e| e.state))
+    }
+}
+
+/// The aggregate state of some subtasks (a vertex's, or those of a vertex on one
+/// TaskManager), as Flink computes it for REST.
+pub fn aggregate_state(states: impl Iterator<Item = ExecutionState>) -> ExecutionState {
+    use ExecutionState::*;
+    let states: Vec<ExecutionState> = states.collect();
+    let count = |s| states.iter().filter(|x| **x == s).count();
+    if count(Failed) > 0 {
+        Failed
+    } else if count(Canceling) > 0 {
+        Canceling
+    } else if count(Canceled) > 0 {
+        Canceled
+    } else if count(Running) > 0 {
+        Running
+    } else if count(Finished) == states.len() {
+        Finished
+    } else if count(Initializing) > 0 {
+        Initializing
+    } else if count(Deploying) > 0 {
+        Deploying
+    } else if count(Scheduled) > 0 {
+        Scheduled
+    } else {
+        Created
     }
 }
 

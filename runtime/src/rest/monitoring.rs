@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::messages::{IoMetricsInfo, TaskManagerSummary};
 use super::server::{job_id, resource, respond, ApiError, State};
-use crate::dispatcher::{JobDetails, SubtaskDetails, TaskManagerInfo, VertexDetails};
-use crate::executiongraph::{now_millis, ExecutionState, JobStatus};
+use crate::dispatcher::{JobDetails, SubtaskDetails, TaskManagerInfo};
+use crate::executiongraph::{aggregate_state, now_millis, ExecutionState, JobStatus};
 use crate::metrics::task::names;
 use crate::metrics::{select, MetricEntry};
 use crate::types::JobVertexId;
@@ -663,14 +663,9 @@ async fn vertex_taskmanagers(req: HttpRequest, state: State) -> HttpResponse {
                 for s in &subtasks {
                     *counts.slot(s.state) += 1;
                 }
-                let status = VertexDetails {
-                    subtasks: owned.clone(),
-                    tasks: crate::dispatcher::TaskCounts::of(subtasks.iter().map(|s| s.state)),
-                    ..v.clone()
-                };
                 serde_json::json!({
                     "endpoint": endpoint,
-                    "status": aggregate_state(&status),
+                    "status": aggregate_state(subtasks.iter().map(|s| s.state)),
                     "start-time": start,
                     "end-time": end,
                     "duration": duration,
@@ -693,26 +688,6 @@ async fn vertex_taskmanagers(req: HttpRequest, state: State) -> HttpResponse {
     }
     .await;
     respond(&req, StatusCode::OK, result)
-}
-
-/// The aggregate state of some subtasks, as Flink computes a vertex's.
-fn aggregate_state(v: &VertexDetails) -> ExecutionState {
-    use ExecutionState::*;
-    let count = |s| v.subtasks.iter().filter(|x| x.state == s).count();
-    let n = v.subtasks.len();
-    if count(Failed) > 0 {
-        Failed
-    } else if count(Canceling) > 0 {
-        Canceling
-    } else if count(Canceled) > 0 {
-        Canceled
-    } else if count(Running) > 0 {
-        Running
-    } else if n > 0 && count(Finished) == n {
-        Finished
-    } else {
-        v.subtasks.first().map_or(Created, |s| s.state)
-    }
 }
 
 async fn backpressure(req: HttpRequest, state: State) -> HttpResponse {
