@@ -431,3 +431,65 @@ fn base64_decode(text: &str) -> Vec<u8> {
     }
     out
 }
+
+/// `flink cancel -s <dir>` posts a savepoint with `cancel-job: true`: a plain savepoint (not a
+/// stop, which would end the job FINISHED), then a cancel once it completed; a failed one
+/// cancels nothing.
+#[actix_rt::test]
+async fn cancel_with_savepoint_cancels_once_the_savepoint_completed() {
+    bounded(async {
+        let h = start();
+        let job = h.job(JobStatus::Running);
+        let path = format!("/v1/jobs/{job}/savepoints");
+        let body = json!({"target-directory": "file:///tmp/sp", "cancel-job": true,
+                          "formatType": "CANONICAL", "triggerId": null});
+        // The fake numbers its savepoints 1, 2, ...; a real JobMaster knows a savepoint as in
+        // progress from its trigger on.
+        for id in [1, 2] {
+            h.fake
+                .savepoints
+                .lock()
+                .unwrap()
+                .insert(id, SavepointStatus::InProgress);
+        }
+        let (status, reply) = h.request("POST", &path, body.clone()).await;
+        assert_eq!(status, 202, "{reply}");
+        assert_eq!(
+            h.fake.triggered.lock().unwrap().last().cloned(),
+            Some((Some("/tmp/sp".to_string()), false)),
+            "a plain savepoint, not a stop"
+        );
+        let id = u64::from_str_radix(reply["request-id"].as_str().expect("id"), 16).expect("hex");
+        assert_eq!(id, 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            h.fake.cancelled.lock().unwrap().is_empty(),
+            "no cancel while the savepoint runs"
+        );
+        h.fake
+            .savepoints
+            .lock()
+            .unwrap()
+            .insert(id, SavepointStatus::Completed("/tmp/sp/savepoint-1".into()));
+        while h.fake.cancelled.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*h.fake.cancelled.lock().unwrap(), vec![job]);
+
+        // A failed savepoint leaves the job alone.
+        let other = h.job(JobStatus::Running);
+        let (status, reply) = h
+            .request("POST", &format!("/v1/jobs/{other}/savepoints"), body)
+            .await;
+        assert_eq!(status, 202, "{reply}");
+        let id = u64::from_str_radix(reply["request-id"].as_str().expect("id"), 16).expect("hex");
+        h.fake
+            .savepoints
+            .lock()
+            .unwrap()
+            .insert(id, SavepointStatus::Failed("declined".into()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(*h.fake.cancelled.lock().unwrap(), vec![job]);
+    })
+    .await;
+}

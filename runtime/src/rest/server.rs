@@ -616,12 +616,54 @@ async fn savepoint(
     })
 }
 
+/// Waits for savepoint `savepoint_id` of `job_id` and cancels the job once it completed.
+async fn cancel_after_savepoint(
+    gateway: Arc<dyn RestfulGateway>,
+    job_id: JobId,
+    savepoint_id: u64,
+) {
+    use crate::jobmaster::SavepointStatus;
+    loop {
+        match gateway.savepoint_status(job_id, savepoint_id).await {
+            Ok(Some(SavepointStatus::InProgress)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Ok(Some(SavepointStatus::Completed(location))) => {
+                info!(job_id = %job_id, location, "savepoint completed; cancelling the job");
+                if let Err(e) = gateway.cancel_job(job_id).await {
+                    warn!(job_id = %job_id, error = %e, "cancel after the savepoint failed");
+                }
+                return;
+            }
+            Ok(Some(SavepointStatus::Failed(reason))) => {
+                warn!(job_id = %job_id, reason, "the savepoint failed; the job is not cancelled");
+                return;
+            }
+            Ok(None) | Err(_) => {
+                warn!(job_id = %job_id, savepoint_id, "the savepoint's job or status is gone; not cancelling");
+                return;
+            }
+        }
+    }
+}
+
 async fn trigger_savepoint(req: HttpRequest, state: State, payload: web::Payload) -> HttpResponse {
     let result = async {
         let id = job_id(&req)?;
         let body: SavepointTriggerRequest =
             json_body(&req, payload, &state, "SavepointTriggerRequestBody").await?;
-        savepoint(&state, id, body.target_directory, body.cancel_job).await
+        if !body.cancel_job {
+            return savepoint(&state, id, body.target_directory, false).await;
+        }
+        // Cancel with savepoint (`flink cancel -s`): the savepoint, then a cancel once it
+        // completed, so the job ends CANCELED as in Flink (a stop would end it FINISHED). A
+        // failed savepoint leaves the job running, as Flink's does.
+        let response = savepoint(&state, id, body.target_directory, false).await?;
+        let savepoint_id = u64::from_str_radix(&response.request_id, 16).unwrap_or_default();
+        let gateway = Arc::clone(&state.gateway);
+        let runtime = tokio::runtime::Handle::current();
+        runtime.spawn(cancel_after_savepoint(gateway, id, savepoint_id));
+        Ok(response)
     }
     .await;
     respond(&req, StatusCode::ACCEPTED, result)
