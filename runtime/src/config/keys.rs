@@ -230,11 +230,53 @@ impl Codec for OptPath {
     const OPTIONAL: bool = true;
     fn parse(text: &str) -> Result<Option<PathBuf>, String> {
         let text = text.trim();
-        Ok((!text.is_empty()).then(|| PathBuf::from(text)))
+        if text.is_empty() {
+            return Ok(None);
+        }
+        local_path(text).map(Some)
     }
     fn render(value: &Option<PathBuf>) -> Option<String> {
         value.as_ref().map(|p| p.display().to_string())
     }
+}
+
+/// A path, or a `file:` URI as Flink's configurations write them (`file:///data/sp`,
+/// `file:/data/sp`, `file://localhost/data/sp`: the path `/data/sp`). Other file systems
+/// (`s3://`, `hdfs://`) and remote hosts are refused: rflink uses the local file system.
+fn local_path(text: &str) -> Result<PathBuf, String> {
+    let lower = text.to_ascii_lowercase();
+    if let Some(rest) = lower.strip_prefix("file:").map(|_| &text[5..]) {
+        let path = match rest.strip_prefix("//") {
+            None => rest,
+            Some(authority_and_path) => {
+                let (host, path) = authority_and_path
+                    .find('/')
+                    .map_or((authority_and_path, ""), |i| authority_and_path.split_at(i));
+                if !(host.is_empty() || host.eq_ignore_ascii_case("localhost")) {
+                    return Err(format!(
+                        "{text:?} names host {host:?}: only local paths are supported"
+                    ));
+                }
+                path
+            }
+        };
+        if path.is_empty() {
+            return Err(format!("{text:?} names no path"));
+        }
+        return Ok(PathBuf::from(path));
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        if !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        {
+            return Err(format!(
+                "{text:?}: rflink uses the local file system (a path or a file: URI), not {scheme}:"
+            ));
+        }
+    }
+    Ok(PathBuf::from(text))
 }
 
 /// One configuration key: its name, kind, documentation and where it lives in
@@ -694,6 +736,33 @@ pub fn template() -> String {
         out.push_str(&format!("{}: {}\n", spec.key, yaml_scalar(&value)));
     }
     out
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn file_uris_are_local_paths_and_other_file_systems_are_refused() {
+        for (text, path) in [
+            ("/data/sp", "/data/sp"),
+            ("relative/dir", "relative/dir"),
+            ("file:///data/sp", "/data/sp"),
+            ("file:/data/sp", "/data/sp"),
+            ("FILE://localhost/data/sp", "/data/sp"),
+            ("/odd:name", "/odd:name"),
+        ] {
+            assert_eq!(
+                OptPath::parse(text),
+                Ok(Some(PathBuf::from(path))),
+                "{text}"
+            );
+        }
+        assert_eq!(OptPath::parse("  "), Ok(None));
+        for bad in ["s3://bucket/sp", "hdfs:///sp", "file://other/sp", "file://"] {
+            assert!(OptPath::parse(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 #[cfg(test)]
