@@ -53,8 +53,23 @@ fn backpressured(env: &mut StreamExecutionEnvironment, _: &JobArgs) -> Result<()
     Ok(())
 }
 
+/// `counted` with event time: ascending timestamps, so the watermark follows the records.
+fn timed(env: &mut StreamExecutionEnvironment, _: &JobArgs) -> Result<(), JobError> {
+    env.set_parallelism(2);
+    env.from_generator(Some(5_000), 1, |_, n| n)
+        .assign_timestamps_and_watermarks(
+            rflink::time::WatermarkStrategy::for_monotonous_timestamps()
+                .with_timestamp_assigner(|x: &u64, _| *x as i64),
+        )
+        .rebalance()
+        .map(|x: u64| x + 1)
+        .collect("monitoring-timed");
+    Ok(())
+}
+
 fn registry() -> JobRegistry {
     let mut r = JobRegistry::new();
+    r.register("timed", "numbers with event time over a rebalance", timed);
     r.register("counted", "numbers over a rebalance", counted);
     r.register(
         "backpressured",
@@ -235,9 +250,13 @@ async fn a_finished_jobs_records_and_bytes_are_exact_in_flinks_shapes() {
     assert!(["ok", "low", "high"].contains(&bp["backpressure-level"].as_str().expect("level")));
     assert_eq!(bp["subtasks"].as_array().map(Vec::len), Some(2));
 
+    // Its inputs ended, and an ended channel counts as the maximum watermark (as in Flink).
     assert_eq!(
         get(&rest, &format!("/jobs/{job_id}/vertices/{vid}/watermarks")).await,
-        serde_json::json!([])
+        serde_json::json!([
+            {"id": "0.currentInputWatermark", "value": i64::MAX.to_string()},
+            {"id": "1.currentInputWatermark", "value": i64::MAX.to_string()},
+        ])
     );
     assert_eq!(
         get(
@@ -415,5 +434,44 @@ async fn a_back_pressured_source_is_reported_high() {
     rest.cancel_job(job_id).await.expect("cancels");
     let result = c.request_job_result(job_id, WAIT).await.expect("result");
     assert_eq!(result.status, JobStatus::Canceled);
+    c.close().await.expect("closes");
+}
+
+/// A finished event-time job's watermarks: its end of input sent the maximum watermark, which
+/// is every consumer subtask's input watermark and every source subtask's output watermark.
+#[actix_rt::test]
+async fn watermarks_are_reported_per_subtask() {
+    let (c, rest) = cluster().await;
+    let job = build_job_graph(&Jobs::new(registry()), "timed", &[]).expect("builds");
+    let job_id = c.submit_job(job).await.expect("submits");
+    let result = c.request_job_result(job_id, WAIT).await.expect("result");
+    assert_eq!(result.status, JobStatus::Finished, "{result:?}");
+    assert_eq!(
+        rflink::testing::take_collected::<u64>("monitoring-timed").len(),
+        5_000
+    );
+    let details = get(&rest, &format!("/jobs/{job_id}")).await;
+    let source = details["vertices"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let sink = details["vertices"][1]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let marks = get(&rest, &format!("/jobs/{job_id}/vertices/{sink}/watermarks")).await;
+    assert_eq!(
+        marks,
+        serde_json::json!([
+            {"id": "0.currentInputWatermark", "value": i64::MAX.to_string()},
+            {"id": "1.currentInputWatermark", "value": i64::MAX.to_string()},
+        ])
+    );
+    let out = get(
+        &rest,
+        &format!("/jobs/{job_id}/vertices/{source}/metrics?get=0.currentOutputWatermark"),
+    )
+    .await;
+    assert_eq!(out[0]["value"], i64::MAX.to_string(), "{out}");
     c.close().await.expect("closes");
 }

@@ -419,7 +419,9 @@ fn format_value(value: f64, out: &mut String) {
         out.push_str("NaN");
     } else if value.is_infinite() {
         out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
-    } else if value.fract() == 0.0 && value.abs() < 1e15 {
+    } else if value.fract() == 0.0 && value.abs() <= 9.3e18 {
+        // Whole numbers as integers (a watermark of i64::MIN prints as Flink's Long.MIN_VALUE;
+        // the cast saturates).
         let _ = write!(out, "{}", value as i64);
     } else {
         let _ = write!(out, "{value}");

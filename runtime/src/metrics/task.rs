@@ -6,6 +6,8 @@
 //! asks, from counters the data plane keeps anyway (its partition writers and input gate), so
 //! the record path pays one relaxed atomic add per buffer or batch.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Counter, MetricGroup};
@@ -34,23 +36,64 @@ pub mod names {
     pub const IDLE_PER_SECOND: &str = "idleTimeMsPerSecond";
     /// Milliseconds per second working.
     pub const BUSY_PER_SECOND: &str = "busyTimeMsPerSecond";
+    /// The last watermark the task's operators got (`i64::MIN`: none yet).
+    pub const CURRENT_INPUT_WATERMARK: &str = "currentInputWatermark";
+    /// The last watermark the task sent downstream.
+    pub const CURRENT_OUTPUT_WATERMARK: &str = "currentOutputWatermark";
+}
+
+/// A task's last input watermark (the valve's output) and the last watermark it broadcast
+/// (Flink's `currentInputWatermark` / `currentOutputWatermark`): `i64::MIN`, Flink's "no
+/// watermark", until one came. Written by the task thread, read by the metrics.
+#[derive(Debug, Clone)]
+pub struct TaskWatermarks {
+    /// The watermark the task's operators got last.
+    pub input: Arc<AtomicI64>,
+    /// The watermark the task sent downstream last.
+    pub output: Arc<AtomicI64>,
+}
+
+impl Default for TaskWatermarks {
+    fn default() -> Self {
+        TaskWatermarks {
+            input: Arc::new(AtomicI64::new(i64::MIN)),
+            output: Arc::new(AtomicI64::new(i64::MIN)),
+        }
+    }
+}
+
+/// What the task thread updates: its input record count and its watermarks.
+#[derive(Debug, Clone, Default)]
+pub struct TaskIo {
+    /// `numRecordsIn`.
+    pub records_in: Counter,
+    /// `currentInputWatermark` and `currentOutputWatermark`.
+    pub watermarks: TaskWatermarks,
 }
 
 fn sum_outputs(outputs: &[PartitionStatsHandle], f: impl Fn(&PartitionStatsHandle) -> f64) -> f64 {
     outputs.iter().map(f).sum()
 }
 
-/// Registers a streaming task's metrics in `group` and returns the counter the task thread
-/// adds its input records to.
+/// Registers a streaming task's metrics in `group` and returns what the task thread updates.
 pub fn register_task_io(
     group: &MetricGroup,
     outputs: Vec<PartitionStatsHandle>,
     input: Option<GateStatsHandle>,
-) -> Counter {
+) -> TaskIo {
     use names::*;
     let started = Instant::now();
     let records_in = group.counter(NUM_RECORDS_IN);
-    let outs = std::sync::Arc::new(outputs);
+    let watermarks = TaskWatermarks::default();
+    let w = Arc::clone(&watermarks.input);
+    group.gauge_fn(CURRENT_INPUT_WATERMARK, move || {
+        w.load(Ordering::Relaxed) as f64
+    });
+    let w = Arc::clone(&watermarks.output);
+    group.gauge_fn(CURRENT_OUTPUT_WATERMARK, move || {
+        w.load(Ordering::Relaxed) as f64
+    });
+    let outs = Arc::new(outputs);
 
     let o = outs.clone();
     let records_out = move || sum_outputs(&o, |h| h.get().records_written as f64);
@@ -104,7 +147,10 @@ pub fn register_task_io(
     group.gauge_fn("buffers.inputQueueLength", move || {
         i.as_ref().map_or(0.0, |g| g.queue_length() as f64)
     });
-    records_in
+    TaskIo {
+        records_in,
+        watermarks,
+    }
 }
 
 /// Registers one group per input channel of `input` (variable `channel`), with its credit,

@@ -15,8 +15,8 @@ use super::messages::{IoMetricsInfo, TaskManagerSummary};
 use super::server::{job_id, resource, respond, ApiError, State};
 use crate::dispatcher::{JobDetails, SubtaskDetails, TaskManagerInfo};
 use crate::executiongraph::{aggregate_state, now_millis, ExecutionState, JobStatus};
+use crate::metrics::select;
 use crate::metrics::task::names;
-use crate::metrics::{select, MetricEntry};
 use crate::types::JobVertexId;
 use actix_web::http::StatusCode;
 
@@ -830,11 +830,25 @@ async fn aggregated_subtask_metrics(req: HttpRequest, state: State) -> HttpRespo
 }
 
 async fn watermarks(req: HttpRequest, state: State) -> HttpResponse {
-    // Tasks do not report their watermarks as metrics yet: an empty list, as Flink answers
-    // for a vertex without them.
-    let result = vertex_of(&state, &req)
-        .await
-        .map(|_| Vec::<MetricEntry>::new());
+    // Flink's `JobVertexWatermarksHandler`: each subtask's input watermark as
+    // `<subtask>.currentInputWatermark` (Long.MIN_VALUE: none yet); subtasks that reported
+    // none are left out.
+    let result = vertex_of(&state, &req).await.map(|(d, i)| {
+        let dump: Vec<(String, f64)> = d.vertices[i]
+            .subtasks
+            .iter()
+            .filter_map(|s| {
+                s.metric(names::CURRENT_INPUT_WATERMARK).map(|v| {
+                    (
+                        format!("{}.{}", s.subtask, names::CURRENT_INPUT_WATERMARK),
+                        v,
+                    )
+                })
+            })
+            .collect();
+        let ids: Vec<String> = dump.iter().map(|(n, _)| n.clone()).collect();
+        select(&dump, Some(&ids.join(",")))
+    });
     respond(&req, StatusCode::OK, result)
 }
 

@@ -233,7 +233,7 @@ impl TaskExecutor {
         tdd: &TaskDeploymentDescriptor,
         info: &TaskInformation,
         io: &StreamIo,
-    ) -> (MetricGroup, Vec<MetricGroup>, crate::metrics::Counter) {
+    ) -> (MetricGroup, Vec<MetricGroup>, crate::metrics::task::TaskIo) {
         let job_name = match &tdd.job_information {
             MaybeOffloaded::Inline(j) => j.job_name.clone(),
             MaybeOffloaded::Offloaded { .. } => String::new(),
@@ -261,11 +261,11 @@ impl TaskExecutor {
         );
         let outputs = io.partitions.iter().map(|p| p.stats_handle()).collect();
         let input = io.gate.as_ref().map(|(g, _)| g.stats_handle());
-        let records_in = crate::metrics::task::register_task_io(&group, outputs, input.clone());
+        let task_io = crate::metrics::task::register_task_io(&group, outputs, input.clone());
         let channels = input
             .map(|i| crate::metrics::task::register_channels(&group, &i))
             .unwrap_or_default();
-        (group, channels, records_in)
+        (group, channels, task_io)
     }
 
     fn service(ctx: &RpcContext<'_, Self>) -> Result<RpcService, RpcError> {
@@ -1277,7 +1277,7 @@ impl TaskExecutor {
             Some(io) => io,
             None => self.setup_stream_io(tdd)?,
         };
-        let (group, channel_groups, records_in) = self.task_metrics(tdd, info, &io);
+        let (group, channel_groups, task_io) = self.task_metrics(tdd, info, &io);
         let StreamIo { partitions, gate } = io;
         let checkpointing = tdd.checkpointing.as_ref().map(|config| {
             let handle = ctx.main_thread_handle();
@@ -1310,7 +1310,8 @@ impl TaskExecutor {
                 gate,
                 shuffle: Some(shuffle.clone()),
                 checkpointing,
-                records_in,
+                records_in: task_io.records_in,
+                watermarks: task_io.watermarks,
             }),
             mailbox,
             Some((group, channel_groups)),

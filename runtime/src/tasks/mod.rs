@@ -23,6 +23,7 @@
 pub mod checkpointing;
 
 use std::any::Any;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,8 @@ pub struct StreamTask {
     pub(crate) checkpointing: Option<TaskCheckpointing>,
     /// `numRecordsIn` of the task's metrics: records read from the input gate.
     pub(crate) records_in: crate::metrics::Counter,
+    /// `currentInputWatermark` / `currentOutputWatermark` of the task's metrics.
+    pub(crate) watermarks: crate::metrics::task::TaskWatermarks,
 }
 
 impl std::fmt::Debug for StreamTask {
@@ -102,7 +105,9 @@ impl std::fmt::Debug for StreamTask {
 }
 
 /// A result partition as the operator chain's output. Flink: `RecordWriter`.
-struct PartitionOutput(ResultPartitionWriter);
+/// The last watermark the task broadcast is kept in the second field (its
+/// `currentOutputWatermark`).
+struct PartitionOutput(ResultPartitionWriter, Arc<AtomicI64>);
 
 fn net(err: NetworkError) -> String {
     err.to_string()
@@ -159,6 +164,7 @@ impl PartitionWriter for PartitionOutput {
     }
 
     fn broadcast_watermark(&mut self, watermark: i64) -> Result<(), String> {
+        self.1.store(watermark, Ordering::Relaxed);
         self.0
             .broadcast_event(NetworkEvent::Watermark(watermark))
             .map_err(net)
@@ -273,11 +279,16 @@ fn deadline_of(due: Option<i64>) -> Option<Instant> {
 
 /// Hands what the watermark valve emitted to the chain: an active status before the
 /// watermark, an idle status after it.
-fn apply_valve<C: Chain>(instance: &mut C, out: rflink::time::ValveOutput) -> Result<(), String> {
+fn apply_valve<C: Chain>(
+    instance: &mut C,
+    out: rflink::time::ValveOutput,
+    input_watermark: &AtomicI64,
+) -> Result<(), String> {
     if out.status == Some(false) {
         instance.process_watermark_status(false)?;
     }
     if let Some(watermark) = out.watermark {
+        input_watermark.store(watermark, Ordering::Relaxed);
         instance.process_watermark(watermark)?;
     }
     if out.status == Some(true) {
@@ -510,7 +521,7 @@ impl StreamTask {
                     } => {
                         if !progress.ended_input {
                             let out = valve.input_watermark(channel, watermark);
-                            apply_valve(instance, out).map_err(failed)?;
+                            apply_valve(instance, out, &self.watermarks.input).map_err(failed)?;
                         }
                     }
                     GateItem::Event {
@@ -519,7 +530,7 @@ impl StreamTask {
                     } => {
                         if !progress.ended_input {
                             let out = valve.input_status(channel, idle);
-                            apply_valve(instance, out).map_err(failed)?;
+                            apply_valve(instance, out, &self.watermarks.input).map_err(failed)?;
                         }
                     }
                     GateItem::Event {
@@ -532,7 +543,7 @@ impl StreamTask {
                         if !progress.ended_input {
                             // A channel without more records no longer holds the watermark.
                             let out = valve.channel_ended(channel);
-                            apply_valve(instance, out).map_err(failed)?;
+                            apply_valve(instance, out, &self.watermarks.input).map_err(failed)?;
                         }
                         if !progress.ended_input && end_of_data.iter().all(|e| *e) {
                             instance.end_input().map_err(failed)?;
@@ -549,7 +560,7 @@ impl StreamTask {
                         }
                         if !progress.ended_input {
                             let out = valve.channel_ended(channel);
-                            apply_valve(instance, out).map_err(failed)?;
+                            apply_valve(instance, out, &self.watermarks.input).map_err(failed)?;
                         }
                         if let (Some(cp), Some(aligner)) = (checkpointing, aligner.as_mut()) {
                             if let Some(Alignment::Snapshot {
@@ -670,7 +681,10 @@ impl StreamTask {
 
         let outputs: Vec<Box<dyn PartitionWriter>> = std::mem::take(&mut self.partitions)
             .into_iter()
-            .map(|p| Box::new(PartitionOutput(p)) as Box<dyn PartitionWriter>)
+            .map(|p| {
+                Box::new(PartitionOutput(p, Arc::clone(&self.watermarks.output)))
+                    as Box<dyn PartitionWriter>
+            })
             .collect();
         let vertex_ctx = VertexContext {
             subtask_index: ctx.subtask_index,
@@ -904,6 +918,7 @@ mod tests {
             shuffle: None,
             checkpointing: None,
             records_in: Default::default(),
+            watermarks: Default::default(),
         }
     }
 
