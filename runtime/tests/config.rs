@@ -128,7 +128,8 @@ fn defaults_are_the_documented_values() {
     assert_eq!(config.checkpointing.interval, None, "checkpointing is off");
     assert_eq!(config.checkpointing.dir, None);
     assert_eq!(config.checkpointing.savepoint_dir, None);
-    assert_eq!(keys().len(), expected.len() + 6);
+    assert_eq!(config.rest.ui_dir, None, "the built-in dashboard");
+    assert_eq!(keys().len(), expected.len() + 7);
 
     // A few typed spot checks against Flink's values.
     assert_eq!(config.jobmanager.rpc_port, 6123);
@@ -765,4 +766,38 @@ fn bad_restart_and_checkpointing_settings_are_refused_at_load() {
         config.checkpointing.dir.as_deref(),
         Some(std::path::Path::new("/data/checkpoints"))
     );
+}
+
+/// `web.ui.dir` names a directory holding an `index.html`, checked when the configuration loads:
+/// a missing path, a file, or a directory without an index is refused under that key, saying
+/// what is wrong.
+#[test]
+fn web_ui_dir_must_be_a_directory_with_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let ui = dir.path().join("web");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    std::fs::create_dir(&ui).unwrap();
+    for (path, says) in [
+        (dir.path().join("nowhere"), "does not exist"),
+        (file.clone(), "is not a directory"),
+        (ui.clone(), "holds no index.html"),
+    ] {
+        let property = format!("web.ui.dir={}", path.display());
+        let found = problems(load_dynamic(&[&property]));
+        assert!(
+            found.iter().any(|p| p.key.as_deref() == Some("web.ui.dir")
+                && p.to_string().contains(says)
+                && p.to_string().contains(&path.display().to_string())),
+            "{property}: {found:?}"
+        );
+    }
+    std::fs::write(ui.join("index.html"), "<html></html>").unwrap();
+    let property = format!("web.ui.dir={}", ui.display());
+    let config = load_dynamic(&[&property]).expect("a directory with an index.html");
+    assert_eq!(config.rest.ui_dir.as_deref(), Some(ui.as_path()));
+    assert_eq!(config.get("web.ui.dir"), Some(ui.display().to_string()));
+    // Empty unsets it: the built-in dashboard.
+    let config = load_dynamic(&["web.ui.dir="]).expect("loads");
+    assert_eq!(config.rest.ui_dir, None);
 }

@@ -387,6 +387,8 @@ key_table! {
             "Local address the REST server binds; 0.0.0.0 listens on every interface.";
         "web.refresh-interval" => rest.refresh_interval: Dur,
             "How often the web dashboard refreshes (told to it by /config).";
+        "web.ui.dir" => rest.ui_dir: OptPath,
+            "Directory served at / instead of the built-in dashboard (e.g. Flink's web UI); needs an index.html.";
     }
     "TaskManager" {
         "taskmanager.numberOfTaskSlots" => taskmanager.number_of_task_slots: Int<u32>,

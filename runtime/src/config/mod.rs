@@ -189,6 +189,10 @@ pub struct RestConfig {
     /// `web.refresh-interval`, default 3 s: how often the web dashboard polls (told to it by
     /// `/config`).
     pub refresh_interval: Duration,
+    /// `web.ui.dir`, default unset: a directory of static files (a web UI such as the `web/`
+    /// folder of Flink's `flink-dist` jar) the JobManager's REST server serves at `/` instead of
+    /// rflink's built-in dashboard; the REST API keeps its paths. Must hold an `index.html`.
+    pub ui_dir: Option<PathBuf>,
 }
 
 impl Default for RestConfig {
@@ -198,6 +202,7 @@ impl Default for RestConfig {
             port: 8081,
             bind_address: "localhost".into(),
             refresh_interval: Duration::from_secs(3),
+            ui_dir: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Cross-field and range rules of [`Configuration`], beyond what parsing a single value checks.
 
+use std::path::Path;
 use std::time::Duration;
 
 use rflink_rpc::{MAX_FRAME_SIZE, MIN_FRAME_SIZE};
@@ -42,6 +43,30 @@ impl Problems {
         }
     }
 
+    /// A directory of a web UI to serve: it exists, is a directory, and holds an `index.html`
+    /// (the page served at `/`).
+    fn web_ui_dir(&mut self, key: &'static str, dir: &Path) {
+        let problem = if !dir.exists() {
+            Some("does not exist")
+        } else if !dir.is_dir() {
+            Some("is not a directory")
+        } else if !dir.join("index.html").is_file() {
+            Some("holds no index.html (the page served at /)")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            self.0.push((
+                key,
+                format!(
+                    "{} {problem}; give the directory of a web UI, e.g. the web/ folder of \
+                     Flink's lib/flink-dist-*.jar",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+
     /// Non-zero ports of one process must differ.
     fn distinct_ports(&mut self, ports: &[(&'static str, u16)]) {
         for (i, (key, port)) in ports.iter().enumerate() {
@@ -75,6 +100,9 @@ impl Configuration {
         p.host("rest.address", &self.rest.address, true);
         p.host("rest.bind-address", &self.rest.bind_address, false);
         p.positive("web.refresh-interval", self.rest.refresh_interval);
+        if let Some(dir) = &self.rest.ui_dir {
+            p.web_ui_dir("web.ui.dir", dir);
+        }
         p.distinct_ports(&[
             ("jobmanager.rpc.port", jm.rpc_port),
             ("rest.port", self.rest.port),
