@@ -115,6 +115,7 @@ impl JobManagerSettings {
                 port: config.rest.port,
                 refresh_interval_ms: u64::try_from(config.rest.refresh_interval.as_millis())
                     .unwrap_or(u64::MAX),
+                ui_dir: config.rest.ui_dir.clone(),
                 ..RestServerConfig::default()
             }),
             blob: BlobServerConfig {

@@ -55,6 +55,9 @@ pub struct MiniClusterConfig {
     pub rpc: RpcConfig,
     /// Start the REST API on an ephemeral port.
     pub rest: bool,
+    /// With [`rest`](Self::rest): a directory of a web UI served at `/` instead of the built-in
+    /// dashboard ([`RestServerConfig::ui_dir`], `web.ui.dir`). Default unset.
+    pub rest_ui_dir: Option<PathBuf>,
     /// The invokables TaskExecutors can run.
     pub invokables: InvokableRegistry,
     /// `blob.offload.minsize`. Default 1 MiB.
@@ -84,6 +87,7 @@ impl Default for MiniClusterConfig {
             slot_request_timeout: Duration::from_secs(300),
             rpc: RpcConfig::default(),
             rest: false,
+            rest_ui_dir: None,
             invokables: InvokableRegistry::with_testing_invokables(),
             blob_offload_min_size: 1024 * 1024,
             blob_cleanup_interval: Duration::from_secs(3600),
@@ -181,6 +185,7 @@ impl MiniCluster {
             rest: config.rest.then(|| RestServerConfig {
                 bind_host: config.rpc.bind_host.clone(),
                 port: 0,
+                ui_dir: config.rest_ui_dir.clone(),
                 ..RestServerConfig::default()
             }),
             blob: BlobServerConfig {

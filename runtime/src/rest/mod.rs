@@ -31,7 +31,7 @@
 //! | GET `/jobs/{jobid}/config`, `/jobs/{jobid}/checkpoints/config`, `/jobs/{jobid}/checkpoints/details/{cid}` | 200 (404 without checkpointing) | `JobConfigHandler`, `CheckpointConfigHandler`, `CheckpointStatisticDetailsHandler` |
 //! | GET `/taskmanagers/{id}` (+ `/metrics`, `/logs`), `/jobmanager/metrics`, `/jobmanager/environment`, `/applications/overview` | 200 | `TaskManagerDetailsHandler`, `JobManagerMetricsHandler`, ... |
 //! | GET `/metrics` | 200 Prometheus text (rflink's; [`crate::metrics`]) | – |
-//! | GET `/` | the web dashboard ([`dashboard`]) | Flink's web UI |
+//! | GET `/` | the web dashboard ([`dashboard`]), or the files of [`RestServerConfig::ui_dir`] | Flink's web UI |
 //!
 //! `docs/rest-api.md` is the whole coverage table (every path Flink's dashboard and CLI use:
 //! supported, partial or absent).
@@ -127,6 +127,7 @@ pub mod messages;
 pub mod monitoring;
 mod server;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use server::{status_of, RestServer};
@@ -161,6 +162,12 @@ pub struct RestServerConfig {
     pub workers: usize,
     /// Seconds [`RestServer::stop`] waits for in-flight requests, default 5.
     pub shutdown_timeout_secs: u64,
+    /// `web.ui.dir`, default unset: a directory whose files are served at `/` (`index.html` for
+    /// `/`) instead of the built-in [`dashboard`], e.g. the `web/` folder of Flink's
+    /// `flink-dist` jar (Flink's own web UI, which calls the REST API with paths relative to the
+    /// page). The REST API's paths take precedence over files; a path naming no file is
+    /// answered like any unknown path (404, Flink's body).
+    pub ui_dir: Option<PathBuf>,
 }
 
 impl Default for RestServerConfig {
@@ -175,6 +182,7 @@ impl Default for RestServerConfig {
             request_timeout: Duration::from_secs(15),
             workers: 2,
             shutdown_timeout_secs: 5,
+            ui_dir: None,
         }
     }
 }
@@ -194,6 +202,14 @@ impl RestServerConfig {
         }
         if self.workers == 0 {
             problems.push("workers must be at least 1".to_string());
+        }
+        if let Some(dir) = &self.ui_dir {
+            if !dir.join("index.html").is_file() {
+                problems.push(format!(
+                    "ui_dir {} is not a directory holding an index.html",
+                    dir.display()
+                ));
+            }
         }
         problems
     }

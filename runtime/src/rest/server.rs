@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::panic::AssertUnwindSafe;
+use std::path::Path;
 use std::sync::Arc;
 
+use actix_files::{Files, PathBufWrap};
 use actix_web::dev::ServerHandle;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{guard, web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -96,6 +98,19 @@ impl RestServer {
 
         let workers = config.workers;
         let shutdown_timeout = config.shutdown_timeout_secs;
+        let ui_dir = config.ui_dir.clone();
+        match &ui_dir {
+            Some(dir) => info!(
+                component = "RestServer",
+                ui_dir = %dir.display(),
+                "serving the web UI in ui_dir at / (web.ui.dir) instead of the built-in dashboard"
+            ),
+            None => info!(
+                component = "RestServer",
+                bytes = super::dashboard::size(),
+                "serving the built-in web dashboard at /"
+            ),
+        }
         let state = web::Data::new(AppState {
             gateway,
             blob_server,
@@ -111,7 +126,11 @@ impl RestServer {
                 .app_data(state.clone())
                 .service(web::scope("/v1").configure(routes))
                 .configure(routes)
-                .configure(super::dashboard::routes)
+                // Last: the REST API's paths (bare and under /v1) take precedence over files.
+                .configure(|cfg| match &ui_dir {
+                    Some(dir) => ui_files(cfg, dir),
+                    None => super::dashboard::routes(cfg),
+                })
                 .default_service(web::to(not_found))
         })
         .workers(workers)
@@ -335,6 +354,30 @@ pub(super) fn resource(path: &str, allowed: &'static str) -> actix_web::Resource
             .insert(header::ALLOW, HeaderValue::from_static(allowed));
         response
     }))
+}
+
+/// Serves the files under `dir` at `/` (`index.html` for a directory), for GET and HEAD.
+///
+/// Every request the files cannot answer gets the same 404 as any unknown path ([`not_found`]):
+/// a path naming no file (the files' default handler), another method, or a path
+/// `actix_files` refuses (a segment starting with `.` or `*`, an encoded `/`, invalid UTF-8;
+/// it would answer those 400). The routing guard checks those last two before the files are
+/// chosen, so such a request falls through to the app's default service. `..` segments cannot
+/// leave `dir`: `actix_files` resolves them within the mount (`/../../etc/passwd` is
+/// `dir/etc/passwd`).
+fn ui_files(cfg: &mut web::ServiceConfig, dir: &Path) {
+    let servable = guard::fn_guard(|ctx| {
+        matches!(ctx.head().method, Method::GET | Method::HEAD)
+            && PathBufWrap::parse_path(ctx.head().uri.path(), false).is_ok()
+    });
+    cfg.service(
+        Files::new("/", dir)
+            .index_file("index.html")
+            // A web UI's scripts and styles, shown inline: no `Content-Disposition`.
+            .disable_content_disposition()
+            .guard(servable)
+            .default_handler(web::to(not_found)),
+    );
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
