@@ -241,6 +241,86 @@ async fn a_checkpointed_job_commits_exactly_its_output() {
         json["summary"]["state_size"]["max"].as_i64() > Some(0),
         "{json}"
     );
+
+    // The overview has no per-vertex details (`tasks` is `{}`, as Flink's); one checkpoint's
+    // details have every vertex's, which Flink's web UI reads
+    // (`tasks[<vertex id>].num_acknowledged_subtasks`, ...).
+    let entries = json["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .chain([&json["latest"]["completed"]]);
+    for entry in entries {
+        assert_eq!(entry["tasks"], serde_json::json!({}), "{entry}");
+    }
+    let latest = &json["latest"]["completed"];
+    let checkpoint = latest["id"].as_u64().expect("an id");
+    let details = rest
+        .get_json(&format!("/jobs/{job_id}/checkpoints/details/{checkpoint}"))
+        .await
+        .expect("checkpoint details");
+    assert_eq!(details["id"], checkpoint, "{details}");
+    assert_eq!(details["status"], "COMPLETED", "{details}");
+    let job = serde_json::to_value(rest.job_details(job_id).await.expect("job details"))
+        .expect("serializes");
+    let vertices = job["vertices"].as_array().expect("vertices");
+    let tasks = details["tasks"].as_object().expect("tasks");
+    assert_eq!(
+        tasks.len(),
+        vertices.len(),
+        "one entry per vertex: {details}"
+    );
+    let mut flink_keys = vec![
+        "id",
+        "status",
+        "latest_ack_timestamp",
+        "checkpointed_size",
+        "state_size",
+        "end_to_end_duration",
+        "alignment_buffered",
+        "processed_data",
+        "persisted_data",
+        "num_subtasks",
+        "num_acknowledged_subtasks",
+    ];
+    flink_keys.sort_unstable();
+    let mut sizes = 0;
+    let mut subtasks = 0;
+    for vertex in vertices {
+        let id = vertex["id"].as_str().expect("vertex id");
+        let task = &details["tasks"][id];
+        let mut keys: Vec<&str> = task
+            .as_object()
+            .unwrap_or_else(|| panic!("no tasks entry for vertex {id}: {details}"))
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, flink_keys, "Flink's TaskCheckpointStatistics: {task}");
+        assert_eq!(task["id"], checkpoint, "{task}");
+        assert_eq!(task["status"], "COMPLETED", "{task}");
+        assert_eq!(task["num_subtasks"], vertex["parallelism"], "{task}");
+        assert_eq!(
+            task["num_acknowledged_subtasks"], task["num_subtasks"],
+            "{task}"
+        );
+        let acked = task["latest_ack_timestamp"].as_i64().expect("a time");
+        let triggered = details["trigger_timestamp"].as_i64().expect("a time");
+        assert!(
+            acked >= triggered
+                && acked <= details["latest_ack_timestamp"].as_i64().expect("a time"),
+            "{task}\n{details}"
+        );
+        assert_eq!(
+            task["end_to_end_duration"].as_i64(),
+            Some(acked - triggered),
+            "{task}"
+        );
+        sizes += task["checkpointed_size"].as_u64().expect("a size");
+        subtasks += task["num_subtasks"].as_u64().expect("a count");
+    }
+    assert_eq!(details["checkpointed_size"], sizes, "{details}");
+    assert_eq!(details["num_subtasks"], subtasks, "{details}");
     c.close().await.expect("closes");
 }
 

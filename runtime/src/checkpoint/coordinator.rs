@@ -16,13 +16,14 @@ use serde::{Deserialize, Serialize};
 use super::stats::{
     CheckpointConfigView, CheckpointStatistics, CheckpointStatisticsBase, CheckpointStatsView,
     CheckpointStatus, ExternalizedCheckpointInfo, RestoredCheckpointStatistics, StatsTracker,
+    TaskCheckpointStatistics,
 };
 use super::storage::{self, METADATA_FILE};
 use super::{
     CheckpointError, CheckpointKind, CheckpointMetadata, CheckpointSettings, SubtaskKey,
     TaskStateHandle,
 };
-use crate::types::{ExecutionAttemptId, JobId};
+use crate::types::{ExecutionAttemptId, JobId, JobVertexId};
 
 /// A checkpoint just triggered: what the JobMaster sends to the tasks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +131,8 @@ struct PendingCheckpoint {
     deadline: Option<Instant>,
     expected: BTreeMap<ExecutionAttemptId, SubtaskKey>,
     acked: BTreeMap<ExecutionAttemptId, Option<TaskStateHandle>>,
+    /// When each acknowledgement arrived, epoch millis (the per-vertex statistics).
+    acked_at: BTreeMap<ExecutionAttemptId, i64>,
     latest_ack_ms: i64,
     acked_size: u64,
 }
@@ -188,8 +191,45 @@ impl PendingCheckpoint {
             num_subtasks: u32::try_from(self.expected.len()).unwrap_or(u32::MAX),
             num_acknowledged_subtasks: u32::try_from(self.acked.len()).unwrap_or(u32::MAX),
             checkpoint_type: self.kind.rest_name().to_owned(),
-            tasks: BTreeMap::new(),
+            tasks: self.task_stats(status),
         }
+    }
+
+    /// Each vertex's part, by vertex id. Flink: `TaskStateStats` per `JobVertexID`.
+    fn task_stats(&self, status: CheckpointStatus) -> BTreeMap<String, TaskCheckpointStatistics> {
+        let mut tasks: BTreeMap<JobVertexId, TaskCheckpointStatistics> = BTreeMap::new();
+        for (attempt, key) in &self.expected {
+            let task = tasks
+                .entry(key.vertex)
+                .or_insert_with(|| TaskCheckpointStatistics {
+                    id: self.id,
+                    status,
+                    latest_ack_timestamp: -1,
+                    checkpointed_size: 0,
+                    state_size: 0,
+                    end_to_end_duration: -1,
+                    alignment_buffered: 0,
+                    processed_data: 0,
+                    persisted_data: 0,
+                    num_subtasks: 0,
+                    num_acknowledged_subtasks: 0,
+                });
+            task.num_subtasks += 1;
+            if let Some(handle) = self.acked.get(attempt) {
+                let size = handle.as_ref().map_or(0, |h| h.size);
+                task.num_acknowledged_subtasks += 1;
+                task.checkpointed_size += size;
+                task.state_size += size;
+                if let Some(&at) = self.acked_at.get(attempt) {
+                    task.latest_ack_timestamp = task.latest_ack_timestamp.max(at);
+                    task.end_to_end_duration = (task.latest_ack_timestamp - self.timestamp).max(0);
+                }
+            }
+        }
+        tasks
+            .into_iter()
+            .map(|(vertex, task)| (vertex.to_string(), task))
+            .collect()
     }
 }
 
@@ -371,6 +411,7 @@ impl CheckpointCoordinator {
             deadline: now.checked_add(self.settings.timeout),
             expected,
             acked: BTreeMap::new(),
+            acked_at: BTreeMap::new(),
             latest_ack_ms: -1,
             acked_size: 0,
         };
@@ -429,6 +470,7 @@ impl CheckpointCoordinator {
         }
         pending.acked_size += handle.as_ref().map_or(0, |h| h.size);
         pending.acked.insert(attempt, handle);
+        pending.acked_at.insert(attempt, now_ms);
         pending.latest_ack_ms = pending.latest_ack_ms.max(now_ms);
         let entry = CheckpointStatistics::InProgress {
             base: pending.stats_base(CheckpointStatus::InProgress),
@@ -915,6 +957,31 @@ mod tests {
             (1_010, 10)
         );
         assert_eq!((base.num_acknowledged_subtasks, base.state_size), (1, 7));
+        // Per vertex (Flink's `TaskStateStats`): the source has one of two acks, the sink none.
+        let source = &base.tasks[&JobVertexId::from_u128(1).to_string()];
+        assert_eq!(
+            (
+                source.num_subtasks,
+                source.num_acknowledged_subtasks,
+                source.checkpointed_size,
+                source.latest_ack_timestamp,
+                source.end_to_end_duration
+            ),
+            (2, 1, 7, 1_010, 10)
+        );
+        assert_eq!(source.status, CheckpointStatus::InProgress);
+        let sink_stats = &base.tasks[&JobVertexId::from_u128(2).to_string()];
+        assert_eq!(
+            (
+                sink_stats.num_subtasks,
+                sink_stats.num_acknowledged_subtasks,
+                sink_stats.checkpointed_size,
+                sink_stats.latest_ack_timestamp,
+                sink_stats.end_to_end_duration
+            ),
+            (1, 0, 0, -1, -1)
+        );
+        assert_eq!(base.tasks.len(), 2);
         assert_eq!(
             c.acknowledge(1, a0, handle(a0, 5), a0.into(), 1_020),
             AckOutcome::Pending
@@ -1594,7 +1661,8 @@ mod tests {
         let t = Instant::now();
         checkpoint(&mut c, t, 1_000, CheckpointKind::Checkpoint);
         checkpoint(&mut c, t, 2_000, CheckpointKind::Checkpoint);
-        let ours = serde_json::to_value(c.stats()).unwrap();
+        // What `GET /jobs/{id}/checkpoints` sends.
+        let ours = serde_json::to_value(c.stats().overview()).unwrap();
         let flink: Value = serde_json::from_str(FLINK_CHECKPOINTS).unwrap();
         for section in ["counts", "summary", "latest"] {
             assert_same_keys(&ours[section], &flink[section], section);
@@ -1622,12 +1690,12 @@ mod tests {
             .collect();
         c.trigger(t, 3_000, CheckpointKind::Checkpoint, tasks())
             .unwrap();
-        let ours = serde_json::to_value(c.stats()).unwrap();
+        let ours = serde_json::to_value(c.stats().overview()).unwrap();
         assert_eq!(ours["history"][0]["className"], "in_progress");
         assert_eq!(ours["history"][0]["status"], "IN_PROGRESS");
         assert_eq!(base_keys(&ours["history"][0]), in_progress_keys);
         c.abort_all("cancelled".into(), 3_500);
-        let ours = serde_json::to_value(c.stats()).unwrap();
+        let ours = serde_json::to_value(c.stats().overview()).unwrap();
         let failed = &ours["latest"]["failed"];
         assert_eq!(failed["className"], "failed");
         assert_eq!(failed["status"], "FAILED");

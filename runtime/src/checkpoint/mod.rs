@@ -56,7 +56,9 @@ pub use coordinator::{
     AbortedCheckpoint, AckOutcome, AcknowledgedCheckpoint, CheckpointCoordinator,
     CompletedCheckpoint, CompletedOutcome, PendingTrigger,
 };
-pub use stats::{CheckpointConfigView, CheckpointStatistics, CheckpointStatsView};
+pub use stats::{
+    CheckpointConfigView, CheckpointStatistics, CheckpointStatsView, TaskCheckpointStatistics,
+};
 
 /// How a job checkpoints. Flink: `CheckpointCoordinatorConfiguration` and the
 /// `execution.checkpointing.*` options; `Default` gives Flink's defaults.

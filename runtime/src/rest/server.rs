@@ -538,7 +538,8 @@ async fn job_checkpoints(req: HttpRequest, state: State) -> HttpResponse {
         let stats = state
             .call("checkpoint statistics", |g| g.checkpoint_stats(id))
             .await?;
-        stats.ok_or_else(|| ApiError {
+        // Per-vertex details only with one checkpoint's details, as Flink.
+        stats.map(|s| s.overview()).ok_or_else(|| ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!("Checkpointing is not enabled for job {id}."),
         })
