@@ -550,6 +550,35 @@ async fn a_task_failing_every_attempt_exhausts_fixed_delay_and_shows_the_history
         entries.windows(2).all(|w| w[0].timestamp >= w[1].timestamp),
         "newest first: {entries:?}"
     );
+
+    // The job's application (Flink 2.x; an rflink job is its own) FAILED, with the job's
+    // failure among its exceptions, naming the job (Flink's web UI shows "Related Job").
+    let application = rest
+        .get_json(&format!("/applications/{job_id}"))
+        .await
+        .expect("application details");
+    assert_eq!(application["status"], "FAILED", "{application}");
+    assert_eq!(
+        application["timestamps"]["FAILED"], application["end-time"],
+        "{application}"
+    );
+    let failures = rest
+        .get_json(&format!("/applications/{job_id}/exceptions"))
+        .await
+        .expect("application exceptions");
+    let failures = failures["exceptionHistory"]["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(failures.len(), 1, "the job's failure: {failures:?}");
+    assert_eq!(failures[0]["jobId"], job_id.to_string());
+    assert!(
+        failures[0]["stacktrace"]
+            .as_str()
+            .is_some_and(|s| s.contains("injected failure at record 100")),
+        "{failures:?}"
+    );
+    assert!(failures[0]["timestamp"].as_i64() > Some(0), "{failures:?}");
     c.close().await.expect("closes");
 }
 

@@ -272,6 +272,64 @@ async fn a_finished_jobs_records_and_bytes_are_exact_in_flinks_shapes() {
     let apps = get(&rest, "/applications/overview").await;
     assert_eq!(apps["applications"][0]["id"], job_id.to_string());
     assert_eq!(apps["applications"][0]["status"], "FINISHED");
+    // The application's page (Flink 2.3's `ApplicationDetailsInfo`): its one job as
+    // `/jobs/overview` lists it, and the time of each application status reached.
+    let app = get(&rest, &format!("/applications/{job_id}")).await;
+    let mut keys: Vec<&str> = app
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "duration",
+            "end-time",
+            "id",
+            "jobs",
+            "name",
+            "start-time",
+            "status",
+            "timestamps"
+        ],
+        "{app}"
+    );
+    assert_eq!(app["id"], job_id.to_string());
+    assert_eq!(app["status"], "FINISHED");
+    let overview = get(&rest, "/jobs/overview").await;
+    assert_eq!(
+        app["jobs"], overview["jobs"],
+        "its job, as /jobs/overview lists it"
+    );
+    assert_eq!(app["name"], overview["jobs"][0]["name"]);
+    let start = app["start-time"].as_i64().expect("a time");
+    let end = app["end-time"].as_i64().expect("a time");
+    assert!(end >= start && start > 0, "{app}");
+    assert_eq!(app["duration"].as_i64(), Some(end - start), "{app}");
+    assert_eq!(
+        app["timestamps"],
+        serde_json::json!({
+            "CREATED": start, "RUNNING": start, "FAILING": 0, "FAILED": 0,
+            "CANCELING": 0, "CANCELED": 0, "FINISHED": end,
+        })
+    );
+    assert_eq!(
+        get(&rest, &format!("/applications/{job_id}/exceptions")).await,
+        serde_json::json!({"exceptionHistory": {"entries": []}}),
+        "a finished job: no failure"
+    );
+    let (status, body) = rest
+        .get_text(&format!("/applications/{}", "0".repeat(32)))
+        .await
+        .expect("answers");
+    assert_eq!(status, 404, "an unknown application: {body}");
+    let (status, body) = rest
+        .get_text("/applications/not-an-id/exceptions")
+        .await
+        .expect("answers");
+    assert_eq!(status, 400, "{body}");
 
     // Refusals: typed, Flink's error body, the server goes on.
     let (status, body) = rest

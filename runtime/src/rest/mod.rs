@@ -29,7 +29,7 @@
 //! | POST `/jobs/{jobid}/savepoints`, GET `/jobs/{jobid}/savepoints/{triggerid}`, POST `/jobs/{jobid}/stop` | 202 `{"request-id"}`, then the operation's status | `SavepointHandlers`, `StopWithSavepointHandlers` |
 //! | GET `/jobs/{jobid}/vertices/{vid}` (+ `/subtasktimes`, `/taskmanagers`, `/backpressure`, `/metrics`, `/subtasks/metrics`, `/watermarks`, `/accumulators`) | 200, see [`monitoring`] | `JobVertexDetailsHandler`, ... |
 //! | GET `/jobs/{jobid}/config`, `/jobs/{jobid}/checkpoints/config`, `/jobs/{jobid}/checkpoints/details/{cid}` | 200 (404 without checkpointing) | `JobConfigHandler`, `CheckpointConfigHandler`, `CheckpointStatisticDetailsHandler` |
-//! | GET `/taskmanagers/{id}` (+ `/metrics`, `/logs`), `/jobmanager/metrics`, `/jobmanager/environment`, `/applications/overview` | 200 | `TaskManagerDetailsHandler`, `JobManagerMetricsHandler`, ... |
+//! | GET `/taskmanagers/{id}` (+ `/metrics`, `/logs`), `/jobmanager/metrics`, `/jobmanager/environment`, `/applications/overview`, `/applications/{id}` (+ `/exceptions`) | 200 | `TaskManagerDetailsHandler`, `JobManagerMetricsHandler`, ... |
 //! | GET `/metrics` | 200 Prometheus text (rflink's; [`crate::metrics`]) | – |
 //! | GET `/` | the web dashboard ([`dashboard`]), or the files of [`RestServerConfig::ui_dir`] | Flink's web UI |
 //!

@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::messages::{IoMetricsInfo, TaskManagerSummary};
+use super::messages::{ExceptionInfo, IoMetricsInfo, JobSummary, TaskManagerSummary};
 use super::server::{job_id, resource, respond, ApiError, State};
-use crate::dispatcher::{JobDetails, SubtaskDetails, TaskManagerInfo};
+use crate::dispatcher::{JobDetails, JobOverview, SubtaskDetails, TaskManagerInfo};
 use crate::executiongraph::{aggregate_state, now_millis, ExecutionState, JobStatus};
 use crate::metrics::select;
 use crate::metrics::task::names;
-use crate::types::JobVertexId;
+use crate::types::{JobId, JobVertexId};
 use actix_web::http::StatusCode;
 
 /// Registers the endpoints (inside the REST API's routes, so also under `/v1`).
@@ -31,6 +31,12 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/jobmanager/thread-dump", "GET").route(web::get().to(no_thread_dump)))
         .service(
             resource("/applications/overview", "GET").route(web::get().to(applications_overview)),
+        )
+        // After `/applications/overview`, which would take "overview" for an application id.
+        .service(resource("/applications/{applicationid}", "GET").route(web::get().to(application)))
+        .service(
+            resource("/applications/{applicationid}/exceptions", "GET")
+                .route(web::get().to(application_exceptions)),
         )
         .service(resource("/jobs/{jobid}/config", "GET").route(web::get().to(job_config)))
         .service(
@@ -475,6 +481,96 @@ async fn applications_overview(req: HttpRequest, state: State) -> HttpResponse {
                 .collect();
             serde_json::json!({ "applications": applications })
         });
+    respond(&req, StatusCode::OK, result)
+}
+
+/// The application `{applicationid}` names: its job (an rflink job is its own application, with
+/// the job's id), as `/jobs/overview` shows it; 400 for an id that is not 32 hex characters, 404
+/// for an unknown one.
+async fn application_job(req: &HttpRequest, state: &State) -> Result<JobOverview, ApiError> {
+    let raw = req.match_info().get("applicationid").unwrap_or_default();
+    let id: JobId = raw.parse().map_err(|e| {
+        ApiError::bad_request(format!(
+            "Bad request, could not parse parameters: cannot parse path parameter \
+             applicationid: {e}"
+        ))
+    })?;
+    let jobs = state.call("job overviews", |g| g.job_overviews()).await?;
+    jobs.into_iter()
+        .find(|j| j.job_id == id)
+        .ok_or_else(|| ApiError::not_found(format!("Application {id} not found.")))
+}
+
+/// `GET /applications/{id}`. Flink: `ApplicationDetailsInfo` (what the web UI's application
+/// page and its "Return to Application" link read): the application's status and times, the
+/// time each application status was reached (0 for those it did not reach), and its jobs as
+/// `/jobs/overview` lists them.
+async fn application(req: HttpRequest, state: State) -> HttpResponse {
+    let result = async {
+        let job = application_job(&req, &state).await?;
+        let status = application_status(job.state);
+        let terminal = job.state.is_terminal();
+        let timestamps: BTreeMap<&str, i64> = [
+            "CREATED",
+            "RUNNING",
+            "FAILING",
+            "FAILED",
+            "CANCELING",
+            "CANCELED",
+            "FINISHED",
+        ]
+        .into_iter()
+        .map(|s| {
+            let at = match s {
+                // Submitted is created; it runs from then on (no separate program phase).
+                "CREATED" => job.start_time,
+                "RUNNING" if status != "CREATED" => job.start_time,
+                _ if terminal && s == status => job.end_time,
+                _ => 0,
+            };
+            (s, at)
+        })
+        .collect();
+        Ok(serde_json::json!({
+            "id": job.job_id.to_string(),
+            "name": job.name,
+            "status": status,
+            "start-time": job.start_time,
+            "end-time": job.end_time,
+            "duration": job.duration,
+            "timestamps": timestamps,
+            "jobs": [JobSummary::from_view(&job)],
+        }))
+    }
+    .await;
+    respond(&req, StatusCode::OK, result)
+}
+
+/// `GET /applications/{id}/exceptions`. Flink: `ApplicationExceptionsInfoWithHistory`: the
+/// failures of the application itself (its program, run by the client in rflink) and of its
+/// jobs; here the job's failure, if it failed.
+async fn application_exceptions(req: HttpRequest, state: State) -> HttpResponse {
+    let result = async {
+        let job = application_job(&req, &state).await?;
+        let mut entries = Vec::new();
+        if job.state == JobStatus::Failed {
+            let id = job.job_id;
+            let exceptions = state
+                .call("job exceptions", move |g| g.job_exceptions(id))
+                .await?;
+            if let Some(root) = exceptions.root {
+                let info = ExceptionInfo::from_view(&root);
+                entries.push(serde_json::json!({
+                    "exceptionName": info.exception_name,
+                    "stacktrace": info.stacktrace,
+                    "timestamp": info.timestamp,
+                    "jobId": id.to_string(),
+                }));
+            }
+        }
+        Ok(serde_json::json!({ "exceptionHistory": { "entries": entries } }))
+    }
+    .await;
     respond(&req, StatusCode::OK, result)
 }
 
