@@ -266,6 +266,38 @@ async fn a_finished_jobs_records_and_bytes_are_exact_in_flinks_shapes() {
         .await["user-accumulators"],
         serde_json::json!([])
     );
+    // Flink's web UI reads both for a vertex's Accumulators tab (a 404 here empties it).
+    let subtask_accumulators = get(
+        &rest,
+        &format!("/jobs/{job_id}/vertices/{vid}/subtasks/accumulators"),
+    )
+    .await;
+    assert_eq!(subtask_accumulators["id"], vid);
+    assert_eq!(subtask_accumulators["parallelism"], 2);
+    let subtasks = subtask_accumulators["subtasks"]
+        .as_array()
+        .expect("subtasks");
+    assert_eq!(subtasks.len(), 2, "{subtask_accumulators}");
+    for (i, s) in subtasks.iter().enumerate() {
+        let mut keys: Vec<&str> = s
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["attempt", "host", "subtask", "user-accumulators"],
+            "{s}"
+        );
+        assert_eq!(s["subtask"], i, "{s}");
+        assert_eq!(s["user-accumulators"], serde_json::json!([]));
+        assert!(
+            s["host"].as_str().is_some_and(|h| h.contains(':')),
+            "where it ran: {s}"
+        );
+    }
     let config = get(&rest, &format!("/jobs/{job_id}/config")).await;
     assert_eq!(config["jid"], job_id.to_string());
     assert_eq!(config["execution-config"]["job-parallelism"], 2);

@@ -84,6 +84,13 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
             resource("/jobs/{jobid}/vertices/{vertexid}/accumulators", "GET")
                 .route(web::get().to(accumulators)),
         )
+        .service(
+            resource(
+                "/jobs/{jobid}/vertices/{vertexid}/subtasks/accumulators",
+                "GET",
+            )
+            .route(web::get().to(subtask_accumulators)),
+        )
         .service(resource("/taskmanagers/{taskmanagerid}", "GET").route(web::get().to(taskmanager)))
         .service(
             resource("/taskmanagers/{taskmanagerid}/metrics", "GET")
@@ -953,6 +960,33 @@ async fn accumulators(req: HttpRequest, state: State) -> HttpResponse {
         serde_json::json!({
             "id": d.vertices[i].id.to_string(),
             "user-accumulators": [],
+        })
+    });
+    respond(&req, StatusCode::OK, result)
+}
+
+/// `GET /jobs/{id}/vertices/{vid}/subtasks/accumulators`. Flink: `SubtasksAllAccumulatorsInfo`;
+/// each subtask's current attempt and where it runs, with no accumulators (rflink has none).
+/// Flink's web UI reads it together with the vertex's `accumulators` for its Accumulators tab.
+async fn subtask_accumulators(req: HttpRequest, state: State) -> HttpResponse {
+    let result = vertex_of(&state, &req).await.map(|(d, i)| {
+        let v = &d.vertices[i];
+        let subtasks: Vec<serde_json::Value> = v
+            .subtasks
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "subtask": s.subtask,
+                    "attempt": s.attempt,
+                    "host": endpoint_of(s),
+                    "user-accumulators": [],
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "id": v.id.to_string(),
+            "parallelism": v.parallelism,
+            "subtasks": subtasks,
         })
     });
     respond(&req, StatusCode::OK, result)
