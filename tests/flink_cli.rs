@@ -12,7 +12,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rflink_runtime::executiongraph::JobStatus;
@@ -26,39 +26,12 @@ const WAIT: Duration = Duration::from_secs(60);
 const FLINK_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The Flink version `scripts/install-flink-cli` installs.
-const FLINK_VERSION: &str = "2.3.0";
+const FLINK_VERSION: &str = support::FLINK_VERSION;
 
-/// The `flink` launcher, looked for as `scripts/install-flink-cli` does: `$FLINK_HOME/bin/flink`,
-/// then the script's install directory (`$RFLINK_TOOLS_DIR`, by default
-/// `~/.cache/rflink-tools`), then `bin/flink` of a `pyflink` that `python3` imports (`pip install
-/// apache-flink`).
+/// The `flink` launcher: `bin/flink` of the Flink installation [`support::find_flink_home`]
+/// finds, where `scripts/install-flink-cli` puts it.
 fn flink_launcher() -> Option<PathBuf> {
-    let executable = |p: PathBuf| p.is_file().then_some(p);
-    if let Some(home) = std::env::var_os("FLINK_HOME") {
-        if let Some(p) = executable(Path::new(&home).join("bin/flink")) {
-            return Some(p);
-        }
-    }
-    let tools = std::env::var_os("RFLINK_TOOLS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/rflink-tools")));
-    if let Some(tools) = tools {
-        let installed = tools.join(format!("flink-{FLINK_VERSION}/pyflink/bin/flink"));
-        if let Some(p) = executable(installed) {
-            return Some(p);
-        }
-    }
-    let pyflink = Command::new("python3")
-        .args([
-            "-c",
-            "import os, pyflink; print(os.path.dirname(pyflink.__file__))",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())?;
-    let dir = String::from_utf8_lossy(&pyflink.stdout).trim().to_string();
-    executable(Path::new(&dir).join("bin/flink"))
+    support::find_flink_home().map(|home| home.join("bin/flink"))
 }
 
 /// Runs `flink args` (its logs under `log_dir`), killed past [`FLINK_TIMEOUT`]; returns (exit

@@ -9,7 +9,9 @@
 //! closes it (`Browser.close`), and kills its process group if it does not exit in time.
 //!
 //! JavaScript exceptions and `console.error` calls of the page are recorded (see
-//! [`Browser::page_errors`]), so a test can assert the page ran cleanly.
+//! [`Browser::page_errors`]), so a test can assert the page ran cleanly. After
+//! [`Browser::record_responses`], so is the status of every HTTP response the page receives (see
+//! [`Browser::responses`]).
 
 use std::fmt;
 use std::io::{BufRead, BufReader};
@@ -104,6 +106,17 @@ pub fn find_chromium() -> Option<PathBuf> {
     })
 }
 
+/// One HTTP response the page received (`Network.responseReceived`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The HTTP status.
+    pub status: u16,
+    /// The requested URL.
+    pub url: String,
+    /// What asked for it, as Chromium names it: `Document`, `Script`, `XHR`, `Fetch`, ...
+    pub kind: String,
+}
+
 /// A headless Chromium with one page, driven over CDP.
 pub struct Browser {
     child: Child,
@@ -115,6 +128,9 @@ pub struct Browser {
     stderr: Arc<Mutex<Vec<String>>>,
     /// Uncaught exceptions and `console.error` calls of the page.
     page_errors: Vec<String>,
+    /// The HTTP responses the page received, once [`record_responses`](Self::record_responses)
+    /// was called.
+    responses: Vec<Response>,
     /// The profile directory; removed after the browser is gone (fields drop after `drop`).
     _profile: tempfile::TempDir,
 }
@@ -196,6 +212,7 @@ impl Browser {
             session: String::new(),
             stderr,
             page_errors: Vec::new(),
+            responses: Vec::new(),
             _profile: profile,
         };
         let target = browser.browser_call("Target.createTarget", json!({"url": "about:blank"}))?;
@@ -333,6 +350,14 @@ impl Browser {
                 self.page_errors
                     .push(format!("console.error: {}", args.join(" ")));
             }
+            Some("Network.responseReceived") => {
+                let response = &params["response"];
+                self.responses.push(Response {
+                    status: response["status"].as_u64().unwrap_or(0) as u16,
+                    url: response["url"].as_str().unwrap_or_default().to_string(),
+                    kind: params["type"].as_str().unwrap_or_default().to_string(),
+                });
+            }
             _ => {}
         }
     }
@@ -341,6 +366,19 @@ impl Browser {
     /// while commands are waited for).
     pub fn page_errors(&self) -> &[String] {
         &self.page_errors
+    }
+
+    /// Records every HTTP response the page receives from now on (`Network.enable`); see
+    /// [`responses`](Self::responses).
+    pub fn record_responses(&mut self) -> Result<(), BrowserError> {
+        self.call("Network.enable", json!({}))?;
+        Ok(())
+    }
+
+    /// The HTTP responses received since [`record_responses`](Self::record_responses), in
+    /// order (events arrive while commands are waited for).
+    pub fn responses(&self) -> &[Response] {
+        &self.responses
     }
 
     /// Chromium's stderr so far (without the DevTools line).

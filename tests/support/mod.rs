@@ -43,6 +43,7 @@ pub mod proxy;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -753,6 +754,44 @@ impl Cluster {
         let written = std::fs::read_to_string(&output).expect("the sink wrote its file");
         rflink_examples::parse_counts(&written).expect("`word count` lines")
     }
+}
+
+/// The Flink version `scripts/install-flink-cli` installs (Flink's CLI and web UI tests).
+pub const FLINK_VERSION: &str = "2.3.0";
+
+/// The home of a Flink installation (the directory holding `bin/flink` and `lib/`), looked for
+/// as `scripts/install-flink-cli` does: `$FLINK_HOME`, then the script's install directory
+/// (`$RFLINK_TOOLS_DIR`, by default `~/.cache/rflink-tools`, + `flink-2.3.0/pyflink`), then the
+/// directory of a `pyflink` that `python3` imports (`pip install apache-flink`). `None` if none
+/// has a `bin/flink`.
+pub fn find_flink_home() -> Option<PathBuf> {
+    let installed = |home: PathBuf| home.join("bin/flink").is_file().then_some(home);
+    if let Some(home) = std::env::var_os("FLINK_HOME") {
+        if let Some(home) = installed(PathBuf::from(home)) {
+            return Some(home);
+        }
+    }
+    let tools = std::env::var_os("RFLINK_TOOLS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/rflink-tools")));
+    if let Some(tools) = tools {
+        if let Some(home) = installed(tools.join(format!("flink-{FLINK_VERSION}/pyflink"))) {
+            return Some(home);
+        }
+    }
+    let pyflink = Command::new("python3")
+        .args([
+            "-c",
+            "import os, pyflink; print(os.path.dirname(pyflink.__file__))",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    installed(PathBuf::from(
+        String::from_utf8_lossy(&pyflink.stdout).trim(),
+    ))
 }
 
 /// Runs the `rflink` CLI with `args`, killed (and reaped) past `timeout`; returns (exit code,
