@@ -1001,12 +1001,11 @@ async fn the_cache_retries_a_corrupt_transfer_but_not_a_missing_blob() {
 #[tokio::test]
 async fn an_unreachable_server_fails_after_the_retries() {
     let dir = tempfile::tempdir().unwrap();
-    // A port nobody listens on: bind one, then free it.
-    let free = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port nobody listens on: bound but never listening, and held for the whole test, so no
+    // other test's server can take it in between (a freed port can be reused at once).
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let free = reserved.local_addr().unwrap();
     let mut config = cache_config(dir.path(), Duration::from_secs(3600));
     config.fetch_retries = 2;
     let cache = bounded(BlobCache::new(config, free)).await.unwrap();

@@ -567,10 +567,13 @@ async fn a_task_executor_that_cannot_register_is_fatal() {
     use std::sync::{Arc, Mutex};
 
     init_tracing();
-    // A port nobody listens on.
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    // A port nobody listens on: bound but never listening, and held for the whole test, so no
+    // other test's server can take it in between.
+    let nowhere = tokio::net::TcpSocket::new_v4().expect("socket");
+    nowhere
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
     let port = nowhere.local_addr().expect("addr").port();
-    drop(nowhere);
     let fatal: Arc<Mutex<Vec<String>>> = Arc::default();
     let sink = Arc::clone(&fatal);
     let settings = TaskManagerSettings {
