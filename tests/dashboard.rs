@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rflink_runtime::executiongraph::JobStatus;
-use support::browser::{find_chromium, Browser, BrowserError, CHROMIUM_ENV};
+use support::browser::{artifact_dir, chromium_for, ok, Browser};
 use support::Cluster;
 
 /// Each step's deadline: far above what it takes, so only a real hang fails.
@@ -25,48 +25,14 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The dashboard polls every `refresh-interval` (3 s); a page check may take a few of those.
 const PAGE_WAIT: Duration = Duration::from_secs(20);
 
-/// The Chromium binary, or `None` when the test is skipped on purpose; panics with what to do
-/// when there is none.
-fn chromium() -> Option<PathBuf> {
-    if std::env::var("RFLINK_SKIP_BROWSER").as_deref() == Ok("1") {
-        println!("SKIPPED: dashboard browser test (RFLINK_SKIP_BROWSER=1)");
-        return None;
-    }
-    match find_chromium() {
-        Some(path) => Some(path),
-        None => panic!(
-            "the dashboard test needs Chromium and found no `chromium` on the PATH: run \
-             scripts/install-test-tools (or set {CHROMIUM_ENV} to a Chromium/Chrome binary, or \
-             RFLINK_SKIP_BROWSER=1 to skip this test)"
-        ),
-    }
-}
-
 /// Where the screenshot goes: `dashboard/` in the target directory of the binaries under test.
 fn screenshot_path() -> PathBuf {
-    let node = PathBuf::from(env!("CARGO_BIN_EXE_rflink-node"));
-    let target = node
-        .parent()
-        .and_then(|profile| profile.parent())
-        .expect("the binary sits in <target>/<profile>/");
-    target.join("dashboard").join("wordcount-running.png")
-}
-
-/// Unwraps a browser result, or panics with the error, the page's errors and every node's logs.
-fn ok<T>(result: Result<T, BrowserError>, browser: &Browser, cluster: &Cluster) -> T {
-    result.unwrap_or_else(|e| {
-        panic!(
-            "{e}\npage errors: {:?}\nchromium stderr:\n{}\n{}",
-            browser.page_errors(),
-            browser.stderr_lines(),
-            cluster.logs()
-        )
-    })
+    artifact_dir("dashboard").join("wordcount-running.png")
 }
 
 #[actix_rt::test]
 async fn the_dashboard_shows_a_running_wordcount_and_cancels_it() {
-    let Some(chromium) = chromium() else {
+    let Some(chromium) = chromium_for("the dashboard browser test") else {
         return;
     };
     let started = Instant::now();
@@ -77,38 +43,11 @@ async fn the_dashboard_shows_a_running_wordcount_and_cancels_it() {
         })
         .await;
 
-    // A WordCount that runs until cancelled: far more lines than it reads at this rate.
     let output = tempfile::tempdir().expect("tempdir");
-    let output_dir = output.path().display().to_string();
-    let job_id = cluster.submit_example(
-        "streaming-wordcount",
-        &[
-            "--lines",
-            "100000000",
-            "--lines-per-second",
-            "200",
-            "--parallelism",
-            "2",
-            "--checkpoint-interval",
-            "1000",
-            "--output",
-            &output_dir,
-        ],
-        WAIT,
-    );
-    let status = cluster
-        .wait_for_job_status(
-            job_id,
-            |s| s == JobStatus::Running || s.is_terminal(),
-            Instant::now() + WAIT,
-        )
+    let (job_id, details) = cluster
+        .start_endless_wordcount(&output.path().display().to_string())
         .await;
-    assert_eq!(status, JobStatus::Running, "{}", cluster.logs());
-    let details = cluster.rest.job_details(job_id).await.expect("job details");
-    let tasks: u32 = details.vertices.iter().map(|v| v.parallelism).sum();
-    cluster.wait_for_running_tasks(job_id, tasks, WAIT).await;
     // The job as the page reads it (ids as the REST API spells them).
-    let details = serde_json::to_value(&details).expect("details serialize");
     let jid = details["jid"].as_str().expect("jid").to_string();
     let vertices: Vec<(String, String, u64)> = details["vertices"]
         .as_array()

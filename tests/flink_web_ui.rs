@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use rflink_runtime::executiongraph::JobStatus;
 use serde_json::Value;
-use support::browser::{find_chromium, Browser, BrowserError, CHROMIUM_ENV};
+use support::browser::{artifact_dir, chromium_for, ok, Browser};
 use support::{Cluster, FLINK_VERSION};
 
 /// Each step's deadline: far above what it takes, so only a real hang fails.
@@ -54,23 +54,6 @@ fn flink_home() -> Option<PathBuf> {
          pyflink: run scripts/install-test-tools (or scripts/install-flink-cli), or set \
          FLINK_HOME; RFLINK_SKIP_FLINK_CLI=1 skips this test"
     );
-}
-
-/// The Chromium binary, or `None` when the test is skipped on purpose; panics with what to do
-/// when there is none.
-fn chromium() -> Option<PathBuf> {
-    if std::env::var("RFLINK_SKIP_BROWSER").as_deref() == Ok("1") {
-        println!("SKIPPED: Flink web UI browser test (RFLINK_SKIP_BROWSER=1)");
-        return None;
-    }
-    match find_chromium() {
-        Some(path) => Some(path),
-        None => panic!(
-            "the Flink web UI test needs Chromium and found no `chromium` on the PATH: run \
-             scripts/install-test-tools (or set {CHROMIUM_ENV} to a Chromium/Chrome binary, or \
-             RFLINK_SKIP_BROWSER=1 to skip this test)"
-        ),
-    }
 }
 
 /// Extracts `web/` of `<home>/lib/flink-dist-*.jar` (a zip) into `into` with python3's zipfile
@@ -105,31 +88,7 @@ print(jars[0], len(names))
 
 /// Where the screenshots go: `flink-web-ui/` in the target directory of the binaries under test.
 fn screenshot_dir() -> PathBuf {
-    let node = PathBuf::from(env!("CARGO_BIN_EXE_rflink-node"));
-    let target = node
-        .parent()
-        .and_then(|profile| profile.parent())
-        .expect("the binary sits in <target>/<profile>/");
-    target.join("flink-web-ui")
-}
-
-/// Unwraps a browser result, or panics with the error, the page's errors, the responses that
-/// failed and every node's logs.
-fn ok<T>(result: Result<T, BrowserError>, browser: &Browser, cluster: &Cluster) -> T {
-    result.unwrap_or_else(|e| {
-        let failed: Vec<String> = browser
-            .responses()
-            .iter()
-            .filter(|r| r.status >= 400)
-            .map(|r| format!("{} {}", r.status, r.url))
-            .collect();
-        panic!(
-            "{e}\npage errors: {:?}\nfailed responses: {failed:#?}\nchromium stderr:\n{}\n{}",
-            browser.page_errors(),
-            browser.stderr_lines(),
-            cluster.logs()
-        )
-    })
+    artifact_dir("flink-web-ui")
 }
 
 /// Page errors of Flink's app itself, not caused by a REST answer: what its components do when
@@ -176,7 +135,7 @@ async fn flinks_web_ui_shows_an_rflink_cluster_its_job_and_cancels_it() {
     let Some(home) = flink_home() else {
         return;
     };
-    let Some(chromium) = chromium() else {
+    let Some(chromium) = chromium_for("the Flink web UI browser test") else {
         return;
     };
     let started = Instant::now();
@@ -186,37 +145,10 @@ async fn flinks_web_ui_shows_an_rflink_cluster_its_job_and_cancels_it() {
     let cluster = Cluster::start(2, 1, &["-D", &ui_dir, "-D", REFRESH]);
     cluster.wait_for_task_managers(2, WAIT).await;
 
-    // A WordCount that runs until cancelled: far more lines than it reads at this rate.
-    let output = dir.path().join("out").display().to_string();
-    let job_id = cluster.submit_example(
-        "streaming-wordcount",
-        &[
-            "--lines",
-            "100000000",
-            "--lines-per-second",
-            "200",
-            "--parallelism",
-            "2",
-            "--checkpoint-interval",
-            "1000",
-            "--output",
-            &output,
-        ],
-        WAIT,
-    );
-    let status = cluster
-        .wait_for_job_status(
-            job_id,
-            |s| s == JobStatus::Running || s.is_terminal(),
-            Instant::now() + WAIT,
-        )
+    let (job_id, details) = cluster
+        .start_endless_wordcount(&dir.path().join("out").display().to_string())
         .await;
-    assert_eq!(status, JobStatus::Running, "{}", cluster.logs());
-    let details = cluster.rest.job_details(job_id).await.expect("job details");
-    let tasks: u32 = details.vertices.iter().map(|v| v.parallelism).sum();
-    cluster.wait_for_running_tasks(job_id, tasks, WAIT).await;
     // The job as the app reads it (ids as the REST API spells them).
-    let details = serde_json::to_value(&details).expect("details serialize");
     let jid = details["jid"].as_str().expect("jid").to_string();
     let name = details["name"].as_str().expect("name").to_string();
     let vertices: BTreeMap<String, String> = details["vertices"]

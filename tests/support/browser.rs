@@ -535,3 +535,50 @@ fn connect(url: &str) -> Result<WebSocket<TcpStream>, BrowserError> {
         .map_err(|e| BrowserError::Socket(format!("handshake with {url}: {e}")))?;
     Ok(socket)
 }
+
+/// The Chromium binary for browser test `test`, or `None` when browser tests are skipped on
+/// purpose (`RFLINK_SKIP_BROWSER=1`); panics with what to do when there is none.
+pub fn chromium_for(test: &str) -> Option<PathBuf> {
+    if std::env::var("RFLINK_SKIP_BROWSER").as_deref() == Ok("1") {
+        println!("SKIPPED: {test} (RFLINK_SKIP_BROWSER=1)");
+        return None;
+    }
+    match find_chromium() {
+        Some(path) => Some(path),
+        None => panic!(
+            "{test} needs Chromium and found no `chromium` on the PATH: run \
+             scripts/install-test-tools (or set {CHROMIUM_ENV} to a Chromium/Chrome binary, or \
+             RFLINK_SKIP_BROWSER=1 to skip browser tests)"
+        ),
+    }
+}
+
+/// `<target dir>/<name>`: where browser tests put their screenshots (next to the binaries
+/// under test).
+pub fn artifact_dir(name: &str) -> PathBuf {
+    let node = PathBuf::from(env!("CARGO_BIN_EXE_rflink-node"));
+    let target = node
+        .parent()
+        .and_then(|profile| profile.parent())
+        .expect("the binary sits in <target>/<profile>/");
+    target.join(name)
+}
+
+/// Unwraps a browser result, or panics with the error, the page's errors, the responses that
+/// failed (when recorded) and every node's logs.
+pub fn ok<T>(result: Result<T, BrowserError>, browser: &Browser, cluster: &super::Cluster) -> T {
+    result.unwrap_or_else(|e| {
+        let failed: Vec<String> = browser
+            .responses()
+            .iter()
+            .filter(|r| r.status >= 400)
+            .map(|r| format!("{} {}", r.status, r.url))
+            .collect();
+        panic!(
+            "{e}\npage errors: {:?}\nfailed responses: {failed:#?}\nchromium stderr:\n{}\n{}",
+            browser.page_errors(),
+            browser.stderr_lines(),
+            cluster.logs()
+        )
+    })
+}

@@ -722,6 +722,43 @@ impl Cluster {
             .unwrap_or_else(|| panic!("a job id in {stdout:?}"))
     }
 
+    /// Submits a streaming WordCount (parallelism 2, checkpoints every second, exactly-once
+    /// part files under `output`) that runs until cancelled, waits until it and all its tasks
+    /// run, and returns its id and its `/jobs/{id}` details as JSON (ids as REST spells them).
+    pub async fn start_endless_wordcount(&self, output: &str) -> (JobId, serde_json::Value) {
+        let wait = Duration::from_secs(30);
+        // Far more lines than it reads at this rate.
+        let job_id = self.submit_example(
+            "streaming-wordcount",
+            &[
+                "--lines",
+                "100000000",
+                "--lines-per-second",
+                "200",
+                "--parallelism",
+                "2",
+                "--checkpoint-interval",
+                "1000",
+                "--output",
+                output,
+            ],
+            wait,
+        );
+        let status = self
+            .wait_for_job_status(
+                job_id,
+                |s| s == JobStatus::Running || s.is_terminal(),
+                Instant::now() + wait,
+            )
+            .await;
+        assert_eq!(status, JobStatus::Running, "{}", self.logs());
+        let details = self.rest.job_details(job_id).await.expect("job details");
+        let tasks: u32 = details.vertices.iter().map(|v| v.parallelism).sum();
+        self.wait_for_running_tasks(job_id, tasks, wait).await;
+        let details = serde_json::to_value(&details).expect("details serialize");
+        (job_id, details)
+    }
+
     /// Runs WordCount (`rflink run --example wordcount`) over `text` with `extra` program
     /// arguments, expects exit 0 and returns the parsed output file.
     pub fn run_wordcount(
