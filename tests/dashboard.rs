@@ -61,29 +61,7 @@ async fn the_dashboard_shows_a_running_wordcount_and_cancels_it() {
             )
         })
         .collect();
-    let edges: Vec<(String, String, String)> = details["plan"]["nodes"]
-        .as_array()
-        .expect("plan nodes")
-        .iter()
-        .flat_map(|node| {
-            let target = node["id"].as_str().unwrap_or_default().to_string();
-            node["inputs"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .map(move |input| {
-                    (
-                        input["id"].as_str().unwrap_or_default().to_string(),
-                        target.clone(),
-                        input["ship_strategy"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    )
-                })
-        })
-        .collect();
+    let edges = support::plan_edges(&details);
     assert!(
         vertices.len() >= 2 && !edges.is_empty(),
         "WordCount has a keyed exchange: {details}"

@@ -162,27 +162,10 @@ async fn flinks_web_ui_shows_an_rflink_cluster_its_job_and_cancels_it() {
             )
         })
         .collect();
-    let edges: Vec<(String, String)> = details["plan"]["nodes"]
-        .as_array()
-        .expect("plan nodes")
-        .iter()
-        .flat_map(|node| {
-            let target = node["id"].as_str().unwrap_or_default().to_string();
-            node["inputs"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .map(move |input| {
-                    (
-                        format!("{}-{target}", input["id"].as_str().unwrap_or_default()),
-                        input["ship_strategy"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    )
-                })
-        })
+    // Flink's app names an edge's SVG group `<source>-<target>`.
+    let edges: Vec<(String, String)> = support::plan_edges(&details)
+        .into_iter()
+        .map(|(source, target, ship)| (format!("{source}-{target}"), ship))
         .collect();
     assert!(
         vertices.len() >= 2 && !edges.is_empty(),

@@ -475,11 +475,13 @@ async fn a_back_pressured_source_is_reported_high() {
     let (c, rest) = cluster().await;
     let job = build_job_graph(&Jobs::new(registry()), "backpressured", &[]).expect("builds");
     let job_id = c.submit_job(job).await.expect("submits");
+    let deadline = tokio::time::Instant::now() + WAIT;
     let details = loop {
         let d = get(&rest, &format!("/jobs/{job_id}")).await;
         if d["state"] == "RUNNING" {
             break d;
         }
+        assert!(tokio::time::Instant::now() < deadline, "never RUNNING: {d}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let source = details["vertices"][0]["id"]

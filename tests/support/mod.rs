@@ -911,3 +911,29 @@ pub fn job_libraries() -> std::path::PathBuf {
     assert!(status.success(), "building the job libraries failed");
     profile_dir
 }
+
+/// The edges of a job's plan in `/jobs/{id}` JSON: (source vertex id, target vertex id, ship
+/// strategy).
+pub fn plan_edges(details: &serde_json::Value) -> Vec<(String, String, String)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    details["plan"]["nodes"]
+        .as_array()
+        .expect("plan nodes")
+        .iter()
+        .flat_map(|node| {
+            let target = text(&node["id"]);
+            node["inputs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |input| {
+                    (
+                        text(&input["id"]),
+                        target.clone(),
+                        text(&input["ship_strategy"]),
+                    )
+                })
+        })
+        .collect()
+}
