@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::RpcError;
+use crate::security::TransportSecurity;
 
 /// Settings of one RPC service (one per process in production; several in a MiniCluster).
 ///
@@ -40,6 +41,14 @@ pub struct RpcConfig {
     pub max_inbound_in_flight: usize,
     /// Capacity of each endpoint's mailbox for local asks (`rpc.mailbox-capacity`). Default 1024.
     pub mailbox_capacity: usize,
+    /// How connections are secured (`security.cluster-secret`, `security.ssl.internal.*`):
+    /// mutual TLS and/or the cluster-secret handshake, run on every dialed and accepted
+    /// connection before a byte of the RPC protocol, within `connect_timeout`. Every node of a
+    /// cluster needs the same settings: a peer that fails them is closed with a `warn`, counted
+    /// in [`TransportStats::handshake_failures`](crate::TransportStats::handshake_failures), and
+    /// the caller's call fails with [`RpcError::Security`]. Default plaintext (no TLS, no
+    /// secret), as fast as before. See [`transport`](crate::transport#security).
+    pub security: TransportSecurity,
 }
 
 impl Default for RpcConfig {
@@ -56,6 +65,7 @@ impl Default for RpcConfig {
             cluster_id: "default".into(),
             max_inbound_in_flight: 4096,
             mailbox_capacity: 1024,
+            security: TransportSecurity::default(),
         }
     }
 }

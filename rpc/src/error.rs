@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::id::AbstractId;
+use crate::security::SecurityFailure;
 
 /// What went wrong with an RPC, on either side of the wire.
 ///
@@ -141,6 +142,16 @@ pub enum RpcError {
     /// An operating-system I/O error, e.g. binding the listener.
     #[error("i/o error while {action}: {detail}")]
     Io { action: String, detail: String },
+
+    /// The connection's security handshake (mutual TLS and/or the cluster secret, see
+    /// [`security`](crate::security)) failed: the two nodes do not share the cluster's
+    /// settings, certificates or secret. Nothing of the RPC protocol was exchanged. Last of the
+    /// variants, so the wire indices of the others stay as they were.
+    #[error("secure connection with {peer} refused: {failure}")]
+    Security {
+        peer: String,
+        failure: SecurityFailure,
+    },
 }
 
 /// Why a handshake failed.
@@ -214,15 +225,22 @@ impl std::fmt::Display for CodecDirection {
 impl RpcError {
     /// True when trying the same call again later may succeed (the peer may come back, a slow
     /// endpoint may catch up). Registration retries and restart strategies branch on this.
+    ///
+    /// A refused security handshake is retryable only when the handshake was cut short (timeout,
+    /// peer gone, I/O error); a wrong secret or certificate fails the same way every time.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             RpcError::RecipientUnreachable { .. }
-                | RpcError::Timeout { .. }
-                | RpcError::Connection { .. }
-                | RpcError::EndpointNotStarted { .. }
-                | RpcError::EndpointNotFound { .. }
-        )
+            | RpcError::Timeout { .. }
+            | RpcError::Connection { .. }
+            | RpcError::EndpointNotStarted { .. }
+            | RpcError::EndpointNotFound { .. } => true,
+            RpcError::Security { failure, .. } => matches!(
+                failure,
+                SecurityFailure::Timeout(_) | SecurityFailure::PeerClosed | SecurityFailure::Io(_)
+            ),
+            _ => false,
+        }
     }
 
     pub(crate) fn serialize(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
@@ -262,6 +280,17 @@ mod tests {
                     remote: 2,
                 },
             },
+            RpcError::Security {
+                peer: "h:1".into(),
+                failure: SecurityFailure::WrongSecret,
+            },
+            RpcError::Security {
+                peer: "h:2".into(),
+                failure: SecurityFailure::WrongChannel {
+                    expected: crate::security::Channel::Rpc,
+                    requested: crate::security::Channel::Data,
+                },
+            },
         ];
         for err in errors {
             let bytes = rmp_serde::to_vec(&err).expect("rpc errors serialize");
@@ -284,5 +313,28 @@ mod tests {
         );
         assert!(!err.is_retryable());
         assert!(RpcError::ServiceShutdown.to_string().starts_with("the rpc"));
+    }
+
+    #[test]
+    fn security_refusals_name_the_peer_and_the_reason() {
+        let wrong = RpcError::Security {
+            peer: "tm-1:6122".into(),
+            failure: SecurityFailure::WrongSecret,
+        };
+        let text = wrong.to_string();
+        assert!(
+            text.starts_with("secure connection with tm-1:6122 refused: "),
+            "{text}"
+        );
+        assert!(text.contains("another cluster secret"), "{text}");
+        assert!(!wrong.is_retryable(), "a wrong secret stays wrong");
+        let cut = RpcError::Security {
+            peer: "tm-1:6122".into(),
+            failure: SecurityFailure::Timeout(Duration::from_secs(10)),
+        };
+        assert!(
+            cut.is_retryable(),
+            "a handshake cut short may pass next time"
+        );
     }
 }

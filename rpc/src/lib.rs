@@ -76,6 +76,7 @@ mod gateway;
 mod id;
 mod message;
 mod metrics;
+pub mod security;
 mod server;
 mod service;
 pub mod transport;

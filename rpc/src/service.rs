@@ -264,6 +264,7 @@ impl RpcService {
             config.max_frame_size,
             config.connect_timeout,
             config.max_inbound_in_flight,
+            config.security.clone(),
             Arc::clone(&registry),
         );
         transport.spawn_listener(listener);

@@ -9,7 +9,6 @@ use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
@@ -18,6 +17,10 @@ use super::{PeerEvent, TransportStats};
 use crate::endpoint::{Encoded, EncodedInvocation, EncodedTells};
 use crate::error::{HandshakeFailure, RpcError};
 use crate::id::AbstractId;
+use crate::security::{
+    looks_like_tls_record, Channel, SecureReadHalf, SecureStream, SecureWriteHalf, SecurityError,
+    SecurityFailure, TransportSecurity,
+};
 use crate::service::{Registered, Registry};
 
 /// What a pending ask receives.
@@ -51,6 +54,8 @@ pub(crate) struct Transport {
     pub(crate) max_frame: usize,
     pub(crate) connect_timeout: Duration,
     max_inbound: usize,
+    /// TLS and/or the cluster secret, run on every connection before the RPC handshake.
+    security: TransportSecurity,
     registry: Arc<Registry>,
     pool: Mutex<HashMap<String, PeerSlot>>,
     live: Mutex<HashMap<u64, Weak<Connection>>>,
@@ -69,6 +74,7 @@ impl Transport {
         max_frame: usize,
         connect_timeout: Duration,
         max_inbound: usize,
+        security: TransportSecurity,
         registry: Arc<Registry>,
     ) -> Arc<Self> {
         Arc::new(Transport {
@@ -78,6 +84,7 @@ impl Transport {
             max_frame,
             connect_timeout,
             max_inbound,
+            security,
             registry,
             pool: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
@@ -232,15 +239,16 @@ impl Transport {
         }
     }
 
+    /// Starts the reader and writer tasks of a handshaken connection. `reader` holds what was
+    /// read past the handshake.
     fn new_connection(
         self: &Arc<Self>,
-        stream: TcpStream,
-        leftover: BytesMut,
+        reader: FrameReader,
+        wr: SecureWriteHalf,
         peer: String,
         peer_instance: AbstractId,
         dialer: AbstractId,
     ) -> Arc<Connection> {
-        let (rd, wr) = stream.into_split();
         let outbox = Arc::new(Outbox {
             state: Mutex::new(OutboxState {
                 buf: Vec::with_capacity(64 * 1024),
@@ -268,11 +276,6 @@ impl Transport {
         lock(&self.live).insert(conn.serial, Arc::downgrade(&conn));
         self.stats.established.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(write_loop(outbox, wr, Arc::downgrade(&conn)));
-        let reader = FrameReader {
-            rd,
-            buf: leftover,
-            max: self.max_frame,
-        };
         tokio::spawn(read_loop(Arc::clone(&conn), reader, Arc::clone(self)));
         conn
     }
@@ -294,9 +297,17 @@ impl Transport {
                 Ok(Ok(stream)) => stream,
             };
         let _ = stream.set_nodelay(true);
-        match tokio::time::timeout(self.connect_timeout, self.handshake_as_dialer(stream, node))
-            .await
-        {
+        // TLS and/or the cluster secret first, then the RPC handshake over the secured stream;
+        // the connect timeout bounds both.
+        let handshake = async {
+            let stream = self
+                .security
+                .connect(stream, node, Channel::Rpc)
+                .await
+                .map_err(|err| self.security_failed(node, err))?;
+            self.handshake_as_dialer(stream, node).await
+        };
+        match tokio::time::timeout(self.connect_timeout, handshake).await {
             Err(_) => {
                 Err(self.handshake_failed(node, HandshakeFailure::Timeout(self.connect_timeout)))
             }
@@ -306,7 +317,7 @@ impl Transport {
 
     async fn handshake_as_dialer(
         self: &Arc<Self>,
-        mut stream: TcpStream,
+        mut stream: SecureStream,
         node: &str,
     ) -> Result<Arc<Connection>, RpcError> {
         let io = |err: std::io::Error| RpcError::Connection {
@@ -320,11 +331,17 @@ impl Transport {
         };
         let mut out = frame::preamble().to_vec();
         out.extend_from_slice(&frame::encode_hello(&hello, self.max_frame)?);
-        stream.write_all(&out).await.map_err(io)?;
+        send(&mut stream, &out).await.map_err(io)?;
         let mut preamble = [0u8; frame::PREAMBLE_LEN];
-        stream.read_exact(&mut preamble).await.map_err(io)?;
-        let version =
-            frame::check_preamble(&preamble).map_err(|f| self.handshake_failed(node, f))?;
+        if let Err(err) = stream.read_exact(&mut preamble).await {
+            return Err(self.closed_before_preamble(node, err));
+        }
+        let version = frame::check_preamble(&preamble).map_err(|f| match f {
+            HandshakeFailure::BadPreamble { found } if looks_like_tls_record(&found) => {
+                self.tls_answer_to_plaintext(node)
+            }
+            f => self.handshake_failed(node, f),
+        })?;
         if version != frame::PROTOCOL_VERSION {
             return Err(self.handshake_failed(
                 node,
@@ -358,35 +375,105 @@ impl Transport {
                 );
             }
         };
-        let stream = reader
-            .rd
-            .reunite(wr)
-            .map_err(|_| io(std::io::Error::other("split halves do not match")))?;
-        Ok(self.new_connection(
-            stream,
-            reader.buf,
-            node.to_string(),
-            ok.instance,
-            self.instance,
-        ))
+        Ok(self.new_connection(reader, wr, node.to_string(), ok.instance, self.instance))
+    }
+
+    /// The peer hung up (or the read failed) before answering the preamble. A node that requires
+    /// TLS or the cluster secret does exactly that to a plaintext dialer, so say so when this
+    /// node runs plaintext.
+    fn closed_before_preamble(&self, node: &str, err: std::io::Error) -> RpcError {
+        let closed = matches!(
+            err.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        );
+        let reason = if closed && !self.security.has_secret() {
+            let what = if self.security.has_tls() {
+                "security.cluster-secret"
+            } else {
+                "security.cluster-secret or TLS"
+            };
+            let reason = format!(
+                "handshake i/o: {err} (the peer closed the connection before the rpc handshake: \
+                 if it requires {what}, this node must be configured alike; this node has no \
+                 security.cluster-secret)"
+            );
+            // Retrying callers log unreachable peers at debug; this one is most likely a
+            // misconfiguration, which the operator of this node must see.
+            tracing::warn!(peer = node, %reason, "rpc connection closed by the peer");
+            reason
+        } else {
+            format!("handshake i/o: {err}")
+        };
+        RpcError::Connection {
+            address: node.to_string(),
+            reason,
+        }
+    }
+
+    /// A plaintext dialer got a TLS record (the alert of a TLS acceptor that read our preamble
+    /// as a broken ClientHello) instead of the preamble.
+    fn tls_answer_to_plaintext(&self, node: &str) -> RpcError {
+        let err = self.security_failed(
+            node,
+            SecurityError::Handshake {
+                peer: node.to_string(),
+                channel: Channel::Rpc,
+                direction: "to",
+                failure: SecurityFailure::NotTls,
+            },
+        );
+        tracing::warn!(peer = node, error = %err, "rpc handshake failed");
+        err
     }
 
     fn handshake_failed(&self, peer: &str, failure: HandshakeFailure) -> RpcError {
         self.stats
             .handshake_failures
             .fetch_add(1, Ordering::Relaxed);
+        let hint = match &failure {
+            HandshakeFailure::BadPreamble { found } => security_hint(found),
+            _ => None,
+        };
         let err = RpcError::Handshake {
             peer: peer.to_string(),
             failure,
         };
-        tracing::warn!(peer, error = %err, "rpc handshake failed");
+        match hint {
+            Some(hint) => tracing::warn!(peer, error = %err, hint, "rpc handshake failed"),
+            None => tracing::warn!(peer, error = %err, "rpc handshake failed"),
+        }
         err
+    }
+
+    /// Counts a refused security handshake (TLS or cluster secret) as a handshake failure.
+    /// [`TransportSecurity`] has logged it already.
+    fn security_failed(&self, peer: &str, err: SecurityError) -> RpcError {
+        self.stats
+            .handshake_failures
+            .fetch_add(1, Ordering::Relaxed);
+        let failure = err
+            .failure()
+            .cloned()
+            .unwrap_or_else(|| SecurityFailure::Io(err.to_string()));
+        RpcError::Security {
+            peer: peer.to_string(),
+            failure,
+        }
     }
 
     async fn accept(self: Arc<Self>, stream: TcpStream, peer: String) {
         let _ = stream.set_nodelay(true);
         let timeout = self.connect_timeout;
-        match tokio::time::timeout(timeout, self.handshake_as_acceptor(stream, &peer)).await {
+        // Nothing of the RPC protocol is read before the peer passed TLS and/or the secret.
+        let handshake = async {
+            let stream = self
+                .security
+                .accept(stream, &peer, Channel::Rpc)
+                .await
+                .map_err(|err| self.security_failed(&peer, err))?;
+            self.handshake_as_acceptor(stream, &peer).await
+        };
+        match tokio::time::timeout(timeout, handshake).await {
             Err(_) => {
                 self.handshake_failed(&peer, HandshakeFailure::Timeout(timeout));
             }
@@ -401,7 +488,7 @@ impl Transport {
 
     async fn handshake_as_acceptor(
         self: &Arc<Self>,
-        mut stream: TcpStream,
+        mut stream: SecureStream,
         peer: &str,
     ) -> Result<Arc<Connection>, RpcError> {
         let io = |err: std::io::Error| RpcError::Connection {
@@ -413,7 +500,7 @@ impl Transport {
         // Not our protocol at all: say nothing in it, just close.
         let version =
             frame::check_preamble(&preamble).map_err(|f| self.handshake_failed(peer, f))?;
-        stream.write_all(&frame::preamble()).await.map_err(io)?;
+        send(&mut stream, &frame::preamble()).await.map_err(io)?;
         let reject = |failure: HandshakeFailure| {
             let err = self.handshake_failed(peer, failure);
             let bytes = frame::encode_hello_rejected(&err, self.max_frame).unwrap_or_default();
@@ -424,7 +511,7 @@ impl Transport {
                 local: frame::PROTOCOL_VERSION,
                 remote: version,
             });
-            let _ = stream.write_all(&bytes).await;
+            let _ = send(&mut stream, &bytes).await;
             return Err(err);
         }
         let (rd, mut wr) = stream.into_split();
@@ -443,12 +530,12 @@ impl Transport {
             Ok(Frame::Hello(hello)) => hello,
             Ok(other) => {
                 let (err, bytes) = reject(HandshakeFailure::Unexpected(format!("{other:?}")));
-                let _ = wr.write_all(&bytes).await;
+                let _ = send(&mut wr, &bytes).await;
                 return Err(err);
             }
             Err(frame_err) => {
                 let (err, bytes) = reject(HandshakeFailure::Unexpected(frame_err.to_string()));
-                let _ = wr.write_all(&bytes).await;
+                let _ = send(&mut wr, &bytes).await;
                 return Err(err);
             }
         };
@@ -457,34 +544,24 @@ impl Transport {
                 local: self.cluster_id.clone(),
                 remote: hello.cluster_id,
             });
-            let _ = wr.write_all(&bytes).await;
+            let _ = send(&mut wr, &bytes).await;
             return Err(err);
         }
         if hello.advertised.is_empty() || hello.advertised.len() > 512 {
             let (err, bytes) = reject(HandshakeFailure::Unexpected(
                 "empty or oversized advertised address".into(),
             ));
-            let _ = wr.write_all(&bytes).await;
+            let _ = send(&mut wr, &bytes).await;
             return Err(err);
         }
         let ok = HelloOk {
             instance: self.instance,
             advertised: self.advertised.clone(),
         };
-        wr.write_all(&frame::encode_hello_ok(&ok, self.max_frame)?)
+        send(&mut wr, &frame::encode_hello_ok(&ok, self.max_frame)?)
             .await
             .map_err(io)?;
-        let stream = reader
-            .rd
-            .reunite(wr)
-            .map_err(|_| io(std::io::Error::other("split halves do not match")))?;
-        Ok(self.new_connection(
-            stream,
-            reader.buf,
-            hello.advertised,
-            hello.instance,
-            hello.instance,
-        ))
+        Ok(self.new_connection(reader, wr, hello.advertised, hello.instance, hello.instance))
     }
 
     /// Stops accepting, closes every connection and fails what is pending on them.
@@ -1095,7 +1172,7 @@ enum ReadError {
 }
 
 struct FrameReader {
-    rd: OwnedReadHalf,
+    rd: SecureReadHalf,
     buf: BytesMut,
     max: usize,
 }
@@ -1287,7 +1364,26 @@ fn violation(conn: &Connection, transport: &Transport, err: FrameError) -> RpcEr
     err
 }
 
-async fn write_loop(outbox: Arc<Outbox>, mut wr: OwnedWriteHalf, conn: Weak<Connection>) {
+/// Writes `bytes` and flushes: over TLS, written bytes may wait in the session's buffer until a
+/// flush (a no-op on plain TCP).
+async fn send<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+/// What a bad preamble says about a peer that is an rflink node with other security settings:
+/// a TLS ClientHello, or the start of the cluster-secret handshake.
+fn security_hint(found: &[u8]) -> Option<&'static str> {
+    if looks_like_tls_record(found) {
+        Some("the peer speaks TLS and this node does not: security.ssl.internal.enabled must be the same on every node")
+    } else if found.starts_with(crate::security::handshake::MAGIC) {
+        Some("the peer starts the cluster-secret handshake and this node has no secret: security.cluster-secret must be set on every node")
+    } else {
+        None
+    }
+}
+
+async fn write_loop(outbox: Arc<Outbox>, mut wr: SecureWriteHalf, conn: Weak<Connection>) {
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         let ready = outbox.ready.notified();
@@ -1306,7 +1402,7 @@ async fn write_loop(outbox: Arc<Outbox>, mut wr: OwnedWriteHalf, conn: Weak<Conn
             continue;
         }
         *lock(&outbox.writing) = batch.len();
-        let result = wr.write_all(&batch).await;
+        let result = send(&mut wr, &batch).await;
         *lock(&outbox.writing) = 0;
         batch.clear();
         if batch.capacity() > 16 * 1024 * 1024 {
@@ -1321,4 +1417,20 @@ async fn write_loop(outbox: Arc<Outbox>, mut wr: OwnedWriteHalf, conn: Weak<Conn
         }
     }
     let _ = wr.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_preambles_of_differently_secured_nodes_are_named() {
+        // A TLS ClientHello's first bytes, and a cluster-secret HELLO's.
+        let tls = security_hint(&[0x16, 0x03, 0x01, 0x00, 0xcd, 0x01]).expect("tls");
+        assert!(tls.contains("security.ssl.internal.enabled"), "{tls}");
+        let secret = security_hint(crate::security::handshake::MAGIC).expect("secret");
+        assert!(secret.contains("security.cluster-secret"), "{secret}");
+        assert_eq!(security_hint(b"GET / "), None);
+        assert_eq!(security_hint(&frame::preamble()), None);
+    }
 }

@@ -1,6 +1,32 @@
 //! The remote transport: one TCP listener per [`RpcService`](crate::RpcService), one connection per
 //! peer node, frames as described in [`frame`].
 //!
+//! # Security
+//!
+//! Before a single byte of the RPC protocol, every connection passes the service's
+//! [`TransportSecurity`](crate::security::TransportSecurity) ([`RpcConfig::security`]): the
+//! dialer runs [`connect`](crate::security::TransportSecurity::connect) right after the TCP
+//! connect, the acceptor runs [`accept`](crate::security::TransportSecurity::accept) before it
+//! reads the preamble, both for [`Channel::Rpc`](crate::security::Channel::Rpc). With mutual TLS
+//! the RPC handshake and every frame travel inside the TLS session; with the cluster secret both
+//! sides prove they hold it over fresh nonces, so a recorded handshake cannot be replayed. The
+//! preamble/`Hello` handshake then runs over the secured stream; `rpc.connect-timeout` bounds
+//! both handshakes together. The default is plaintext, exactly as before.
+//!
+//! A refused peer (no secret, another secret, a replayed handshake, plaintext against TLS, a
+//! certificate of another CA or an expired one, garbage) is closed before anything it sent is
+//! decoded: no endpoint sees a message and nothing is pooled. The acceptor logs one `warn`
+//! naming the peer and the reason and counts it in [`TransportStats::handshake_failures`]; the
+//! dialer counts it too, and the call that dialed fails with
+//! [`RpcError::Security`](crate::RpcError::Security), which carries the typed
+//! [`SecurityFailure`](crate::security::SecurityFailure). Other connections are untouched.
+//!
+//! Plain TCP splits into lock-free read and write halves as before. A TLS session is shared by
+//! the connection's reader and writer tasks through a lock taken per poll, and the writer
+//! flushes after each batch, so nothing waits in the session's buffer.
+//!
+//! [`RpcConfig::security`]: crate::RpcConfig::security
+//!
 //! # Connections
 //!
 //! A connection is symmetric: either side sends requests on it and answers the other's. Each
@@ -57,7 +83,8 @@ pub enum PeerEvent {
 pub struct TransportStats {
     /// Connections that completed a handshake, dialed or accepted.
     pub connections_established: u64,
-    /// Handshakes refused, by either side (bad preamble, version, cluster id).
+    /// Handshakes refused, by either side: security (TLS, cluster secret), bad preamble,
+    /// version, cluster id, or a handshake that did not finish within the connect timeout.
     pub handshake_failures: u64,
     /// Connections closed because the peer broke the frame format.
     pub protocol_violations: u64,
