@@ -52,6 +52,7 @@ pub struct MiniClusterConfig {
     /// `slot.request.timeout`.
     pub slot_request_timeout: Duration,
     /// Template for every RPC service (bind host, timeouts, frame size, forced serialization).
+    /// Its `security` secures the BlobServer and the data connections too.
     pub rpc: RpcConfig,
     /// Start the REST API on an ephemeral port.
     pub rest: bool,
@@ -191,6 +192,7 @@ impl MiniCluster {
             blob: BlobServerConfig {
                 bind_host: config.rpc.bind_host.clone(),
                 storage_dir: work_dir.join("blob-server"),
+                security: config.rpc.security.clone(),
                 ..BlobServerConfig::default()
             },
             heartbeat: config.heartbeat,
@@ -231,7 +233,10 @@ impl MiniCluster {
                 .network
                 .clone()
                 .map(|network| DataPlaneSettings {
-                    network,
+                    network: NetworkConfig {
+                        security: self.config.rpc.security.clone(),
+                        ..network
+                    },
                     bind_host: self.config.rpc.bind_host.clone(),
                     advertised_host: self
                         .config
@@ -258,6 +263,7 @@ impl MiniCluster {
                 }),
                 blob_cache_dir: self.work_dir.join(format!("blob-cache-{index}")),
                 blob_cleanup_interval: self.config.blob_cleanup_interval,
+                blob_security: self.config.rpc.security.clone(),
                 metrics: crate::metrics::MetricRegistry::new(),
                 metrics_address: None,
             },

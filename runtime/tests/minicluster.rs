@@ -595,6 +595,7 @@ async fn a_task_executor_that_cannot_register_is_fatal() {
                 rflink_rpc::AbstractId::generate()
             )),
             blob_cleanup_interval: Duration::from_secs(1),
+            blob_security: Default::default(),
             metrics: Default::default(),
             metrics_address: None,
         },

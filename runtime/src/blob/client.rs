@@ -6,7 +6,13 @@
 //! GET is hashed and compared with the key asked for ([`BlobError::Corrupt`] otherwise), a PUT's
 //! returned key is compared with the client's own hash, and a GET's announced size is checked
 //! against `max_blob_size` before anything is buffered. Hashing runs on the blocking pool.
+//!
+//! Every connection runs the security handshake of `config.security` (channel `Blob`) right
+//! after the TCP connect, before the preamble; a refusal is a [`BlobError::Security`] carrying
+//! the typed `SecurityFailure`. A plaintext client the server closes on without a word gets a
+//! [`BlobError::Connection`] that says the server may require security.
 
+use rflink_rpc::security::{Channel, SecureStream, SecurityFailure, TransportSecurity};
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
@@ -35,6 +41,8 @@ pub struct BlobClientConfig {
     pub io_timeout: Duration,
     /// The largest blob this client uploads or accepts from a GET. Default 1 GiB.
     pub max_blob_size: u64,
+    /// How connections are secured; must match the BlobServer's. Default plaintext.
+    pub security: TransportSecurity,
 }
 
 impl Default for BlobClientConfig {
@@ -43,6 +51,7 @@ impl Default for BlobClientConfig {
             connect_timeout: Duration::from_secs(10),
             io_timeout: Duration::from_secs(60),
             max_blob_size: DEFAULT_MAX_BLOB_SIZE,
+            security: TransportSecurity::default(),
         }
     }
 }
@@ -200,9 +209,15 @@ impl BlobClient {
 
 /// One client connection to a blob server.
 struct Connection {
-    stream: TcpStream,
+    stream: SecureStream,
     address: String,
     io_timeout: Duration,
+    /// Whether this client proves a cluster secret (for the hint when the server hangs up).
+    has_secret: bool,
+    /// Whether this client runs TLS (for the hint when a TLS server answers plaintext).
+    has_tls: bool,
+    /// Whether any byte came back on this connection yet.
+    answered: bool,
 }
 
 impl Connection {
@@ -229,11 +244,37 @@ impl Connection {
                 }
             };
         let _ = stream.set_nodelay(true);
+        let stream = config
+            .security
+            .connect(stream, &address, Channel::Blob)
+            .await
+            .map_err(|err| BlobError::Security {
+                address: address.clone(),
+                failure: match err.failure() {
+                    Some(failure) => failure.clone(),
+                    // Not a handshake error (the system's random source failed): still typed.
+                    None => SecurityFailure::Io(err.to_string()),
+                },
+            })?;
         Ok(Connection {
             stream,
             address,
             io_timeout: config.io_timeout,
+            has_secret: config.security.has_secret(),
+            has_tls: config.security.has_tls(),
+            answered: false,
         })
+    }
+
+    /// What to add when the server closed the connection before answering anything: a server
+    /// that requires a cluster secret hangs up on a preamble without the handshake.
+    fn hint(&self) -> &'static str {
+        if !self.has_secret && !self.answered {
+            " (the server closed the connection without answering: if it requires \
+             security.cluster-secret, configure this client alike)"
+        } else {
+            ""
+        }
     }
 
     async fn send(&mut self, bytes: &[u8], operation: &str) -> Result<(), BlobError> {
@@ -247,20 +288,22 @@ impl Connection {
                 },
                 WriteFailure::Io(e) => BlobError::Connection {
                     address: self.address.clone(),
-                    reason: format!("{operation}: {e}"),
+                    reason: format!("{operation}: {e}{}", self.hint()),
                 },
             })
     }
 
     async fn recv(&mut self, buf: &mut [u8], operation: &str) -> Result<(), BlobError> {
         let len = buf.len();
-        read_exact_within(&mut self.stream, buf, self.io_timeout)
+        let result = read_exact_within(&mut self.stream, buf, self.io_timeout)
             .await
             .map_err(|failure| match failure {
                 ReadFailure::Eof { read } => BlobError::Connection {
                     address: self.address.clone(),
                     reason: format!(
-                        "{operation}: the server closed the connection after {read} of {len} bytes"
+                        "{operation}: the server closed the connection after {read} of {len} \
+                         bytes{}",
+                        if read == 0 { self.hint() } else { "" }
                     ),
                 },
                 ReadFailure::TimedOut => BlobError::Timeout {
@@ -270,13 +313,16 @@ impl Connection {
                 },
                 ReadFailure::Io(e) => BlobError::Connection {
                     address: self.address.clone(),
-                    reason: format!("{operation}: {e}"),
+                    reason: format!("{operation}: {e}{}", self.hint()),
                 },
-            })
+            });
+        self.answered = true;
+        result
     }
 
     /// Reads a status: `Ok` for OK, the server's typed error for ERR.
     async fn recv_status(&mut self, operation: &str) -> Result<(), BlobError> {
+        let first = !self.answered;
         let mut status = [0u8; 1];
         self.recv(&mut status, operation).await?;
         match status[0] {
@@ -289,6 +335,12 @@ impl Connection {
                 self.recv(&mut payload, operation).await?;
                 Err(decode_error(&payload).unwrap_or_else(|malformed| malformed))
             }
+            // 0x15 starts a TLS alert record: a TLS server refusing this plaintext client.
+            0x15 if first && !self.has_tls => Err(BlobError::protocol(format!(
+                "{operation}: {} answered with what looks like a TLS alert: the server runs \
+                 internal TLS (security.ssl.internal.enabled), this client does not",
+                self.address
+            ))),
             other => Err(BlobError::protocol(format!(
                 "{operation}: unknown status byte 0x{other:02x} from {}",
                 self.address

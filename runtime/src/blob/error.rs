@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use rflink_rpc::security::SecurityFailure;
 use serde::{Deserialize, Serialize};
 
 use super::key::BlobKey;
@@ -52,6 +53,16 @@ pub enum BlobError {
     #[error("connection to blob server {address} failed: {reason}")]
     Connection { address: String, reason: String },
 
+    /// The connection's security handshake (cluster secret, mutual TLS) with the blob server
+    /// failed: this client and the server do not share `security.cluster-secret` or the
+    /// cluster CA, or one side runs TLS and the other does not. Nothing of the blob protocol was
+    /// sent. `failure` says which check failed, on which side.
+    #[error("secure connection to blob server {address} failed: {failure}")]
+    Security {
+        address: String,
+        failure: SecurityFailure,
+    },
+
     /// The peer did not send or accept data within the I/O timeout.
     #[error("{operation} with blob server {address} timed out after {timeout:?}")]
     Timeout {
@@ -77,16 +88,21 @@ pub enum BlobError {
 
 impl BlobError {
     /// Whether trying the same operation again may succeed: transfer corruption, a broken or slow
-    /// connection, a failing disk. A missing blob, an oversized one, a protocol or version
-    /// mismatch, a closed service or bad configuration will fail again.
+    /// connection (a security handshake that timed out or broke included), a failing disk. A
+    /// missing blob, an oversized one, a protocol or version mismatch, a refused security
+    /// handshake, a closed service or bad configuration will fail again.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             BlobError::Corrupt { .. }
-                | BlobError::Connection { .. }
-                | BlobError::Timeout { .. }
-                | BlobError::Io { .. }
-        )
+            | BlobError::Connection { .. }
+            | BlobError::Timeout { .. }
+            | BlobError::Io { .. } => true,
+            BlobError::Security { failure, .. } => matches!(
+                failure,
+                SecurityFailure::Timeout(_) | SecurityFailure::Io(_)
+            ),
+            _ => false,
+        }
     }
 
     /// An [`Io`](BlobError::Io) error for `action` (a verb phrase naming the path).

@@ -19,6 +19,20 @@
 //! length-prefixed PUT (header, go-ahead, data, the client's key) and GET (header; status, size,
 //! data) exchanges, and error frames made of a code byte plus the variant's fields.
 //!
+//! ## Security
+//!
+//! Every blob connection runs the security handshake of `rflink_rpc::security` (channel
+//! `Blob`) before the preamble: the BlobServer accepts through
+//! [`BlobServerConfig::security`], clients dial through [`BlobClientConfig::security`] (the
+//! BlobCache's client with the TaskExecutor's settings). It proves the cluster secret (HMAC
+//! challenge-response over fresh nonces from both sides, so nothing can be replayed) and/or
+//! runs mutual TLS with the cluster CA. A peer without the secret, with another one, with a
+//! foreign or expired certificate, or sending garbage is refused by the server with one `warn`
+//! line, counted in [`BlobServerStats::connections_refused`] and closed before a byte of the
+//! protocol is read: it stores and reads nothing, and the server goes on serving everyone else.
+//! A client whose handshake fails gets [`BlobError::Security`] with the typed failure. Writers
+//! flush after each message (TLS may keep bytes in its session until a flush).
+//!
 //! ## Invariants
 //!
 //! 1. **A stored file is complete and was verified when written.** Uploads and downloads stream
@@ -36,7 +50,7 @@
 //!    its own connection (with a typed error frame when one can still be sent), is logged at
 //!    `warn` with the peer, counted in [`BlobServerStats`], and never panics.
 //!
-//! Not here (yet): transient blobs (REST log downloads), an HA blob store, TLS, and Flink's size
+//! Not here (yet): transient blobs (REST log downloads), an HA blob store, and Flink's size
 //! tracker for offloaded deployment data in the cache.
 #![warn(missing_docs, clippy::unwrap_used)]
 

@@ -1,6 +1,8 @@
 //! The blob wire protocol, version 1.
 //!
-//! Plain TCP on the BlobServer's own port (never the RPC transport). All integers are big-endian;
+//! TCP on the BlobServer's own port (never the RPC transport), after the connection's security
+//! handshake (`rflink_rpc::security`, channel `Blob`; nothing when the cluster runs plaintext),
+//! over TLS when the cluster runs it. Every write is flushed. All integers are big-endian;
 //! a job id is its 128 bits as 16 bytes; a key is its 32 hash bytes.
 //!
 //! ```text
@@ -35,6 +37,9 @@
 //!     0x09 UnknownJob       job:[16]
 //!     0x0a Closed           service:str
 //!     0x0b InvalidConfig    detail:str
+//!     0x0c Security         address:str failure:str   the SecurityFailure as JSON; a client-side
+//!                                                  error (a refused handshake ends the connection
+//!                                                  before the protocol), encoded for completeness
 //! str        := len:u16 utf8:[len]                 encoders cut at MAX_STR_LEN on a char boundary
 //! ```
 //!
@@ -106,6 +111,7 @@ const CODE_TIMEOUT: u8 = 0x08;
 const CODE_UNKNOWN_JOB: u8 = 0x09;
 const CODE_CLOSED: u8 = 0x0a;
 const CODE_INVALID_CONFIG: u8 = 0x0b;
+const CODE_SECURITY: u8 = 0x0c;
 
 /// The preamble this build sends.
 pub fn preamble() -> [u8; PREAMBLE_LEN] {
@@ -267,6 +273,13 @@ pub fn encode_error(err: &BlobError) -> Vec<u8> {
             out.push(CODE_INVALID_CONFIG);
             put_str(&mut out, detail);
         }
+        BlobError::Security { address, failure } => {
+            out.push(CODE_SECURITY);
+            put_str(&mut out, address);
+            // A unit variant or a short struct: far below MAX_STR_LEN.
+            let json = serde_json::to_string(failure).unwrap_or_default();
+            put_str(&mut out, &json);
+        }
     }
     out
 }
@@ -311,6 +324,12 @@ pub fn decode_error(payload: &[u8]) -> Result<BlobError, BlobError> {
             service: cur.str()?,
         },
         CODE_INVALID_CONFIG => BlobError::InvalidConfig { detail: cur.str()? },
+        CODE_SECURITY => BlobError::Security {
+            address: cur.str()?,
+            failure: serde_json::from_str(&cur.str()?).map_err(|e| {
+                BlobError::protocol(format!("malformed security failure in an error frame: {e}"))
+            })?,
+        },
         other => {
             return Err(BlobError::protocol(format!(
                 "unknown error code 0x{other:02x} in an error frame"
@@ -468,13 +487,19 @@ pub(crate) enum WriteFailure {
     Io(std::io::Error),
 }
 
-/// Writes all of `buf` to `writer`, failing if that takes longer than `timeout`.
+/// Writes all of `buf` to `writer` and flushes it, failing if that takes longer than `timeout`.
+/// The flush is what makes the bytes leave over TLS (whose session buffers what the socket did
+/// not take); on plain TCP it costs nothing.
 pub(crate) async fn write_all_within<W: AsyncWrite + Unpin>(
     writer: &mut W,
     buf: &[u8],
     timeout: Duration,
 ) -> Result<(), WriteFailure> {
-    match tokio::time::timeout(timeout, writer.write_all(buf)).await {
+    let write = async {
+        writer.write_all(buf).await?;
+        writer.flush().await
+    };
+    match tokio::time::timeout(timeout, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(WriteFailure::Io(e)),
         Err(_) => Err(WriteFailure::TimedOut),
@@ -485,6 +510,7 @@ pub(crate) async fn write_all_within<W: AsyncWrite + Unpin>(
 mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+    use rflink_rpc::security::{Channel, SecurityFailure};
 
     use super::*;
 
@@ -522,6 +548,17 @@ mod tests {
                 service: "blob server".into(),
             },
             BlobError::InvalidConfig { detail: "x".into() },
+            BlobError::Security {
+                address: "h:1".into(),
+                failure: SecurityFailure::WrongSecret,
+            },
+            BlobError::Security {
+                address: "h:1".into(),
+                failure: SecurityFailure::WrongChannel {
+                    expected: Channel::Blob,
+                    requested: Channel::Data,
+                },
+            },
         ]
     }
 
@@ -633,7 +670,7 @@ mod tests {
             // Bias half the inputs towards plausible ones: a known code, or a mutated valid frame.
             if rng.random_bool(0.5) {
                 if let Some(first) = bytes.first_mut() {
-                    *first = rng.random_range(0..=0x0c);
+                    *first = rng.random_range(0..=0x0d);
                 }
             }
             let _ = decode_error(&bytes);

@@ -7,8 +7,14 @@
 //!   tasks. It takes a permit from a semaphore of `max_connections` *before* accepting, so extra
 //!   connections wait in the kernel's listen backlog instead of piling up tasks (Flink's
 //!   `blob.fetch.num-concurrent`).
-//! * One **task per connection** runs the protocol of [`protocol`](super::protocol): requests one
-//!   at a time, every read and write bounded by `io_timeout`. Bad input (bad preamble, unknown
+//! * One **task per connection** first runs the security handshake of `config.security`
+//!   (channel `Blob`: the cluster secret and/or mutual TLS, bounded by its own timeout). A peer
+//!   that fails it (no or another secret, a certificate of another CA or expired, plaintext
+//!   against TLS, garbage) is logged at `warn` by the handshake, counted in
+//!   [`BlobServerStats::connections_refused`] and dropped before a byte of the blob protocol is
+//!   read, so it never reaches storage. Then the task runs the protocol of
+//!   [`protocol`](super::protocol) over the secured stream: requests one at a time, every read
+//!   and write (flushed, for TLS) bounded by `io_timeout`. Bad input (bad preamble, unknown
 //!   operation, oversized PUT, truncated or stalled request) is answered with a typed error frame
 //!   when possible, logged at `warn` with the peer, counted in [`BlobServerStats`], and ends only
 //!   that connection.
@@ -26,6 +32,7 @@
 //! (their temp files are removed) and waits for the accept loop to end. Job directories are removed
 //! by [`BlobServer::delete_job`], which the Dispatcher's job cleanup calls.
 
+use rflink_rpc::security::{Channel, SecureStream, TransportSecurity};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -75,6 +82,9 @@ pub struct BlobServerConfig {
     /// Connections served at once (`blob.fetch.num-concurrent`); more wait in the listen
     /// backlog. Default 50.
     pub max_connections: usize,
+    /// How connections are secured (`security.cluster-secret`, `security.ssl.internal.*`).
+    /// Default plaintext.
+    pub security: TransportSecurity,
 }
 
 impl Default for BlobServerConfig {
@@ -86,6 +96,7 @@ impl Default for BlobServerConfig {
             max_blob_size: DEFAULT_MAX_BLOB_SIZE,
             io_timeout: Duration::from_secs(60),
             max_connections: 50,
+            security: TransportSecurity::default(),
         }
     }
 }
@@ -122,8 +133,12 @@ impl BlobServerConfig {
 /// Counters of a [`BlobServer`] since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BlobServerStats {
-    /// Connections accepted.
+    /// TCP connections accepted (including those the security handshake then refused).
     pub connections_accepted: u64,
+    /// Connections refused by the security handshake (no or another cluster secret, a
+    /// certificate the cluster CA did not sign or an expired one, plaintext against TLS,
+    /// garbage): closed before the blob protocol, nothing read or stored.
+    pub connections_refused: u64,
     /// PUT requests received (including refused ones).
     pub put_requests: u64,
     /// Blobs stored by a PUT (over the wire or local).
@@ -153,6 +168,7 @@ pub struct BlobServerStats {
 #[derive(Default)]
 struct Counters {
     connections_accepted: AtomicU64,
+    connections_refused: AtomicU64,
     put_requests: AtomicU64,
     blobs_stored: AtomicU64,
     get_requests: AtomicU64,
@@ -176,6 +192,7 @@ impl Counters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         BlobServerStats {
             connections_accepted: get(&self.connections_accepted),
+            connections_refused: get(&self.connections_refused),
             put_requests: get(&self.put_requests),
             blobs_stored: get(&self.blobs_stored),
             get_requests: get(&self.get_requests),
@@ -260,6 +277,7 @@ impl BlobServer {
             %address,
             storage_dir = %config.storage_dir.display(),
             max_blob_size = config.max_blob_size,
+            security = config.security.describe(),
             "blob server started"
         );
         let shared = Arc::new(Shared {
@@ -441,7 +459,7 @@ enum End {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: SecureStream,
     timeout: Duration,
     peer: SocketAddr,
     shared: Arc<Shared>,
@@ -454,6 +472,20 @@ async fn serve_connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    // Before anything of the blob protocol: a refused peer is logged (at warn, by `accept`),
+    // counted and dropped here, having touched nothing.
+    let stream = match shared
+        .config
+        .security
+        .accept(stream, &peer.to_string(), Channel::Blob)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(_) => {
+            bump(&shared.counters.connections_refused);
+            return;
+        }
+    };
     let mut conn = Connection {
         stream,
         timeout: shared.config.io_timeout,

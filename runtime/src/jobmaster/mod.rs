@@ -109,6 +109,8 @@ pub struct BlobOffload {
     pub server: String,
     /// `blob.offload.minsize`: values whose encoding is larger go through the BlobServer.
     pub min_size: u64,
+    /// How the upload's connection is secured: the BlobServer's own settings.
+    pub security: rflink_rpc::security::TransportSecurity,
 }
 
 struct RmConnection {
@@ -994,7 +996,11 @@ async fn offload_if_large(
     if (bytes.len() as u64) <= offload.min_size {
         return Ok(MaybeOffloaded::Inline(info));
     }
-    let key: BlobKey = BlobClient::default()
+    let client = BlobClient::new(crate::blob::BlobClientConfig {
+        security: offload.security.clone(),
+        ..crate::blob::BlobClientConfig::default()
+    });
+    let key: BlobKey = client
         .put(offload.server.as_str(), job_id, bytes)
         .await
         .map_err(|e| e.to_string())?;

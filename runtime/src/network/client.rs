@@ -8,6 +8,12 @@
 //! BufferResponses into the channels' buffers and ErrorResponses into retries or failures).
 //! Consumer task threads talk to it only through the outbox, which never blocks.
 //!
+//! Right after the TCP connect the connection runs the security handshake of
+//! `NetworkConfig::security` (channel `Data`); a refusal (no or another cluster secret, a
+//! certificate of another CA, plaintext against TLS) fails every channel on it with a
+//! [`NetworkError::Connection`] whose detail gives the security reason. Each write of the
+//! outbox is flushed (TLS keeps what the socket did not take until then).
+//!
 //! When the connection cannot be made or breaks, or the peer breaks the protocol, every channel
 //! on it fails with an error naming the peer, the connection is logged and forgotten, and the
 //! next gate asking for that address gets a fresh one. Other connections are not affected.
@@ -17,6 +23,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use rflink_rpc::security::{Channel, SecureReadHalf, TransportSecurity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
@@ -103,15 +110,21 @@ pub(crate) struct ConnectionManager {
     conns: Mutex<HashMap<String, Arc<ClientConn>>>,
     handle: Handle,
     segment_size: usize,
+    security: TransportSecurity,
     this: Weak<ConnectionManager>,
 }
 
 impl ConnectionManager {
-    pub(crate) fn new(handle: Handle, segment_size: usize) -> Arc<ConnectionManager> {
+    pub(crate) fn new(
+        handle: Handle,
+        segment_size: usize,
+        security: TransportSecurity,
+    ) -> Arc<ConnectionManager> {
         Arc::new_cyclic(|this| ConnectionManager {
             conns: Mutex::new(HashMap::new()),
             handle,
             segment_size,
+            security,
             this: this.clone(),
         })
     }
@@ -136,8 +149,9 @@ impl ConnectionManager {
             manager: self.this.clone(),
         };
         let segment_size = self.segment_size;
+        let security = self.security.clone();
         self.handle.spawn(async move {
-            let result = run(&guard.conn, rx, segment_size).await;
+            let result = run(&guard.conn, rx, segment_size, &security).await;
             guard.finish(result);
         });
         conn
@@ -207,6 +221,7 @@ async fn run(
     conn: &Arc<ClientConn>,
     mut outbox: mpsc::UnboundedReceiver<ClientMessage>,
     segment_size: usize,
+    security: &TransportSecurity,
 ) -> Result<(), NetworkError> {
     let peer = conn.peer.clone();
     let connection = |detail: String| NetworkError::Connection {
@@ -218,17 +233,42 @@ async fn run(
         .map_err(|_| connection(format!("connect timed out after {CONNECT_TIMEOUT:?}")))?
         .map_err(|e| connection(format!("cannot connect: {e}")))?;
     let _ = stream.set_nodelay(true);
+    let stream = security
+        .connect(stream, &peer, Channel::Data)
+        .await
+        .map_err(|err| match err.failure() {
+            Some(failure) => connection(format!("security handshake refused: {failure}")),
+            None => connection(format!("security handshake failed: {err}")),
+        })?;
     let (mut rd, mut wr) = stream.into_split();
     wr.write_all(&preamble())
         .await
         .map_err(|e| connection(format!("cannot send the preamble: {e}")))?;
-    let mut pre = [0u8; PREAMBLE_LEN];
-    rd.read_exact(&mut pre)
+    wr.flush()
         .await
-        .map_err(|e| connection(format!("no preamble from the server: {e}")))?;
-    check_preamble(&pre).map_err(|v| NetworkError::Protocol {
-        peer: peer.clone(),
-        detail: v.0,
+        .map_err(|e| connection(format!("cannot send the preamble: {e}")))?;
+    let mut pre = [0u8; PREAMBLE_LEN];
+    rd.read_exact(&mut pre).await.map_err(|e| {
+        // A server that requires the cluster secret hangs up on a preamble without it.
+        let hint = if security.has_secret() {
+            ""
+        } else {
+            " (if the server requires security.cluster-secret, configure this TaskManager alike)"
+        };
+        connection(format!("no preamble from the server: {e}{hint}"))
+    })?;
+    check_preamble(&pre).map_err(|v| {
+        // 0x15 starts a TLS alert record: a TLS server refusing this plaintext client.
+        let hint = if !security.has_tls() && pre[0] == 0x15 {
+            " (this looks like a TLS alert: the server runs internal TLS, this TaskManager does \
+             not)"
+        } else {
+            ""
+        };
+        NetworkError::Protocol {
+            peer: peer.clone(),
+            detail: format!("{}{hint}", v.0),
+        }
     })?;
     debug!(peer = %peer, "data connection established");
 
@@ -243,6 +283,9 @@ async fn run(
             wr.write_all(&out)
                 .await
                 .map_err(|e| connection(format!("write failed: {e}")))?;
+            wr.flush()
+                .await
+                .map_err(|e| connection(format!("write failed: {e}")))?;
         }
         Ok::<(), NetworkError>(())
     };
@@ -255,7 +298,7 @@ async fn run(
 
 async fn read_loop(
     conn: &Arc<ClientConn>,
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    rd: &mut SecureReadHalf,
     segment_size: usize,
 ) -> Result<(), NetworkError> {
     let peer = &conn.peer;

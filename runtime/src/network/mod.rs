@@ -44,6 +44,21 @@
 //! [`GateWaker`] wakes a task blocked in [`InputGate::next`] for a message from its
 //! TaskExecutor ([`GateItem::Woken`]).
 //!
+//! ## Security
+//!
+//! Every data connection runs the security handshake of `rflink_rpc::security` (channel `Data`,
+//! settings in [`NetworkConfig::security`], the same on every TaskExecutor) before the data
+//! protocol's preamble: the data server accepts through it, the connection manager dials
+//! through it. It proves the cluster secret (HMAC challenge-response over fresh nonces from
+//! both sides, no replay) and/or runs mutual TLS with the cluster CA. A peer that fails it is
+//! refused by the server with one `warn` line, counted
+//! ([`ShuffleEnvironment::refused_connections`]) and closed before it can request a partition;
+//! the server keeps serving everyone else. On the consumer side the refusal fails every channel
+//! of that connection with [`NetworkError::Connection`] naming the security reason, so the task
+//! fails cleanly. Both write loops flush after each batch (TLS may keep bytes until a flush).
+//! Plain TCP connections split into lock-free halves as before; TLS halves share the session
+//! through a lock taken per poll, uncontended on the single I/O thread.
+//!
 //! ## Failure
 //!
 //! Malformed input from a peer fails only the channels of that connection, with an error naming
@@ -62,6 +77,7 @@ mod partition;
 mod protocol;
 mod server;
 
+use rflink_rpc::security::TransportSecurity;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -119,6 +135,9 @@ pub struct NetworkConfig {
     /// (`execution.buffer-timeout.interval`, Flink's output flusher). Default 100 ms. A task
     /// also flushes whenever it has nothing to read.
     pub buffer_timeout: Duration,
+    /// How data connections are secured (`security.cluster-secret`, `security.ssl.internal.*`),
+    /// by the data server and by input channels dialing other TaskManagers. Default plaintext.
+    pub security: TransportSecurity,
 }
 
 impl Default for NetworkConfig {
@@ -133,6 +152,7 @@ impl Default for NetworkConfig {
             request_backoff_initial: Duration::from_millis(100),
             request_backoff_max: Duration::from_secs(10),
             buffer_timeout: Duration::from_millis(100),
+            security: TransportSecurity::default(),
         }
     }
 }
@@ -355,10 +375,12 @@ impl ShuffleEnvironment {
             config.segment_size,
         ));
         let manager = Arc::new(ResultPartitionManager::default());
-        let connections = ConnectionManager::new(handle.clone(), config.segment_size);
+        let connections =
+            ConnectionManager::new(handle.clone(), config.segment_size, config.security.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let server_manager = Arc::clone(&manager);
         let segment_size = config.segment_size;
+        let security = config.security.clone();
         // Moved into the thread; if spawning fails it is shut down without blocking (start may
         // be called inside an async context, where dropping a runtime panics).
         let mut runtime = Some(runtime);
@@ -371,7 +393,8 @@ impl ShuffleEnvironment {
                     runtime.block_on(async move {
                         match tokio::net::TcpListener::from_std(listener) {
                             Ok(listener) => {
-                                let server = server::serve(listener, server_manager, segment_size);
+                                let server =
+                                    server::serve(listener, server_manager, segment_size, security);
                                 tokio::select! {
                                     () = server => {}
                                     _ = stopped => {}
@@ -391,7 +414,12 @@ impl ShuffleEnvironment {
             runtime.shutdown_background();
         }
         let data_address = format!("{advertised_host}:{}", advertised_port.unwrap_or(port));
-        info!(address = %data_address, bound = port, "data plane started");
+        info!(
+            address = %data_address,
+            bound = port,
+            security = config.security.describe(),
+            "data plane started"
+        );
         Ok(ShuffleEnvironment {
             inner: Arc::new(EnvInner {
                 config,
@@ -432,6 +460,16 @@ impl ShuffleEnvironment {
     /// included): zero unless some consumer is remote.
     pub fn remote_bytes_sent(&self) -> u64 {
         self.inner.manager.remote_bytes_sent.load(Ordering::Relaxed)
+    }
+
+    /// Connections the data server refused in the security handshake (no or another cluster
+    /// secret, a certificate the cluster CA did not sign or an expired one, plaintext against
+    /// TLS, garbage). Each was logged at `warn` and closed before the data protocol.
+    pub fn refused_connections(&self) -> u64 {
+        self.inner
+            .manager
+            .connections_refused
+            .load(Ordering::Relaxed)
     }
 
     fn check_running(&self) -> Result<(), NetworkError> {

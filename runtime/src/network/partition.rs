@@ -275,6 +275,8 @@ pub(crate) struct ResultPartitionManager {
     partitions: Mutex<HashMap<ResultPartitionId, Arc<ResultPartition>>>,
     /// Bytes the data server wrote to consumers on other TaskExecutors.
     pub(crate) remote_bytes_sent: std::sync::atomic::AtomicU64,
+    /// Connections the data server refused in the security handshake.
+    pub(crate) connections_refused: std::sync::atomic::AtomicU64,
 }
 
 impl ResultPartitionManager {

@@ -4,7 +4,11 @@
 //!
 //! ## Tasks
 //!
-//! * One **accept loop** on the I/O runtime; every connection gets `TCP_NODELAY`.
+//! * One **accept loop** on the I/O runtime; every connection gets `TCP_NODELAY` and then, in
+//!   its own task, the security handshake of `NetworkConfig::security` (channel `Data`: the
+//!   cluster secret and/or mutual TLS). A peer that fails it is logged at `warn` (by the
+//!   handshake), counted (`connections_refused`) and dropped before the preamble, so it never
+//!   sees a partition.
 //! * Per connection, a **reader** decodes requests (PartitionRequest creates a view with a
 //!   listener; AddCredit, CancelPartitionRequest and CloseRequest go to the writer) and a
 //!   **writer** owns the views and their credit. The writer serves views round-robin: a view is
@@ -12,7 +16,8 @@
 //!   thread: a `Notify`), when it gets credit, or when it still has data after being served. A
 //!   data buffer needs credit, an event (barrier, end of data, end of partition) does not, but
 //!   it is sent only when it reaches the head of its queue, so it never overtakes data. Only
-//!   `EndOfPartition` ends a view. Many BufferResponses go out per write.
+//!   `EndOfPartition` ends a view. Many BufferResponses go out per write, which is followed by
+//!   one flush (TLS keeps what the socket did not take until then; free on plain TCP).
 //! * A malformed frame (bad preamble or magic, oversized length, unknown message, truncated
 //!   body) ends only that connection: it is logged at `warn` with the peer, answered with a
 //!   connection-wide ErrorResponse when possible, and its views are released. The accept loop
@@ -20,12 +25,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use rflink_rpc::security::{Channel, SecureReadHalf, SecureWriteHalf, TransportSecurity};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
@@ -50,13 +56,17 @@ pub(crate) async fn serve(
     listener: TcpListener,
     manager: Arc<ResultPartitionManager>,
     segment_size: usize,
+    security: TransportSecurity,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let manager = Arc::clone(&manager);
+                let security = security.clone();
+                // The handshake runs in the connection's task: a slow or silent peer holds up
+                // no one else (and is cut off by the handshake's own timeout).
                 tokio::spawn(async move {
-                    serve_connection(stream, peer, manager, segment_size).await;
+                    serve_connection(stream, peer, manager, segment_size, &security).await;
                 });
             }
             Err(err) => {
@@ -109,15 +119,35 @@ enum Command {
     Close,
 }
 
+/// Writes `bytes` and flushes them.
+async fn send<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    wr.write_all(bytes).await?;
+    wr.flush().await
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     manager: Arc<ResultPartitionManager>,
     segment_size: usize,
+    security: &TransportSecurity,
 ) {
     let _ = stream.set_nodelay(true);
+    // Before the preamble: a refused peer was logged at warn by `accept` and learns nothing.
+    let stream = match security
+        .accept(stream, &peer.to_string(), Channel::Data)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(_) => {
+            manager.connections_refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    // Plain TCP splits without a lock; TLS shares the session through a lock per poll, never
+    // contended here as the I/O runtime has one thread.
     let (mut rd, mut wr) = stream.into_split();
-    if wr.write_all(&preamble()).await.is_err() {
+    if send(&mut wr, &preamble()).await.is_err() {
         return;
     }
     let mut pre = [0u8; PREAMBLE_LEN];
@@ -129,7 +159,7 @@ async fn serve_connection(
         warn!(%peer, detail = %v.0, "closing data connection: protocol violation");
         let mut out = Vec::new();
         encode_error(&mut out, None, ErrorKind::Protocol, &v.0);
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, wr.write_all(&out)).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, send(&mut wr, &out)).await;
         return;
     }
     debug!(%peer, "data connection accepted");
@@ -170,7 +200,7 @@ enum ReadEnd {
 }
 
 async fn read_loop(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    rd: &mut SecureReadHalf,
     tx: &mpsc::UnboundedSender<Command>,
     shared: &Arc<ConnShared>,
     manager: &ResultPartitionManager,
@@ -371,7 +401,7 @@ impl Writer {
 }
 
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: SecureWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Command>,
     shared: Arc<ConnShared>,
     peer: SocketAddr,
@@ -406,7 +436,8 @@ async fn write_loop(
             if w.out.is_empty() {
                 break;
             }
-            let write = wr.write_all(&w.out);
+            // The whole batch, then one flush.
+            let write = send(&mut wr, &w.out);
             let result = if w.closing {
                 tokio::time::timeout(CLOSE_TIMEOUT, write)
                     .await
@@ -417,7 +448,7 @@ async fn write_loop(
             if result.is_ok() {
                 manager
                     .remote_bytes_sent
-                    .fetch_add(w.out.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_add(w.out.len() as u64, Ordering::Relaxed);
             }
             w.out.clear();
             if let Err(err) = result {

@@ -98,6 +98,9 @@ pub struct TaskExecutorSettings {
     pub blob_cache_dir: std::path::PathBuf,
     /// `blob.service.cleanup.interval`: how long a released job's blobs are kept.
     pub blob_cleanup_interval: Duration,
+    /// How its BlobCache's connections to the BlobServer are secured (the same settings as
+    /// the RPC and data connections).
+    pub blob_security: rflink_rpc::security::TransportSecurity,
     /// The process's metrics; the TaskExecutor registers its own and its tasks' there.
     pub metrics: MetricRegistry,
     /// Where its Prometheus endpoint is reached (`host:port`), if it has one; told to the
@@ -385,6 +388,10 @@ impl TaskExecutor {
         let config = BlobCacheConfig {
             storage_dir: self.settings.blob_cache_dir.clone(),
             cleanup_interval: self.settings.blob_cleanup_interval,
+            client: crate::blob::BlobClientConfig {
+                security: self.settings.blob_security.clone(),
+                ..crate::blob::BlobClientConfig::default()
+            },
             ..BlobCacheConfig::default()
         };
         ctx.spawn_then(
