@@ -26,11 +26,12 @@ use crate::metrics::{MetricGroup, MetricRegistry};
 use crate::network::{NetworkConfig, ShuffleEnvironment};
 use crate::registration::RetryPolicy;
 use crate::resourcemanager::{ResourceManager, ResourceManagerSettings};
-use crate::rest::{RestServer, RestServerConfig};
+use crate::rest::{RestAuth, RestServer, RestServerConfig};
 use crate::taskexecutor::invokable::InvokableRegistry;
 use crate::taskexecutor::{FatalErrorHandler, TaskExecutor, TaskExecutorSettings};
 use crate::tasks::Jobs;
 use crate::types::ResourceId;
+use rflink_rpc::security::TransportSecurity;
 
 /// Why a process could not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +51,9 @@ pub enum EntrypointError {
     /// The Prometheus endpoint did not start.
     #[error("metrics endpoint: {0}")]
     Metrics(String),
+    /// The security settings (secret, certificates, token) could not be loaded.
+    #[error("security: {0}")]
+    Security(String),
     /// A directory could not be prepared.
     #[error("cannot prepare {path}: {reason}")]
     Directory {
@@ -106,16 +110,43 @@ pub struct JobManagerSettings {
 
 impl JobManagerSettings {
     /// Settings from a loaded configuration; `work_dir` holds the BlobServer's files unless
-    /// `blob.storage.directory` is set.
-    pub fn from_config(config: &Configuration, work_dir: &std::path::Path) -> Self {
-        JobManagerSettings {
-            rpc: config.rpc_config(ProcessRole::JobManager),
+    /// `blob.storage.directory` is set. Loads the security files (cluster secret, certificates,
+    /// REST token), so it fails with [`EntrypointError::Security`] naming a bad one.
+    pub fn from_config(
+        config: &Configuration,
+        work_dir: &std::path::Path,
+    ) -> Result<Self, EntrypointError> {
+        let security = config.transport_security().map_err(security_error)?;
+        let rest_tls = if config.security.rest_ssl {
+            let (Some(cert), Some(key)) = (&config.security.rest_cert, &config.security.rest_key)
+            else {
+                return Err(EntrypointError::Security(
+                    "security.ssl.rest.enabled needs security.ssl.rest.cert and .key".into(),
+                ));
+            };
+            Some(rflink_rpc::security::rest_server_config(cert, key).map_err(security_error)?)
+        } else {
+            None
+        };
+        let auth = config
+            .rest_token()
+            .map_err(security_error)?
+            .map(|token| RestAuth {
+                token,
+                protect_reads: config.rest.auth_protect_reads,
+            });
+        let mut rpc = config.rpc_config(ProcessRole::JobManager);
+        rpc.security = security.clone();
+        Ok(JobManagerSettings {
+            rpc,
             rest: Some(RestServerConfig {
                 bind_host: config.rest.bind_address.clone(),
                 port: config.rest.port,
                 refresh_interval_ms: u64::try_from(config.rest.refresh_interval.as_millis())
                     .unwrap_or(u64::MAX),
                 ui_dir: config.rest.ui_dir.clone(),
+                tls: rest_tls,
+                auth,
                 ..RestServerConfig::default()
             }),
             blob: BlobServerConfig {
@@ -126,6 +157,7 @@ impl JobManagerSettings {
                     .storage_directory
                     .clone()
                     .unwrap_or_else(|| work_dir.join("blob-server")),
+                security,
                 ..BlobServerConfig::default()
             },
             heartbeat: heartbeat_settings(config),
@@ -134,8 +166,12 @@ impl JobManagerSettings {
             blob_offload_min_size: config.blob.offload_min_size,
             config_entries: config.to_entries(),
             job_defaults: config.clone(),
-        }
+        })
     }
+}
+
+fn security_error(err: rflink_rpc::security::SecurityError) -> EntrypointError {
+    EntrypointError::Security(err.to_string())
 }
 
 /// A running JobManager: BlobServer, RPC service with `leaders`, ResourceManager and Dispatcher,
@@ -211,6 +247,7 @@ impl JobManagerRunner {
             blob_offload: Some(BlobOffload {
                 server: blob_address,
                 min_size: settings.blob_offload_min_size,
+                security: settings.blob.security.clone(),
             }),
             job_defaults: settings.job_defaults.clone(),
             metrics: Some(jm_metrics.clone()),
@@ -344,28 +381,37 @@ pub fn network_config(config: &Configuration) -> NetworkConfig {
         request_backoff_initial: n.request_backoff_initial,
         request_backoff_max: n.request_backoff_max,
         buffer_timeout: n.buffer_timeout,
+        security: TransportSecurity::default(),
     }
 }
 
 impl TaskManagerSettings {
-    /// Settings from a loaded configuration; the BlobCache lives under `work_dir`.
+    /// Settings from a loaded configuration; the BlobCache lives under `work_dir`. Loads the
+    /// security files (cluster secret, certificates), so it fails with
+    /// [`EntrypointError::Security`] naming a bad one.
     pub fn from_config(
         config: &Configuration,
         work_dir: &std::path::Path,
         invokables: InvokableRegistry,
         jobs: Jobs,
         fatal_error: FatalErrorHandler,
-    ) -> Self {
+    ) -> Result<Self, EntrypointError> {
+        let security = config.transport_security().map_err(security_error)?;
         let tm = &config.taskmanager;
-        TaskManagerSettings {
+        let mut rpc = config.rpc_config(ProcessRole::TaskManager);
+        rpc.security = security.clone();
+        Ok(TaskManagerSettings {
             data: Some(DataPlaneSettings {
-                network: network_config(config),
+                network: NetworkConfig {
+                    security: security.clone(),
+                    ..network_config(config)
+                },
                 bind_host: tm.bind_host.clone(),
                 advertised_host: tm.host.clone().unwrap_or_else(|| tm.bind_host.clone()),
                 port: tm.data_port,
                 advertised_port: None,
             }),
-            rpc: config.rpc_config(ProcessRole::TaskManager),
+            rpc,
             task_executor: TaskExecutorSettings {
                 jobmanager_address: rflink_rpc::RpcAddress::new(
                     config.jobmanager.rpc_address.clone(),
@@ -392,10 +438,11 @@ impl TaskManagerSettings {
                 blob_cleanup_interval: config.blob.cleanup_interval,
                 metrics: MetricRegistry::new(),
                 metrics_address: None,
+                blob_security: security,
             },
             prometheus: (config.metrics.prom_port != "off")
                 .then(|| (tm.bind_host.clone(), config.metrics.prom_port.clone())),
-        }
+        })
     }
 }
 

@@ -111,6 +111,9 @@ fn defaults_are_the_documented_values() {
         ("execution.checkpointing.num-retained", "1"),
         ("execution.checkpointing.tolerable-failed-checkpoints", "0"),
         ("minicluster.number-of-taskmanagers", "1"),
+        ("security.ssl.internal.enabled", "false"),
+        ("security.ssl.rest.enabled", "false"),
+        ("rest.auth.protect-reads", "false"),
         ("metrics.reporter.prom.port", "9249-9260"),
     ];
     let entries = Configuration::default().to_entries();
@@ -129,7 +132,14 @@ fn defaults_are_the_documented_values() {
     assert_eq!(config.checkpointing.dir, None);
     assert_eq!(config.checkpointing.savepoint_dir, None);
     assert_eq!(config.rest.ui_dir, None, "the built-in dashboard");
-    assert_eq!(keys().len(), expected.len() + 7);
+    assert_eq!(
+        config.security,
+        Default::default(),
+        "no security unless asked"
+    );
+    assert_eq!(config.rest.auth_token, None);
+    // 7 optional keys before issue 10, and its 10 optional security and token keys.
+    assert_eq!(keys().len(), expected.len() + 17);
 
     // A few typed spot checks against Flink's values.
     assert_eq!(config.jobmanager.rpc_port, 6123);
@@ -800,4 +810,65 @@ fn web_ui_dir_must_be_a_directory_with_an_index() {
     // Empty unsets it: the built-in dashboard.
     let config = load_dynamic(&["web.ui.dir="]).expect("loads");
     assert_eq!(config.rest.ui_dir, None);
+}
+
+/// Secrets are read like any key but never listed: `/jobmanager/config` and `--check-config`
+/// print `******`, and `Debug` of the whole configuration does not show them either.
+#[test]
+fn secrets_are_hidden_in_listings_and_debug() {
+    let config = ConfigLoader::new()
+        .env([
+            (
+                "RFLINK__SECURITY__CLUSTER_SECRET",
+                "super-secret-cluster-value",
+            ),
+            ("RFLINK__REST__AUTH__TOKEN", "super-secret-token-value"),
+        ])
+        .load()
+        .expect("valid");
+    assert_eq!(
+        config
+            .security
+            .cluster_secret
+            .as_ref()
+            .map(|s| s.expose().to_string()),
+        Some("super-secret-cluster-value".to_string())
+    );
+    let entries = config.to_entries();
+    for key in ["security.cluster-secret", "rest.auth.token"] {
+        let value = entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str());
+        assert_eq!(value, Some("******"), "{key}");
+    }
+    let listed = format!("{entries:?}");
+    let debugged = format!("{config:?}");
+    for shown in [listed, debugged] {
+        assert!(!shown.contains("super-secret"), "{shown}");
+    }
+}
+
+#[test]
+fn security_settings_are_checked_together() {
+    let err = ConfigLoader::new()
+        .dynamic([
+            "security.cluster-secret=short",
+            "security.ssl.internal.enabled=true",
+            "rest.auth.protect-reads=true",
+        ])
+        .load()
+        .expect_err("invalid");
+    let text = err.to_string();
+    for needle in [
+        "security.cluster-secret",
+        "security.ssl.internal.cert",
+        "security.ssl.internal.key",
+        "security.ssl.internal.truststore",
+        "rest.auth.protect-reads",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from: {text}");
+    }
+    // The short secret itself is never echoed.
+    assert!(!text.contains("short\""), "{text}");
 }

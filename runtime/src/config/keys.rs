@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::value::{format_duration, format_size, parse_duration, parse_duration_with, parse_size};
 use super::Configuration;
+use rflink_rpc::security::Sensitive;
 
 /// The kind of value a key takes, which decides how its text is parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub enum ValueKind {
     Path,
     /// A TCP port, `0..=65535`; 0 picks a free port.
     Port,
+    /// Secret text, never shown.
+    Secret,
 }
 
 impl fmt::Display for ValueKind {
@@ -44,6 +47,7 @@ impl fmt::Display for ValueKind {
             ValueKind::String => "a string",
             ValueKind::Path => "a path",
             ValueKind::Port => "a port number 0..=65535 (0 picks a free port)",
+            ValueKind::Secret => "secret text",
         })
     }
 }
@@ -54,6 +58,8 @@ pub(crate) trait Codec {
     const KIND: ValueKind;
     /// Whether an empty value means "unset" (otherwise it is an error).
     const OPTIONAL: bool = false;
+    /// Whether the value is a secret, shown as `******` in listings (`/jobmanager/config`).
+    const SENSITIVE: bool = false;
     fn parse(text: &str) -> Result<Self::Value, String>;
     /// `None` for an unset optional value.
     fn render(value: &Self::Value) -> Option<String>;
@@ -204,6 +210,23 @@ impl Codec for OptStr {
     }
 }
 
+/// An optional secret; empty means unset. It never prints: `Debug` shows `******`, and
+/// [`Configuration::to_entries`] lists it as `******`.
+pub(crate) struct OptSecret;
+impl Codec for OptSecret {
+    type Value = Option<Sensitive>;
+    const KIND: ValueKind = ValueKind::Secret;
+    const OPTIONAL: bool = true;
+    const SENSITIVE: bool = true;
+    fn parse(text: &str) -> Result<Option<Sensitive>, String> {
+        let text = text.trim();
+        Ok((!text.is_empty()).then(|| Sensitive::new(text)))
+    }
+    fn render(value: &Option<Sensitive>) -> Option<String> {
+        value.as_ref().map(|secret| secret.expose().to_string())
+    }
+}
+
 /// Optional [`Duration`], bare number in milliseconds; empty means unset.
 pub(crate) struct OptDur;
 impl Codec for OptDur {
@@ -289,6 +312,8 @@ pub struct KeySpec {
     pub kind: ValueKind,
     /// Whether an empty value means "unset" rather than an error.
     pub optional: bool,
+    /// Whether the value is a secret: listings show `******` instead.
+    pub sensitive: bool,
     /// One line of documentation, as printed in the template.
     pub doc: &'static str,
     /// The section heading it is listed under.
@@ -350,6 +375,7 @@ macro_rules! key_table {
                 key: $key,
                 kind: <$codec as Codec>::KIND,
                 optional: <$codec as Codec>::OPTIONAL,
+                sensitive: <$codec as Codec>::SENSITIVE,
                 doc: $doc,
                 section: $section,
                 aliases: &[$($($alias),+)?],
@@ -534,6 +560,34 @@ key_table! {
     "MiniCluster" {
         "minicluster.number-of-taskmanagers" => minicluster.number_of_taskmanagers: Int<u32>,
             "TaskManagers a MiniCluster starts; 0 starts none (tests add their own).";
+    }
+    "Security" {
+        "security.cluster-secret" => security.cluster_secret: OptSecret,
+            "Shared secret (16+ bytes) every RPC, blob and data connection proves (HMAC challenge-response); prefer the -file key or RFLINK__SECURITY__CLUSTER_SECRET.";
+        "security.cluster-secret-file" => security.cluster_secret_file: OptPath,
+            "File holding the cluster secret (a compose or Kubernetes secret).";
+        "security.ssl.internal.enabled" => security.internal_ssl: Bool,
+            "Mutual TLS on every RPC, blob and data connection; needs the three files below on every node.";
+        "security.ssl.internal.cert" => security.internal_cert: OptPath,
+            "PEM certificate (chain, leaf first) this node presents on internal connections.";
+        "security.ssl.internal.key" => security.internal_key: OptPath,
+            "PEM private key of security.ssl.internal.cert.";
+        "security.ssl.internal.truststore" => security.internal_truststore: OptPath,
+            "PEM CA certificates a peer's certificate must chain to.";
+        "security.ssl.rest.enabled" => security.rest_ssl: Bool,
+            "HTTPS on the REST endpoint (the server needs cert and key; clients trust the truststore).";
+        "security.ssl.rest.cert" => security.rest_cert: OptPath,
+            "PEM certificate (chain) of the REST server.";
+        "security.ssl.rest.key" => security.rest_key: OptPath,
+            "PEM private key of security.ssl.rest.cert.";
+        "security.ssl.rest.truststore" => security.rest_truststore: OptPath,
+            "PEM CA certificates REST clients (the rflink CLI) trust for the REST server.";
+        "rest.auth.token" => rest.auth_token: OptSecret,
+            "Bearer token required on every mutating REST request (submit, cancel, savepoint, upload); unset: none.";
+        "rest.auth.token-file" => rest.auth_token_file: OptPath,
+            "File holding rest.auth.token (a compose or Kubernetes secret).";
+        "rest.auth.protect-reads" => rest.auth_protect_reads: Bool,
+            "Require the token on reads too (GET, including /metrics and the dashboard's API calls).";
     }
     "Metrics" {
         "metrics.reporter.prom.port" => metrics.prom_port: Str,

@@ -72,6 +72,9 @@ mod value;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rflink_rpc::security::{
+    ClusterSecret, SecurityError, Sensitive, TlsContext, TlsFiles, TransportSecurity, HIDDEN,
+};
 use rflink_rpc::RpcConfig;
 
 pub use error::{ConfigError, ConfigProblem, ConfigSource, ProblemKind};
@@ -114,6 +117,36 @@ pub struct Configuration {
     pub checkpointing: CheckpointingConfig,
     /// `metrics.*`: the Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// `security.*`: the cluster secret, internal and REST TLS.
+    pub security: SecurityConfig,
+}
+
+/// `security.*`: how the cluster's connections are secured (see
+/// [`rflink_rpc::security`]). Everything is off by default; the same settings must hold on
+/// every node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// `security.cluster-secret`, default unset: the shared secret every RPC, blob and data
+    /// connection proves in its handshake. Never printed (`******`).
+    pub cluster_secret: Option<Sensitive>,
+    /// `security.cluster-secret-file`, default unset: a file holding the secret.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// `security.ssl.internal.enabled`, default false: mutual TLS on internal connections.
+    pub internal_ssl: bool,
+    /// `security.ssl.internal.cert`: this node's PEM certificate chain.
+    pub internal_cert: Option<PathBuf>,
+    /// `security.ssl.internal.key`: its PEM private key.
+    pub internal_key: Option<PathBuf>,
+    /// `security.ssl.internal.truststore`: the PEM CA certificates peers must chain to.
+    pub internal_truststore: Option<PathBuf>,
+    /// `security.ssl.rest.enabled`, default false: HTTPS on the REST endpoint.
+    pub rest_ssl: bool,
+    /// `security.ssl.rest.cert`: the REST server's PEM certificate chain.
+    pub rest_cert: Option<PathBuf>,
+    /// `security.ssl.rest.key`: its PEM private key.
+    pub rest_key: Option<PathBuf>,
+    /// `security.ssl.rest.truststore`: the PEM CA certificates REST clients trust.
+    pub rest_truststore: Option<PathBuf>,
 }
 
 /// `metrics.*`.
@@ -193,6 +226,13 @@ pub struct RestConfig {
     /// folder of Flink's `flink-dist` jar) the JobManager's REST server serves at `/` instead of
     /// rflink's built-in dashboard; the REST API keeps its paths. Must hold an `index.html`.
     pub ui_dir: Option<PathBuf>,
+    /// `rest.auth.token`, default unset: the bearer token (`Authorization: Bearer <token>`)
+    /// every mutating request must carry; without one, a 401 and no change. Never printed.
+    pub auth_token: Option<Sensitive>,
+    /// `rest.auth.token-file`, default unset: a file holding the token.
+    pub auth_token_file: Option<PathBuf>,
+    /// `rest.auth.protect-reads`, default false: require the token on reads too.
+    pub auth_protect_reads: bool,
 }
 
 impl Default for RestConfig {
@@ -203,6 +243,9 @@ impl Default for RestConfig {
             bind_address: "localhost".into(),
             refresh_interval: Duration::from_secs(3),
             ui_dir: None,
+            auth_token: None,
+            auth_token_file: None,
+            auth_protect_reads: false,
         }
     }
 }
@@ -599,12 +642,69 @@ impl Configuration {
     }
 
     /// Every key with its value, printed so it parses back, in table order; unset optional keys
-    /// are left out. This is what `/jobmanager/config` shows (Flink's `[{"key", "value"}]`).
+    /// are left out and secrets show as `******` (Flink's hidden content). This is what
+    /// `/jobmanager/config` shows (Flink's `[{"key", "value"}]`).
     pub fn to_entries(&self) -> Vec<(String, String)> {
         keys()
             .iter()
-            .filter_map(|spec| spec.value(self).map(|value| (spec.key.to_string(), value)))
+            .filter_map(|spec| {
+                spec.value(self).map(|value| {
+                    let shown = if spec.sensitive {
+                        HIDDEN.to_string()
+                    } else {
+                        value
+                    };
+                    (spec.key.to_string(), shown)
+                })
+            })
             .collect()
+    }
+
+    /// How this node secures its RPC, blob and data connections: the cluster secret (from
+    /// `security.cluster-secret` or the file) and mutual TLS (`security.ssl.internal.*`, the
+    /// node's own certificate checked against its trust store). Reads the files, so call it
+    /// once when a process starts; the errors name the file and what is wrong with it.
+    pub fn transport_security(&self) -> Result<TransportSecurity, SecurityError> {
+        let s = &self.security;
+        let secret = match (&s.cluster_secret, &s.cluster_secret_file) {
+            (Some(secret), _) => Some(ClusterSecret::new(secret.expose())?),
+            (None, Some(path)) => Some(ClusterSecret::from_file(path)?),
+            (None, None) => None,
+        };
+        let tls = if s.internal_ssl {
+            Some(TlsContext::load(&TlsFiles {
+                cert: required(&s.internal_cert, "security.ssl.internal.cert")?,
+                key: required(&s.internal_key, "security.ssl.internal.key")?,
+                truststore: required(&s.internal_truststore, "security.ssl.internal.truststore")?,
+            })?)
+        } else {
+            None
+        };
+        Ok(TransportSecurity::new(secret, tls).with_timeout(self.rpc.connect_timeout))
+    }
+
+    /// The REST bearer token (`rest.auth.token` or the file), if one is configured.
+    pub fn rest_token(&self) -> Result<Option<Sensitive>, SecurityError> {
+        match (&self.rest.auth_token, &self.rest.auth_token_file) {
+            (Some(token), _) => Ok(Some(token.clone())),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|err| SecurityError::File {
+                    what: "REST token",
+                    path: path.clone(),
+                    reason: err.to_string(),
+                })?;
+                let token = Sensitive::new(text.trim());
+                if token.expose().is_empty() {
+                    return Err(SecurityError::File {
+                        what: "REST token",
+                        path: path.clone(),
+                        reason: "is empty".into(),
+                    });
+                }
+                Ok(Some(token))
+            }
+            (None, None) => Ok(None),
+        }
     }
 
     /// The printed value of `key` (or of the key a deprecated alias stands for); `None` for an
@@ -658,6 +758,15 @@ impl Configuration {
             cluster_id: self.cluster.id.clone(),
             max_inbound_in_flight: self.rpc.max_inbound_in_flight,
             mailbox_capacity: self.rpc.mailbox_capacity,
+            security: TransportSecurity::default(),
         }
     }
+}
+
+fn required(path: &Option<PathBuf>, key: &'static str) -> Result<PathBuf, SecurityError> {
+    path.clone().ok_or_else(|| {
+        SecurityError::TlsConfig(format!(
+            "{key} is not set (security.ssl.internal.enabled needs it)"
+        ))
+    })
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rflink_rpc::security::ClusterSecret;
 use rflink_rpc::{MAX_FRAME_SIZE, MIN_FRAME_SIZE};
 
 use super::value::{format_duration, format_size};
@@ -103,6 +104,62 @@ impl Configuration {
         if let Some(dir) = &self.rest.ui_dir {
             p.web_ui_dir("web.ui.dir", dir);
         }
+        let sec = &self.security;
+        p.require(
+            !(sec.cluster_secret.is_some() && sec.cluster_secret_file.is_some()),
+            "security.cluster-secret",
+            || {
+                "set either security.cluster-secret or security.cluster-secret-file, not both"
+                    .into()
+            },
+        );
+        if let Some(secret) = &sec.cluster_secret {
+            let len = secret.expose().trim().len();
+            p.require(
+                len >= ClusterSecret::MIN_LEN,
+                "security.cluster-secret",
+                || {
+                    format!(
+                        "has {len} bytes; a cluster secret needs at least {} (rflink security generate makes one)",
+                        ClusterSecret::MIN_LEN
+                    )
+                },
+            );
+        }
+        if sec.internal_ssl {
+            for (key, value) in [
+                ("security.ssl.internal.cert", &sec.internal_cert),
+                ("security.ssl.internal.key", &sec.internal_key),
+                ("security.ssl.internal.truststore", &sec.internal_truststore),
+            ] {
+                p.require(value.is_some(), key, || {
+                    "must be set when security.ssl.internal.enabled is true".into()
+                });
+            }
+        }
+        if sec.rest_ssl {
+            for (key, value) in [
+                ("security.ssl.rest.cert", &sec.rest_cert),
+                ("security.ssl.rest.key", &sec.rest_key),
+            ] {
+                p.require(value.is_some(), key, || {
+                    "must be set when security.ssl.rest.enabled is true".into()
+                });
+            }
+        }
+        p.require(
+            !(self.rest.auth_token.is_some() && self.rest.auth_token_file.is_some()),
+            "rest.auth.token",
+            || "set either rest.auth.token or rest.auth.token-file, not both".into(),
+        );
+        p.require(
+            !self.rest.auth_protect_reads
+                || self.rest.auth_token.is_some()
+                || self.rest.auth_token_file.is_some(),
+            "rest.auth.protect-reads",
+            || "needs rest.auth.token or rest.auth.token-file".into(),
+        );
+
         p.distinct_ports(&[
             ("jobmanager.rpc.port", jm.rpc_port),
             ("rest.port", self.rest.port),
