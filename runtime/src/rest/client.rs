@@ -8,10 +8,35 @@
 //! Every request is bounded by the client's timeout (connect, send and reading the whole
 //! answer); a request that exceeds it fails with [`RestClientError::Timeout`]. Answers with an
 //! error status become [`RestClientError::Status`] carrying Flink's `errors` list.
+//!
+//! # HTTPS and the bearer token
+//!
+//! [`RestClient::new`] speaks plain HTTP. A cluster with `security.ssl.rest.enabled` and
+//! `rest.auth.token` is reached through [`RestClient::builder`]:
+//!
+//! ```no_run
+//! # use std::path::Path;
+//! # use rflink_runtime::rest::client::{RestClient, RestClientError};
+//! # fn build() -> Result<RestClient, Box<dyn std::error::Error>> {
+//! let trust = rflink_rpc::security::rest_client_config(Path::new("ca.pem"))?;
+//! let client = RestClient::builder("jm.example.com:8081")
+//!     .tls(trust)
+//!     .token(rflink_rpc::security::Sensitive::new("the token"))
+//!     .build()?;
+//! # Ok(client) }
+//! ```
+//!
+//! With a trust store the address is `https://host:port` or a bare `host:port`; the server's
+//! certificate must chain to it and name `host` ([`RestClientError::Tls`] otherwise). The token
+//! goes as `Authorization: Bearer <token>` on every request; a server that refuses it answers
+//! 401 ([`RestClientError::is_unauthorized`]). The token never appears in `Debug` or errors.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::http::header::HeaderValue;
 use actix_web::http::{header, Method, StatusCode};
+use rflink_rpc::security::Sensitive;
 use serde::de::DeserializeOwned;
 
 use super::messages::{
@@ -42,6 +67,22 @@ pub enum RestClientError {
         /// `host:port`.
         address: String,
         /// What went wrong.
+        reason: String,
+    },
+    /// The TLS handshake with the server failed: its certificate does not chain to the trusted
+    /// CA, does not name the host, has expired, or the server does not speak TLS.
+    #[error("TLS with the rest endpoint at {address} failed: {reason}")]
+    Tls {
+        /// `host:port`.
+        address: String,
+        /// rustls's reason.
+        reason: String,
+    },
+    /// The client's settings are unusable (an `https://` address without a trust store, a
+    /// token that cannot be sent as a header, ...); nothing was sent.
+    #[error("invalid rest client settings: {reason}")]
+    Config {
+        /// What is wrong.
         reason: String,
     },
     /// The server answered with an error status.
@@ -93,7 +134,9 @@ impl RestClientError {
         match self {
             RestClientError::Connection { .. } | RestClientError::Timeout { .. } => true,
             RestClientError::Status { code, .. } => *code == 503,
-            RestClientError::Decode { .. }
+            RestClientError::Tls { .. }
+            | RestClientError::Config { .. }
+            | RestClientError::Decode { .. }
             | RestClientError::InvalidRequest { .. }
             | RestClientError::WaitTimedOut { .. } => false,
         }
@@ -103,6 +146,12 @@ impl RestClientError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, RestClientError::Status { code: 404, .. })
     }
+
+    /// Whether the server said 401: the request needs the cluster's REST token
+    /// (`rest.auth.token`), and it was missing or wrong.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, RestClientError::Status { code: 401, .. })
+    }
 }
 
 /// A client of one REST endpoint.
@@ -111,55 +160,204 @@ pub struct RestClient {
     base: String,
     timeout: Duration,
     client: awc::Client,
+    /// `Bearer <token>`, marked sensitive.
+    authorization: Option<HeaderValue>,
+    /// Why the settings [`new`](Self::new) was given are unusable; every request fails with it.
+    unusable: Option<RestClientError>,
 }
 
 impl std::fmt::Debug for RestClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RestClient")
-            .field("address", &self.address)
+            .field("base", &self.base)
             .field("timeout", &self.timeout)
+            .field(
+                "token",
+                &self
+                    .authorization
+                    .as_ref()
+                    .map(|_| rflink_rpc::security::HIDDEN),
+            )
             .finish_non_exhaustive()
+    }
+}
+
+/// Settings of a [`RestClient`]: [`RestClient::builder`].
+#[derive(Debug, Clone)]
+pub struct RestClientBuilder {
+    address: String,
+    timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    token: Option<Sensitive>,
+}
+
+impl RestClientBuilder {
+    /// Bounds every request by `timeout` (default [`DEFAULT_REQUEST_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Speaks HTTPS, trusting the server certificates `config` trusts (e.g.
+    /// [`rest_client_config`](rflink_rpc::security::rest_client_config) of the cluster's CA).
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Sends `token` as `Authorization: Bearer <token>` on every request.
+    pub fn token(mut self, token: Sensitive) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// The client. Fails with [`RestClientError::Config`] for an address that is not
+    /// `[http://|https://]host:port`, an `https://` address without [`tls`](Self::tls), an
+    /// `http://` one with it, or a token that is empty or not visible ASCII (it could not be
+    /// sent as a header).
+    pub fn build(self) -> Result<RestClient, RestClientError> {
+        let config = |reason: String| RestClientError::Config { reason };
+        let raw = self.address.trim();
+        let (scheme, rest) = match raw.split_once("://") {
+            Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
+            None => (None, raw),
+        };
+        let host_port = rest.trim_end_matches('/').to_string();
+        if host_port.is_empty() || host_port.contains('/') {
+            return Err(config(format!(
+                "the rest address {raw:?} is not [http://|https://]host:port"
+            )));
+        }
+        let https = match (scheme.as_deref(), &self.tls) {
+            (None, tls) => tls.is_some(),
+            (Some("https"), Some(_)) => true,
+            (Some("https"), None) => {
+                return Err(config(format!(
+                    "the rest address {raw:?} is https, but no trust store was given (the \
+                     cluster's CA: security.ssl.rest.truststore, the CLI's --rest-ca)"
+                )))
+            }
+            (Some("http"), None) => false,
+            (Some("http"), Some(_)) => {
+                return Err(config(format!(
+                    "the rest address {raw:?} is plain http, but a trust store was given for \
+                     https: use https://{host_port} or drop the trust store"
+                )))
+            }
+            (Some(other), _) => {
+                return Err(config(format!(
+                    "the rest address {raw:?} has scheme {other:?}; use http or https"
+                )))
+            }
+        };
+        let authorization = match &self.token {
+            None => None,
+            Some(token) => {
+                let text = token.expose();
+                if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(config(
+                        "the REST token must be non-empty visible ASCII (no spaces or control \
+                         characters)"
+                            .into(),
+                    ));
+                }
+                let mut value = HeaderValue::from_str(&format!("Bearer {text}")).map_err(|_| {
+                    config("the REST token cannot be sent as an HTTP header".into())
+                })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        let tls = self.tls.filter(|_| https);
+        Ok(RestClient::assemble(
+            host_port,
+            self.timeout,
+            tls,
+            authorization,
+        ))
     }
 }
 
 impl RestClient {
     /// A client of the endpoint at `address` (`host:port`, optionally with `http://`), with the
-    /// default timeout. Nothing is contacted until the first request.
+    /// default timeout, over plain HTTP without a token (see [`builder`](Self::builder) for
+    /// HTTPS and the token). Nothing is contacted until the first request.
     pub fn new(address: impl Into<String>) -> Self {
         Self::with_timeout(address, DEFAULT_REQUEST_TIMEOUT)
     }
 
-    /// A client whose requests are bounded by `timeout`.
+    /// A client whose requests are bounded by `timeout`. Settings [`builder`](Self::builder)
+    /// would refuse (e.g. an `https://` address, which needs a trust store) make every request
+    /// fail with that [`RestClientError::Config`].
     pub fn with_timeout(address: impl Into<String>, timeout: Duration) -> Self {
         let address = address.into();
-        let host_port = address
-            .strip_prefix("http://")
-            .unwrap_or(&address)
-            .trim_end_matches('/')
-            .to_string();
+        Self::builder(address.clone())
+            .timeout(timeout)
+            .build()
+            .unwrap_or_else(|e| {
+                let mut client = Self::assemble(address, timeout, None, None);
+                client.unusable = Some(e);
+                client
+            })
+    }
+
+    /// A client of `host_port`, over HTTPS with `tls`.
+    fn assemble(
+        host_port: String,
+        timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        authorization: Option<HeaderValue>,
+    ) -> RestClient {
+        // An idle pooled connection is reused only well inside the server's keep-alive
+        // (actix's default is 5 s): a connection the server has just closed would fail the
+        // next request mid-body ("broken pipe"), which cannot be retried for a submission.
+        let mut connector = awc::Connector::new()
+            .timeout(timeout)
+            .handshake_timeout(timeout)
+            .conn_keep_alive(Duration::from_secs(2));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if let Some(tls) = tls {
+            connector = connector.rustls_0_23(tls);
+        }
         let client = awc::Client::builder()
             // The whole request, body included, is bounded in `request` instead.
             .disable_timeout()
-            // An idle pooled connection is reused only well inside the server's keep-alive
-            // (actix's default is 5 s): a connection the server has just closed would fail the
-            // next request mid-body ("broken pipe"), which cannot be retried for a submission.
-            .connector(
-                awc::Connector::new()
-                    .timeout(timeout)
-                    .conn_keep_alive(Duration::from_secs(2)),
-            )
+            .connector(connector)
             .finish();
         RestClient {
-            base: format!("http://{host_port}"),
+            base: format!("{scheme}://{host_port}"),
             address: host_port,
             timeout,
             client,
+            authorization,
+            unusable: None,
+        }
+    }
+
+    /// Settings for a client of `address` (`host:port`, `http://host:port` or
+    /// `https://host:port`); see the [module docs](self).
+    pub fn builder(address: impl Into<String>) -> RestClientBuilder {
+        RestClientBuilder {
+            address: address.into(),
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            tls: None,
+            token: None,
         }
     }
 
     /// The endpoint's `host:port`.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// Whether the client speaks HTTPS.
+    pub fn is_https(&self) -> bool {
+        self.base.starts_with("https://")
+    }
+
+    /// Whether the client sends a bearer token.
+    pub fn has_token(&self) -> bool {
+        self.authorization.is_some()
     }
 
     /// Sends one request and returns the status and body, bounded by the timeout.
@@ -169,6 +367,9 @@ impl RestClient {
         path: &str,
         body: Option<Body>,
     ) -> Result<(StatusCode, bytes::Bytes), RestClientError> {
+        if let Some(e) = &self.unusable {
+            return Err(e.clone());
+        }
         let request_name = format!("{method} {path}");
         let url = format!("{}{}", self.base, path);
         let connection = |reason: String| RestClientError::Connection {
@@ -176,7 +377,10 @@ impl RestClient {
             reason,
         };
         let work = async {
-            let request = self.client.request(method, url.as_str());
+            let mut request = self.client.request(method, url.as_str());
+            if let Some(authorization) = &self.authorization {
+                request = request.insert_header((header::AUTHORIZATION, authorization.clone()));
+            }
             let sent = match body {
                 Some(body) => {
                     request
@@ -186,7 +390,7 @@ impl RestClient {
                 }
                 None => request.send().await,
             };
-            let mut response = sent.map_err(|e| connection(e.to_string()))?;
+            let mut response = sent.map_err(|e| self.send_error(e))?;
             let status = response.status();
             let body = response
                 .body()
@@ -201,6 +405,21 @@ impl RestClient {
                 request: request_name,
                 timeout: self.timeout,
             }),
+        }
+    }
+
+    /// The error of a request that got no answer: a failed TLS handshake is
+    /// [`RestClientError::Tls`], anything else [`RestClientError::Connection`].
+    fn send_error(&self, e: awc::error::SendRequestError) -> RestClientError {
+        if let Some(reason) = tls_failure(&e) {
+            return RestClientError::Tls {
+                address: self.address.clone(),
+                reason,
+            };
+        }
+        RestClientError::Connection {
+            address: self.address.clone(),
+            reason: e.to_string(),
         }
     }
 
@@ -496,6 +715,26 @@ impl RestClient {
             Err(_) => Err(RestClientError::WaitTimedOut { job_id, last }),
         }
     }
+}
+
+/// rustls's reason, if `e` is a failed TLS handshake.
+fn tls_failure(e: &awc::error::SendRequestError) -> Option<String> {
+    use awc::error::{ConnectError, SendRequestError};
+    let SendRequestError::Connect(connect) = e else {
+        return None;
+    };
+    let io = match connect {
+        ConnectError::Io(io) => io,
+        _ => return None,
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = io.get_ref().map(|e| e as _);
+    while let Some(err) = source {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        source = err.source();
+    }
+    None
 }
 
 /// The name of a submission request, for errors.

@@ -100,6 +100,7 @@
 //! | [`DispatcherError`](crate::dispatcher::DispatcherError), mapped by [`status_of`] | see below |
 //! | the gateway did not answer within `request_timeout` | 503 |
 //! | the gateway panicked | 500 (the server keeps serving) |
+//! | no or a wrong bearer token where one is required (see Security) | 401 with `WWW-Authenticate: Bearer realm="rflink"` |
 //!
 //! [`status_of`]: `JobNotFound` 404, `DuplicateJob` 409, `InvalidJobGraph` 400,
 //! `JobMasterStartFailed` 500, `JobMaster` (the job's JobMaster refused) 409, `ShuttingDown` 503,
@@ -107,6 +108,29 @@
 //! unreachable endpoints), 500 otherwise. Rejected requests are logged at `warn` (method, path, status,
 //! message), server-side failures (500) at `error`. No request can hang: every gateway call is
 //! bounded by `request_timeout`; no input can panic a handler.
+//!
+//! # Security
+//!
+//! Both optional, both off by default (and the default bind address is `localhost`):
+//!
+//! * **HTTPS** ([`RestServerConfig::tls`], `security.ssl.rest.*`): the listener speaks TLS with
+//!   the given rustls settings (`ring` provider); a plaintext request to it gets no HTTP answer.
+//!   [`client::RestClientBuilder::tls`] is the client's side.
+//! * **A bearer token** ([`RestServerConfig::auth`], `rest.auth.token`): every request of the
+//!   API that can change something (any method but GET, HEAD and OPTIONS, and the web UIs'
+//!   `GET /jobs/{id}/yarn-cancel`) needs `Authorization: Bearer <token>`; with
+//!   [`RestAuth::protect_reads`] every request of the API does. The check runs in the one place
+//!   every endpoint is registered through, before any handler: a refused request (401, Flink's
+//!   error body, `WWW-Authenticate: Bearer realm="rflink"`, logged at `warn` with method, path,
+//!   peer and reason, never the token) changes nothing and stores nothing of its body. The
+//!   dashboard's static files and unknown paths are not API endpoints and stay public; the
+//!   built-in dashboard asks for the token on its first 401 and sends it from then on.
+//!   Tokens are compared in constant time.
+//!
+//! The configuration listings (`/jobmanager/config`, `/jobs/{id}/jobmanager/config`, and a
+//! job's own entries in `/jobs/{id}/config`) show `******` for every sensitive key: rflink's
+//! (`security.cluster-secret`, `rest.auth.token`) and any Flink would hide (`password`,
+//! `secret`, `token`, ... in the key). `docs/rest-api.md` ("Security") has the user's view.
 //!
 //! # Threads
 //!
@@ -121,6 +145,7 @@
 
 #![warn(missing_docs, clippy::unwrap_used)]
 
+mod auth;
 pub mod client;
 pub mod dashboard;
 pub mod messages;
@@ -139,7 +164,7 @@ pub const DEFAULT_MAX_CONTENT_LENGTH: usize = 100 * 1024 * 1024;
 pub const DEFAULT_FLINK_VERSION: &str = "2.3.0";
 
 /// Configuration of the [`RestServer`]. Flink: the `rest.*` and `web.*` keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RestServerConfig {
     /// `rest.bind-address`, default `localhost`: the host to bind.
     pub bind_host: String,
@@ -168,6 +193,21 @@ pub struct RestServerConfig {
     /// page). The REST API's paths take precedence over files; a path naming no file is
     /// answered like any unknown path (404, Flink's body).
     pub ui_dir: Option<PathBuf>,
+    /// `security.ssl.rest.*`, default none: serve HTTPS with these TLS settings
+    /// ([`rflink_rpc::security::rest_server_config`]).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// `rest.auth.*`, default none: the bearer token required on mutating requests (and on
+    /// reads if asked).
+    pub auth: Option<RestAuth>,
+}
+
+/// REST access control (`rest.auth.token`, `rest.auth.protect-reads`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestAuth {
+    /// The token clients send as `Authorization: Bearer <token>`.
+    pub token: rflink_rpc::security::Sensitive,
+    /// Require it on reads too, not only on mutating requests.
+    pub protect_reads: bool,
 }
 
 impl Default for RestServerConfig {
@@ -183,6 +223,8 @@ impl Default for RestServerConfig {
             workers: 2,
             shutdown_timeout_secs: 5,
             ui_dir: None,
+            tls: None,
+            auth: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::messages::{ExceptionInfo, IoMetricsInfo, JobSummary, TaskManagerSummary};
-use super::server::{job_id, resource, respond, ApiError, State};
+use super::server::{job_id, resource, respond, shown_value, ApiError, State};
 use crate::dispatcher::{JobDetails, JobOverview, SubtaskDetails, TaskManagerInfo};
 use crate::executiongraph::{aggregate_state, now_millis, ExecutionState, JobStatus};
 use crate::metrics::select;
@@ -607,7 +607,12 @@ async fn job_config(req: HttpRequest, state: State) -> HttpResponse {
                 "restart-strategy": restart,
                 "job-parallelism": parallelism,
                 "object-reuse-mode": false,
-                "user-config": d.job_config,
+                // A job's own configuration may carry a secret (`-D rest.auth.token=..`).
+                "user-config": d
+                    .job_config
+                    .iter()
+                    .map(|(key, value)| (key.clone(), shown_value(key, value.clone())))
+                    .collect::<BTreeMap<String, String>>(),
             }
         }))
     }

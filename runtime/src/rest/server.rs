@@ -7,16 +7,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use actix_files::{Files, PathBufWrap};
+use actix_web::body::BoxBody;
 use actix_web::dev::ServerHandle;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{guard, web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{guard, middleware, web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
+use super::auth::TokenCheck;
 use super::messages::{
     ClusterOverviewWithVersion, ConfigurationInfoEntry, DashboardConfiguration, DashboardFeatures,
     EmptyResponseBody, ErrorResponseBody, JobDetailsInfo, JobExceptionsInfoWithHistory,
@@ -99,6 +102,25 @@ impl RestServer {
         let workers = config.workers;
         let shutdown_timeout = config.shutdown_timeout_secs;
         let ui_dir = config.ui_dir.clone();
+        let tls = config.tls.clone();
+        let token_check = config.auth.as_ref().map(TokenCheck::new);
+        match &config.auth {
+            Some(auth) => info!(
+                component = "RestServer",
+                protect_reads = auth.protect_reads,
+                "the REST API requires the bearer token (rest.auth.token) on every mutating \
+                 request{}",
+                if auth.protect_reads {
+                    " and on every read"
+                } else {
+                    ""
+                }
+            ),
+            None => info!(
+                component = "RestServer",
+                "the REST API requires no token (rest.auth.token unset)"
+            ),
+        }
         match &ui_dir {
             Some(dir) => info!(
                 component = "RestServer",
@@ -116,9 +138,15 @@ impl RestServer {
             blob_server,
             metrics,
             config,
+            token_check,
+            // Entrypoints pass `Configuration::to_entries` (secrets already hidden); anything
+            // else that looks like a secret is hidden here too.
             config_entries: config_entries
                 .into_iter()
-                .map(|(key, value)| ConfigurationInfoEntry { key, value })
+                .map(|(key, value)| {
+                    let value = shown_value(&key, value);
+                    ConfigurationInfoEntry { key, value }
+                })
                 .collect(),
         });
         let server = HttpServer::new(move || {
@@ -135,8 +163,16 @@ impl RestServer {
         })
         .workers(workers)
         .disable_signals()
-        .shutdown_timeout(shutdown_timeout)
-        .listen(listener)
+        .shutdown_timeout(shutdown_timeout);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let server = match tls {
+            // A client that does not finish its TLS handshake in time is dropped; a plaintext
+            // request to this port fails the handshake and is closed without an answer.
+            Some(tls) => server
+                .tls_handshake_timeout(std::time::Duration::from_secs(10))
+                .listen_rustls_0_23(listener, rustls::ServerConfig::clone(&tls)),
+            None => server.listen(listener),
+        }
         .map_err(|e| bind_error(e.to_string()))?
         .run();
         let handle = server.handle();
@@ -145,7 +181,7 @@ impl RestServer {
                 error!(component = "RestServer", error = %e, "rest server failed");
             }
         });
-        info!(component = "RestServer", address = %local_addr, "rest server listening");
+        info!(component = "RestServer", address = %local_addr, scheme, "rest server listening");
         Ok(RestServer { handle, local_addr })
     }
 
@@ -175,7 +211,57 @@ pub(super) struct AppState {
     /// The process's registry and its `jobmanager` group, when it has them.
     pub(super) metrics: Option<(MetricRegistry, MetricGroup)>,
     config: RestServerConfig,
+    /// The bearer token's check, when `rest.auth.token` is set.
+    pub(super) token_check: Option<TokenCheck>,
     pub(super) config_entries: Vec<ConfigurationInfoEntry>,
+}
+
+impl AppState {
+    /// `rest.server.max-content-length`.
+    pub(super) fn max_content_length(&self) -> usize {
+        self.config.max_content_length
+    }
+
+    /// The bound on every gateway call.
+    pub(super) fn request_timeout(&self) -> std::time::Duration {
+        self.config.request_timeout
+    }
+}
+
+/// Words that make a configuration key's value a secret wherever it is listed, as Flink's
+/// `GlobalConfiguration.isSensitive` (case-insensitive, anywhere in the key).
+const SENSITIVE_KEY_WORDS: &[&str] = &[
+    "password",
+    "secret",
+    "fs.azure.account.key",
+    "apikey",
+    "api-key",
+    "auth-params",
+    "service-key",
+    "token",
+    "basic-auth",
+    "jaas.config",
+    "http-headers",
+];
+
+/// Whether `key`'s value must not be shown: a sensitive key of rflink's configuration
+/// (`security.cluster-secret`, `rest.auth.token`) or a key Flink would hide.
+pub(super) fn is_sensitive_key(key: &str) -> bool {
+    if crate::config::find_key(key).is_some_and(|spec| spec.sensitive) {
+        return true;
+    }
+    let key = key.to_ascii_lowercase();
+    SENSITIVE_KEY_WORDS.iter().any(|word| key.contains(word))
+}
+
+/// `value` as a configuration listing shows it: [`HIDDEN`](rflink_rpc::security::HIDDEN) for a
+/// sensitive key.
+pub(super) fn shown_value(key: &str, value: String) -> String {
+    if is_sensitive_key(key) {
+        rflink_rpc::security::HIDDEN.to_string()
+    } else {
+        value
+    }
 }
 
 pub(super) type State = web::Data<AppState>;
@@ -253,12 +339,17 @@ fn error_response(req: &HttpRequest, e: ApiError) -> HttpResponse {
     } else {
         warn!(method = %req.method(), path = req.path(), status = e.status.as_u16(), error = %e.message, "rest request refused");
     }
+    error_body(e.status, e.message)
+}
+
+/// Flink's error body `{"errors":[message]}` with `status`, without logging.
+pub(super) fn error_body(status: StatusCode, message: String) -> HttpResponse {
     let body = ErrorResponseBody {
-        errors: vec![e.message],
+        errors: vec![message],
     };
     // An ErrorResponseBody of strings always serializes.
     let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"errors\":[]}".to_vec());
-    json_response(e.status, bytes)
+    json_response(status, bytes)
 }
 
 impl AppState {
@@ -335,25 +426,40 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .configure(super::monitoring::routes);
 }
 
-/// A resource answering 405 (with `Allow`) for methods it has no route for.
-pub(super) fn resource(path: &str, allowed: &'static str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
-        let mut response = error_response(
-            &req,
-            ApiError {
-                status: StatusCode::METHOD_NOT_ALLOWED,
-                message: format!(
-                    "method {} is not allowed for {} (allowed: {allowed})",
-                    req.method(),
-                    req.path()
-                ),
-            },
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allowed));
-        response
-    }))
+/// A resource of the REST API, answering 405 (with `Allow`) for methods it has no route for.
+/// Every endpoint is registered through here, so every API request passes the bearer-token
+/// check ([`super::auth::require_token`]) before its handler or the 405.
+pub(super) fn resource(
+    path: &str,
+    allowed: &'static str,
+) -> actix_web::Resource<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::resource(path)
+        .wrap(middleware::from_fn(super::auth::require_token))
+        .default_service(web::to(move |req: HttpRequest| async move {
+            let mut response = error_response(
+                &req,
+                ApiError {
+                    status: StatusCode::METHOD_NOT_ALLOWED,
+                    message: format!(
+                        "method {} is not allowed for {} (allowed: {allowed})",
+                        req.method(),
+                        req.path()
+                    ),
+                },
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allowed));
+            response
+        }))
 }
 
 /// Serves the files under `dir` at `/` (`index.html` for a directory), for GET and HEAD.

@@ -6,6 +6,13 @@
 // Every field of every response may be missing: readers below fall back to "—". A failing
 // endpoint shows an inline error in its own section; the rest of the page keeps working.
 //
+// A cluster with a REST token (rest.auth.token) answers 401 to the API calls that need it
+// (with rest.auth.protect-reads, all of them; else the cancel). On the first 401 the page asks
+// for the token once (a prompt shared by every request then under way), keeps it in
+// sessionStorage (this tab only, gone when it closes) and sends it as
+// `Authorization: Bearer <token>` on every call, the cancel included. A token the cluster then
+// refuses is asked for again; dismissing the prompt stops the asking until the page reloads.
+//
 // Views (hash routes): `#/` cluster overview, jobs and TaskManagers; `#/jobs/<id>` one job
 // (graph as SVG, vertices, exceptions, checkpoints, cancel); `#/taskmanagers`.
 //
@@ -23,6 +30,8 @@
   const FAST_REFRESH_MS = 500;
   const FAST_REFRESH_FOR_MS = 15000;
   const REQUEST_TIMEOUT_MS = 10000;
+  // Where the REST token lives (sessionStorage: this tab only).
+  const TOKEN_KEY = 'rflink.rest.token';
   const SVG_NS = 'http://www.w3.org/2000/svg';
   // Job states after which nothing changes any more (Flink's globally terminal states, and
   // SUSPENDED, which ends this JobManager's part).
@@ -218,21 +227,87 @@
     return h('span', {class: `badge ${statusClass(text)}`, 'data-field': field}, text);
   }
 
+  // ---------------------------------------------------------------- REST token
+
+  const auth = {
+    // The token when sessionStorage is unavailable (private modes, storage disabled).
+    memory: '',
+    // The prompt under way, shared by every request that got a 401 meanwhile.
+    asking: null,
+    // The user dismissed the prompt: no more asking until the page reloads.
+    declined: false,
+  };
+
+  function storedToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || auth.memory;
+    } catch (_) {
+      return auth.memory;
+    }
+  }
+
+  function storeToken(token) {
+    auth.memory = token;
+    try {
+      sessionStorage.setItem(TOKEN_KEY, token);
+    } catch (_) {
+      // Kept in memory only.
+    }
+  }
+
+  /**
+   * After a 401 to a request sent with `sent` ('' for none): the token to retry with, or null.
+   * A token entered meanwhile (by another request's prompt) is used at once; else the user is
+   * asked once, however many requests are waiting.
+   */
+  async function tokenAfter401(sent) {
+    const current = storedToken();
+    if (current && current !== sent) return current;
+    if (auth.declined) return null;
+    if (!auth.asking) {
+      auth.asking = Promise.resolve()
+        .then(() => {
+          const question = sent
+            ? 'The cluster refused the REST token. Enter the rflink REST token (rest.auth.token):'
+            : 'This rflink cluster requires its REST token (rest.auth.token). Enter it:';
+          const entered = window.prompt(question, '');
+          const token = entered === null ? '' : entered.trim();
+          // A header carries visible ASCII only.
+          if (!token || !/^[\x21-\x7e]+$/.test(token)) {
+            auth.declined = true;
+            return null;
+          }
+          storeToken(token);
+          return token;
+        })
+        .finally(() => {
+          auth.asking = null;
+        });
+    }
+    return auth.asking;
+  }
+
   // ---------------------------------------------------------------- REST
 
-  /** GET (or `options.method`) a REST path; the parsed JSON body, or an Error saying why not. */
-  async function api(path, options) {
+  /**
+   * GET (or `options.method`) a REST path; the parsed JSON body, or an Error saying why not.
+   * Sends the REST token when there is one; a 401 asks for it (see the top) and retries once.
+   */
+  async function api(path, options, retried) {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
+    const token = storedToken();
+    const headers = {Accept: 'application/json'};
+    if (token) headers.Authorization = `Bearer ${token}`;
     let text;
     let response;
     try {
       response = await fetch(path, {
         method: 'GET',
         cache: 'no-store',
-        headers: {Accept: 'application/json'},
         signal: controller.signal,
         ...options,
+        headers,
       });
       text = await response.text();
     } catch (e) {
@@ -251,6 +326,10 @@
       } catch (_) {
         body = null;
       }
+    }
+    if (response.status === 401 && !retried) {
+      const next = await tokenAfter401(token);
+      if (next) return api(path, options, true);
     }
     if (!response.ok) {
       // Flink's error body: {"errors": ["message", "stack trace…"]}; the first line suffices.
