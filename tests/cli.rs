@@ -1,7 +1,8 @@
 //! The `rflink` binary against a REST server backed by a fake, in-memory gateway: output and exit
-//! codes of `run` (detached and attached), `list`, `cancel`, `info`, `overview`, usage errors and
-//! an unreachable JobManager. The server runs on its own thread with its own actix system; every
-//! CLI run is killed if it exceeds its bound. Ports are ephemeral.
+//! codes of `run` (detached and attached), `list`, `cancel`, `info`, `overview`, usage errors,
+//! an unreachable JobManager, and a cluster with a REST token and HTTPS (`--token`,
+//! `--token-file`, `RFLINK_REST_TOKEN`, `--rest-ca`). The server runs on its own thread with its
+//! own actix system; every CLI run is killed if it exceeds its bound. Ports are ephemeral.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,13 +14,15 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rflink_rpc::security::certgen::{ClusterMaterial, Validity};
+use rflink_rpc::security::Sensitive;
 use rflink_runtime::dispatcher::{
     ClusterOverview, DispatcherError, JobDetails, JobExceptions, JobOverview, JobResult,
     RestfulGateway, TaskCounts, TaskManagerInfo, VertexDetails,
 };
 use rflink_runtime::executiongraph::{now_millis, ErrorInfo, ExecutionState, JobStatus};
 use rflink_runtime::jobgraph::JobGraph;
-use rflink_runtime::rest::{RestServer, RestServerConfig};
+use rflink_runtime::rest::{RestAuth, RestServer, RestServerConfig};
 use rflink_runtime::types::{Ack, JobId};
 
 type Reply<T> = Pin<Box<dyn Future<Output = Result<T, DispatcherError>> + Send>>;
@@ -264,6 +267,12 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Self::start_with(RestServerConfig::default())
+    }
+
+    /// A cluster whose REST server has `config`'s TLS and token settings (its address is
+    /// always an ephemeral port on 127.0.0.1).
+    fn start_with(config: RestServerConfig) -> Cluster {
         let fake = Arc::new(FakeGateway::default());
         let gateway: Arc<dyn RestfulGateway> = fake.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -274,7 +283,7 @@ impl Cluster {
                     bind_host: "127.0.0.1".into(),
                     port: 0,
                     shutdown_timeout_secs: 1,
-                    ..Default::default()
+                    ..config
                 };
                 let server =
                     RestServer::start(config, gateway, vec![], None).expect("server starts");
@@ -343,6 +352,7 @@ fn rflink(args: &[String], env: &[(&str, &str)]) -> Output {
     command
         .args(args)
         .env_remove("RFLINK_JOBMANAGER")
+        .env_remove("RFLINK_REST_TOKEN")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -636,4 +646,169 @@ fn rest_errors_and_an_unreachable_jobmanager_exit_3() {
     assert!(out.stderr.contains(&closed), "{}", out.stderr);
     let out = rflink(&args(&["list"]), &[("RFLINK_JOBMANAGER", &c.address())]);
     assert_eq!(out.code, 0, "{out:?}");
+}
+
+/// The message a 401 without a token prints.
+const NEEDS_TOKEN: &str = "the cluster requires a REST token: pass --token or RFLINK_REST_TOKEN";
+
+#[test]
+fn a_cluster_with_a_rest_token_needs_it_and_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let material = ClusterMaterial::generate(&[], Validity::days(1)).expect("material");
+    material.write_to(dir.path(), false).expect("written");
+    let token = material.rest_token.expose().to_string();
+    let token_file = dir.path().join("rest-token").display().to_string();
+    let c = Cluster::start_with(RestServerConfig {
+        auth: Some(RestAuth {
+            token: Sensitive::new(token.clone()),
+            protect_reads: true,
+        }),
+        ..RestServerConfig::default()
+    });
+
+    // Without the token: a clear message, exit 3, and nothing submitted.
+    for cmd in [vec!["list"], vec!["run", "-d", "--job", "blocking"]] {
+        let out = c.rflink(&cmd);
+        assert_eq!(out.code, 3, "rflink {cmd:?}: {out:?}");
+        assert!(out.stderr.contains("401"), "{}", out.stderr);
+        assert!(out.stderr.contains(NEEDS_TOKEN), "{}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+    assert!(c.fake.graphs().is_empty(), "no job was submitted");
+
+    // With it, from the flag, the file or the environment.
+    let out = c.rflink(&["--token", &token, "run", "-d", "--job", "blocking"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let job_id = job_id_in(&out.stdout);
+    let out = c.rflink(&["list", "--token-file", &token_file]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(&job_id.to_string()), "{}", out.stdout);
+    let with_env = |cmd: &[&str], token: &str| {
+        let mut all = args(&["-m", &c.address()]);
+        all.extend(args(cmd));
+        rflink(&all, &[("RFLINK_REST_TOKEN", token)])
+    };
+    let out = with_env(&["list"], &token);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // A wrong token is refused as such; the job keeps running.
+    let out = with_env(&["cancel", &job_id.to_string()], "wrong-token");
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr.contains("the cluster refused the REST token"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(&token), "{}", out.stderr);
+    let out = c.rflink(&["cancel", &job_id.to_string()]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains(NEEDS_TOKEN), "{}", out.stderr);
+    let out = c.rflink(&["--token", &token, "info", &job_id.to_string()]);
+    assert!(out.stdout.contains("RUNNING"), "{out:?}");
+
+    // Usage errors: both flags, an unreadable or empty file.
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").expect("written");
+    for bad in [
+        vec!["--token", "x", "--token-file", &token_file, "list"],
+        vec!["--token-file", "/no/such/token/file", "list"],
+        vec!["--token-file", empty.to_str().expect("utf-8"), "list"],
+        vec!["--token", "two words", "list"],
+    ] {
+        let out = c.rflink(&bad);
+        assert_eq!(out.code, 2, "rflink {bad:?}: {out:?}");
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+
+    let out = c.rflink(&["--token-file", &token_file, "cancel", &job_id.to_string()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("Cancelled job"), "{}", out.stdout);
+}
+
+#[test]
+fn rest_ca_speaks_https_to_a_cluster_with_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let material = ClusterMaterial::generate(&[], Validity::days(1)).expect("material");
+    material.write_to(dir.path(), false).expect("written");
+    let tls = rflink_rpc::security::rest_server_config(
+        &dir.path().join("rest.pem"),
+        &dir.path().join("rest.key"),
+    )
+    .expect("the REST certificate");
+    let token = material.rest_token.expose().to_string();
+    let c = Cluster::start_with(RestServerConfig {
+        tls: Some(tls),
+        auth: Some(RestAuth {
+            token: Sensitive::new(token.clone()),
+            protect_reads: false,
+        }),
+        ..RestServerConfig::default()
+    });
+    let ca = dir.path().join("ca.pem").display().to_string();
+
+    let out = c.rflink(&["--rest-ca", &ca, "list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let https = format!("https://{}", c.address());
+    let out = rflink(
+        &args(&[
+            "-m",
+            &https,
+            "--rest-ca",
+            &ca,
+            "--token",
+            &token,
+            "run",
+            "-d",
+            "--job",
+            "noop",
+        ]),
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(c.fake.graphs().len(), 1);
+    let out = rflink(
+        &args(&["-m", &https, "--rest-ca", &ca, "run", "-d", "--job", "noop"]),
+        &[],
+    );
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains(NEEDS_TOKEN), "{}", out.stderr);
+    assert_eq!(
+        c.fake.graphs().len(),
+        1,
+        "the refused run submitted nothing"
+    );
+
+    // Plain HTTP to the HTTPS port fails, with the hint.
+    let out = c.rflink(&["list"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("--rest-ca"), "{}", out.stderr);
+
+    // Another CA: the handshake fails, said so.
+    let other = tempfile::tempdir().expect("temp dir");
+    ClusterMaterial::generate(&[], Validity::days(1))
+        .expect("material")
+        .write_to(other.path(), false)
+        .expect("written");
+    let other_ca = other.path().join("ca.pem").display().to_string();
+    let out = c.rflink(&["--rest-ca", &other_ca, "list"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("TLS"), "{}", out.stderr);
+    assert!(out.stderr.contains("--rest-ca"), "{}", out.stderr);
+
+    // Usage errors: https without a CA, a CA that is no PEM, http:// with a CA.
+    for bad in [
+        args(&["-m", &https, "list"]),
+        args(&["--rest-ca", "/no/such/ca.pem", "list"]),
+        args(&[
+            "-m",
+            &format!("http://{}", c.address()),
+            "--rest-ca",
+            &ca,
+            "list",
+        ]),
+    ] {
+        let out = rflink(&bad, &[]);
+        assert_eq!(out.code, 2, "rflink {bad:?}: {out:?}");
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
 }

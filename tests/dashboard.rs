@@ -293,3 +293,111 @@ async fn the_dashboard_shows_a_running_wordcount_and_cancels_it() {
     );
     println!("dashboard test took {:?}", started.elapsed());
 }
+
+/// With `rest.auth.protect-reads`, every API call of the page needs the REST token: the page
+/// asks for it once (a `window.prompt`, answered here by a stand-in installed before the page's
+/// scripts run), then shows the cluster and the job, and its Cancel sends the token too.
+#[actix_rt::test]
+async fn with_protected_reads_the_dashboard_asks_for_the_token_once() {
+    let Some(chromium) = chromium_for("the dashboard token test") else {
+        return;
+    };
+    let token = "dashboard-test-token-0123456789abcdef";
+    let token_flag = format!("rest.auth.token={token}");
+    let cluster = Cluster::start(
+        1,
+        2,
+        &["-D", &token_flag, "-D", "rest.auth.protect-reads=true"],
+    );
+    cluster
+        .wait_for_overview("1 task manager", WAIT, |o| o.taskmanagers == 1)
+        .await;
+    // Without the token, even a read is refused.
+    let anonymous = rflink_runtime::rest::client::RestClient::new(cluster.rest.address());
+    match anonymous.overview().await {
+        Err(err) if err.is_unauthorized() => {}
+        other => panic!("a read without the token: {other:?}"),
+    }
+    let output = tempfile::tempdir().expect("tempdir");
+    let (job_id, details) = cluster
+        .start_endless_wordcount(&output.path().display().to_string())
+        .await;
+    let jid = details["jid"].as_str().expect("jid").to_string();
+
+    let mut browser = Browser::launch(&chromium).unwrap_or_else(|e| panic!("{e}"));
+    let stand_in = format!(
+        "window.__prompts = 0; window.prompt = () => {{ window.__prompts += 1; return '{token}'; }};"
+    );
+    ok(
+        browser.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            serde_json::json!({ "source": stand_in }),
+        ),
+        &browser,
+        &cluster,
+    );
+    let base = format!("http://{}", cluster.rest.address());
+    ok(browser.navigate(&format!("{base}/")), &browser, &cluster);
+    let row = ok(
+        browser.wait_for(
+            "the jobs table shows the job after one prompt",
+            &format!(
+                r#"(() => ({{
+                    row: !!document.querySelector('#jobs-table tr[data-job-id="{jid}"] a'),
+                    prompts: window.__prompts,
+                    stored: sessionStorage.getItem('rflink.rest.token') !== null,
+                }}))()"#
+            ),
+            PAGE_WAIT,
+            |v| v["row"] == true,
+        ),
+        &browser,
+        &cluster,
+    );
+    assert_eq!(row["prompts"], 1, "asked exactly once: {row}");
+    assert_eq!(row["stored"], true, "kept for this tab: {row}");
+
+    let clicked = ok(
+        browser.evaluate(&format!(
+            r#"(() => {{
+                const a = document.querySelector('#jobs-table tr[data-job-id="{jid}"] a');
+                if (!a) return false;
+                a.click();
+                return true;
+            }})()"#
+        )),
+        &browser,
+        &cluster,
+    );
+    assert_eq!(clicked, true);
+    ok(
+        browser.wait_for(
+            "the job page with an enabled Cancel",
+            "!!document.querySelector('button#cancel-job:not([disabled])')",
+            PAGE_WAIT,
+            |v| v == true,
+        ),
+        &browser,
+        &cluster,
+    );
+    let clicked = ok(
+        browser.evaluate(
+            "(() => { const b = document.getElementById('cancel-job'); \
+             if (!b || b.disabled) return false; b.click(); return true; })()",
+        ),
+        &browser,
+        &cluster,
+    );
+    assert_eq!(clicked, true);
+    let status = cluster
+        .wait_for_job_status(job_id, JobStatus::is_terminal, Instant::now() + WAIT)
+        .await;
+    assert_eq!(status, JobStatus::Canceled, "{}", cluster.logs());
+    let prompts = ok(browser.evaluate("window.__prompts"), &browser, &cluster);
+    assert_eq!(prompts, 1, "the cancel reused the stored token");
+    assert!(
+        browser.page_errors().is_empty(),
+        "script errors on the page: {:?}",
+        browser.page_errors()
+    );
+}

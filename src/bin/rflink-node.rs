@@ -257,7 +257,14 @@ async fn run(args: Args, config: Configuration) -> i32 {
 
     let mut job_manager = None;
     if matches!(args.role, Role::Jm | Role::Standalone) {
-        let mut settings = JobManagerSettings::from_config(&config, &work_dir);
+        let mut settings = match JobManagerSettings::from_config(&config, &work_dir) {
+            Ok(settings) => settings,
+            Err(err) => {
+                tracing::error!(error = %err, "the job manager could not start");
+                eprintln!("rflink-node: {err}");
+                return 2;
+            }
+        };
         settings.rpc.advertised_port = args.advertised_rpc_port;
         match JobManagerRunner::start(settings, events.clone()).await {
             Ok(jm) => {
@@ -292,13 +299,20 @@ async fn run(args: Args, config: Configuration) -> i32 {
             config.jobmanager.rpc_port = jm.service().port();
         }
         for i in 0..count {
-            let mut settings = TaskManagerSettings::from_config(
+            let mut settings = match TaskManagerSettings::from_config(
                 &config,
                 &work_dir.join(format!("tm-{i}")),
                 InvokableRegistry::with_testing_invokables(),
                 Jobs::new(rflink_examples::registry()),
                 Arc::clone(&fatal),
-            );
+            ) {
+                Ok(settings) => settings,
+                Err(err) => {
+                    tracing::error!(error = %err, "the task manager could not start");
+                    eprintln!("rflink-node: {err}");
+                    return 2;
+                }
+            };
             if args.role == Role::Tm {
                 settings.rpc.advertised_port = args.advertised_rpc_port;
                 if let Some(data) = &mut settings.data {
@@ -443,19 +457,46 @@ mod probe {
         Err(last)
     }
 
-    /// `GET /overview` over HTTP/1.1; Ok on status 200.
+    /// `GET /overview` over HTTP/1.1, or HTTPS when the node's configuration (its environment,
+    /// as in a container) has `security.ssl.rest.enabled`, trusting
+    /// `security.ssl.rest.truststore`; Ok on status 200.
     fn rest_overview(address: &str) -> Result<(), String> {
-        let mut stream = connect(address)?;
+        let stream = connect(address)?;
         stream
             .set_read_timeout(Some(TIMEOUT))
             .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
             .map_err(|e| format!("cannot set timeouts: {e}"))?;
+        let config = rflink_runtime::config::ConfigLoader::new()
+            .process_env()
+            .load()
+            .map_err(|e| format!("cannot read the configuration: {e}"))?;
+        if !config.security.rest_ssl {
+            return http_overview(stream, address);
+        }
+        let trust =
+            config.security.rest_truststore.as_deref().ok_or(
+                "security.ssl.rest.enabled needs security.ssl.rest.truststore for the probe",
+            )?;
+        let tls = rflink_rpc::security::rest_client_config(trust).map_err(|e| e.to_string())?;
+        let host = address
+            .rsplit_once(':')
+            .map_or(address, |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+        let conn = rustls::ClientConnection::new(tls, name).map_err(|e| e.to_string())?;
+        http_overview(rustls::StreamOwned::new(conn, stream), address)
+    }
+
+    fn http_overview(mut stream: impl Read + Write, address: &str) -> Result<(), String> {
         let request = format!(
             "GET /overview HTTP/1.1\r\nHost: {address}\r\nAccept: application/json\r\n\
              Connection: close\r\n\r\n"
         );
         stream
             .write_all(request.as_bytes())
+            .and_then(|()| stream.flush())
             .map_err(|e| format!("cannot send the request: {e}"))?;
         // Only the status line matters; read until its end (bounded).
         let mut head = Vec::with_capacity(256);

@@ -9,6 +9,7 @@
 //! rflink [-m host:port] cancel <jobid>
 //! rflink [-m host:port] info <jobid> [--json]
 //! rflink [-m host:port] overview
+//! rflink [-m https://host:port] [--rest-ca CA.pem] [--token TOKEN | --token-file FILE] <command>
 //! ```
 //!
 //! The JobManager's REST address comes from `-m/--jobmanager`, else `RFLINK_JOBMANAGER`, else
@@ -24,26 +25,40 @@
 //! the TaskManagers fetch it from the BlobServer. A library built for another rflink or
 //! compiler is refused here and by the JobManager, naming both builds.
 //!
+//! A secured cluster (see "Security" in `docs/rest-api.md`): `--rest-ca PEM` trusts the CA of
+//! the cluster's REST certificate and speaks HTTPS (`-m https://host:port` says so too, and
+//! needs `--rest-ca`); `--token TOKEN`, `--token-file FILE` or the environment's
+//! `RFLINK_REST_TOKEN` is sent as `Authorization: Bearer <token>` on every request (prefer the
+//! file or the environment: a command line is visible to other users). A 401 says which is
+//! missing.
+//!
 //! Exit codes: 0 success (attached run: the job FINISHED); 1 the job FAILED or was CANCELED;
-//! 2 usage errors (clap's message); 3 the JobManager could not be reached or refused the request.
+//! 2 usage errors (clap's message, also an unreadable `--rest-ca` or `--token-file`); 3 the
+//! JobManager could not be reached (also: a failed TLS handshake) or refused the request (also:
+//! 401, no or a wrong token).
 //! Logs (`RUST_LOG`, default `warn`) go to stderr; results to stdout.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use rflink_rpc::security::Sensitive;
 use rflink_runtime::client::{build_job_graph, build_library_job_graph, choose_library_job};
 use rflink_runtime::executiongraph::JobStatus;
 use rflink_runtime::jobgraph::{DistributionPattern, JobGraph, JobVertex};
 use rflink_runtime::library::JobLibrary;
-use rflink_runtime::rest::client::{RestClient, RestClientError};
+use rflink_runtime::rest::client::{RestClient, RestClientBuilder, RestClientError};
 use rflink_runtime::rest::messages::{ApplicationStatus, JobSummary};
 use rflink_runtime::tasks::Jobs;
 use rflink_runtime::types::JobId;
 
 /// Environment variable naming the JobManager when `-m` is absent.
 const JOBMANAGER_ENV: &str = "RFLINK_JOBMANAGER";
+/// Environment variable holding the REST token when neither `--token` nor `--token-file` is
+/// given.
+const TOKEN_ENV: &str = "RFLINK_REST_TOKEN";
 /// The JobManager when neither `-m` nor the environment names one (Flink's `rest.port`).
 const DEFAULT_JOBMANAGER: &str = "localhost:8081";
 /// How often an attached `run` polls the job's status.
@@ -67,6 +82,21 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
+
+    /// The CA certificate(s) (PEM) the cluster's REST certificate chains to
+    /// (security.ssl.rest.truststore); speaks HTTPS.
+    #[arg(long = "rest-ca", global = true, value_name = "PEM")]
+    rest_ca: Option<PathBuf>,
+
+    /// The cluster's REST token (rest.auth.token), sent as `Authorization: Bearer` [default:
+    /// $RFLINK_REST_TOKEN]. Visible to other users in the process list: prefer --token-file or
+    /// the environment.
+    #[arg(long, global = true, value_name = "TOKEN", value_parser = sensitive)]
+    token: Option<Sensitive>,
+
+    /// A file holding the cluster's REST token (e.g. the generated `rest-token` file).
+    #[arg(long = "token-file", global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -115,6 +145,40 @@ enum Command {
         /// How long to wait for it, in seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+    },
+    /// Security material for a cluster (issue 10): no openssl needed.
+    #[command(subcommand)]
+    Security(SecurityCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SecurityCommand {
+    /// Generates a cluster CA, one certificate and key for every node's internal connections,
+    /// a REST server certificate, a cluster secret and a REST token into DIR:
+    ///
+    /// ca.pem (security.ssl.internal.truststore, security.ssl.rest.truststore, rflink
+    /// --rest-ca), node.pem / node.key (security.ssl.internal.cert / .key), rest.pem /
+    /// rest.key (security.ssl.rest.cert / .key), cluster-secret
+    /// (security.cluster-secret-file), rest-token (rest.auth.token-file, rflink --token-file).
+    ///
+    /// Keys and secrets are written with mode 0600 in a 0700 directory. The CA's private key
+    /// is not kept: to add REST host names, generate everything again.
+    Generate {
+        /// Directory to write into (created; existing files are replaced).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// A host name or IP address clients use to reach the REST endpoint (repeatable;
+        /// localhost and 127.0.0.1 are always included).
+        #[arg(long = "rest-host", value_name = "HOST")]
+        rest_hosts: Vec<String>,
+        /// How many days the certificates are valid.
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+        /// Write keys and secrets readable by everyone (0644) inside the 0700 directory: for
+        /// docker compose, whose file secrets are bind-mounted as they are into containers
+        /// running as another user.
+        #[arg(long)]
+        world_readable: bool,
     },
 }
 
@@ -266,6 +330,9 @@ fn main() -> ExitCode {
     // Usage errors exit 2 with clap's message; --help and --version exit 0.
     let mut cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
     init_tracing();
+    if let Command::Security(command) = &cli.command {
+        return security_command(command);
+    }
     if let Command::Run(run) = &mut cli.command {
         if let Some(m) = run.program.example.as_mut().and_then(take_jobmanager_flag) {
             cli.jobmanager = Some(m);
@@ -279,14 +346,26 @@ fn main() -> ExitCode {
             }
         }
     }
-    let address = jobmanager_address(cli.jobmanager.as_deref());
+    let (address, https) = jobmanager_address(cli.jobmanager.as_deref());
+    let token = rest_token(cli.token.as_ref(), cli.token_file.as_deref());
+    let rest_ca = cli.rest_ca.clone();
     let graph = match &cli.command {
         Command::Run(run) => Some(build_graph(run)),
         _ => None,
     };
     let timeout = Duration::from_secs(cli.timeout);
     let outcome = actix_rt::System::new().block_on(async move {
-        let client = RestClient::with_timeout(address, timeout);
+        let mut builder = with_trust(
+            RestClient::builder(address).timeout(timeout),
+            rest_ca.as_deref(),
+            https,
+        );
+        if let Some(token) = token {
+            builder = builder.token(token);
+        }
+        let client = builder
+            .build()
+            .unwrap_or_else(|e| usage_error(ErrorKind::InvalidValue, e));
         let result = match cli.command {
             Command::Run(run) => {
                 let (graph, library) = graph.expect("a run command has a graph");
@@ -306,6 +385,8 @@ fn main() -> ExitCode {
                 savepoint_path,
                 timeout,
             } => savepoint(&client, job_id, savepoint_path.as_deref(), true, timeout).await,
+            // Handled before the REST client is made.
+            Command::Security(_) => Ok(Outcome::Success),
         };
         result.unwrap_or_else(|e| {
             report(&client, &e);
@@ -313,6 +394,31 @@ fn main() -> ExitCode {
         })
     });
     outcome.into()
+}
+
+/// `rflink security generate`.
+fn security_command(command: &SecurityCommand) -> ExitCode {
+    use rflink_rpc::security::certgen::{ClusterMaterial, Validity};
+    let SecurityCommand::Generate {
+        out,
+        rest_hosts,
+        days,
+        world_readable,
+    } = command;
+    let written = ClusterMaterial::generate(rest_hosts, Validity::days(*days))
+        .and_then(|material| material.write_to(out, *world_readable));
+    match written {
+        Ok(files) => {
+            for file in files {
+                println!("wrote {}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("rflink security generate: {err}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn init_tracing() {
@@ -329,9 +435,9 @@ fn usage_error(kind: ErrorKind, message: impl std::fmt::Display) -> ! {
     Cli::command().error(kind, message).exit()
 }
 
-/// The JobManager's address from `-m`, the environment or the default; a malformed one is a
-/// usage error.
-fn jobmanager_address(flag: Option<&str>) -> String {
+/// The JobManager's address from `-m`, the environment or the default, as `host:port` and
+/// whether it says `https://`; a malformed one is a usage error.
+fn jobmanager_address(flag: Option<&str>) -> (String, bool) {
     let env = std::env::var(JOBMANAGER_ENV)
         .ok()
         .filter(|v| !v.trim().is_empty());
@@ -340,10 +446,11 @@ fn jobmanager_address(flag: Option<&str>) -> String {
         (None, Some(env)) => (env.trim().to_string(), JOBMANAGER_ENV),
         (None, None) => (DEFAULT_JOBMANAGER.to_string(), "the default"),
     };
-    let host_port = address
-        .strip_prefix("http://")
-        .unwrap_or(&address)
-        .trim_end_matches('/');
+    let (host_port, https) = match address.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (address.strip_prefix("http://").unwrap_or(&address), false),
+    };
+    let host_port = host_port.trim_end_matches('/');
     let valid = match host_port.rsplit_once(':') {
         Some((host, port)) => {
             !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
@@ -356,7 +463,82 @@ fn jobmanager_address(flag: Option<&str>) -> String {
             format!("invalid JobManager address {address:?} from {source}: expected host:port"),
         );
     }
-    host_port.to_string()
+    if address.starts_with("http://") {
+        // Plain http spelled out: --rest-ca (which means https) contradicts it.
+        return (address.trim_end_matches('/').to_string(), false);
+    }
+    (host_port.to_string(), https)
+}
+
+/// Parses `--token` into text that never prints (`Cli`'s `Debug` shows `******`).
+fn sensitive(text: &str) -> Result<Sensitive, std::convert::Infallible> {
+    Ok(Sensitive::new(text))
+}
+
+/// The REST token from `--token`, `--token-file` or `RFLINK_REST_TOKEN` (in that order; the
+/// two flags together are a usage error, as are an unreadable or empty file).
+fn rest_token(flag: Option<&Sensitive>, file: Option<&Path>) -> Option<Sensitive> {
+    let token = match (flag.map(Sensitive::expose), file) {
+        (Some(_), Some(_)) => usage_error(
+            ErrorKind::ArgumentConflict,
+            "--token and --token-file both give the REST token: pass one",
+        ),
+        (Some(token), None) => {
+            let token = token.trim();
+            if token.is_empty() {
+                usage_error(ErrorKind::InvalidValue, "--token must not be empty");
+            }
+            Sensitive::new(token)
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+                usage_error(
+                    ErrorKind::InvalidValue,
+                    format!("cannot read --token-file {}: {e}", path.display()),
+                )
+            });
+            let text = Sensitive::new(text);
+            let token = text.expose().trim();
+            if token.is_empty() {
+                usage_error(
+                    ErrorKind::InvalidValue,
+                    format!("--token-file {} holds no token", path.display()),
+                );
+            }
+            Sensitive::new(token)
+        }
+        (None, None) => {
+            let text = Sensitive::new(std::env::var(TOKEN_ENV).ok()?);
+            let token = text.expose().trim();
+            if token.is_empty() {
+                return None;
+            }
+            Sensitive::new(token)
+        }
+    };
+    Some(token)
+}
+
+/// `builder` speaking HTTPS and trusting `--rest-ca`, if given; `https` (an `https://`
+/// address) needs it.
+fn with_trust(builder: RestClientBuilder, ca: Option<&Path>, https: bool) -> RestClientBuilder {
+    let Some(ca) = ca else {
+        if https {
+            usage_error(
+                ErrorKind::MissingRequiredArgument,
+                "an https:// JobManager address needs --rest-ca <PEM>, the CA certificate of \
+                 the cluster's REST endpoint (security.ssl.rest.truststore)",
+            );
+        }
+        return builder;
+    };
+    match rflink_rpc::security::rest_client_config(ca) {
+        Ok(config) => builder.tls(config),
+        Err(e) => usage_error(
+            ErrorKind::InvalidValue,
+            format!("cannot use --rest-ca {}: {e}", ca.display()),
+        ),
+    }
 }
 
 /// Removes `flag X` / `flag=X` from a program's arguments; returns the last one given.
@@ -548,17 +730,34 @@ fn build_builtin_graph(run: &RunArgs) -> JobGraph {
     JobGraph::new(name, vertices)
 }
 
-/// Prints a failed request, with a hint when the JobManager is unreachable.
+/// Prints a failed request, with a hint when the JobManager is unreachable, refuses the
+/// token or its certificate is not trusted.
 fn report(client: &RestClient, e: &RestClientError) {
     eprintln!("rflink: error: {e}");
-    if matches!(
-        e,
-        RestClientError::Connection { .. } | RestClientError::Timeout { .. }
-    ) {
-        eprintln!(
-            "rflink: is a JobManager running at {}? Set it with -m/--jobmanager or {JOBMANAGER_ENV}.",
+    match e {
+        RestClientError::Connection { .. } | RestClientError::Timeout { .. } => {
+            eprintln!(
+                "rflink: is a JobManager running at {}? Set it with -m/--jobmanager or {JOBMANAGER_ENV}.",
+                client.address()
+            );
+            if !client.is_https() {
+                eprintln!("rflink: if its REST endpoint uses HTTPS, pass --rest-ca <PEM>.");
+            }
+        }
+        RestClientError::Tls { .. } => eprintln!(
+            "rflink: the TLS handshake with {} failed: does --rest-ca name the CA of the \
+             cluster's REST certificate, and does the certificate name this host?",
             client.address()
-        );
+        ),
+        e if e.is_unauthorized() && client.has_token() => eprintln!(
+            "rflink: the cluster refused the REST token: check --token, --token-file or \
+             {TOKEN_ENV}"
+        ),
+        e if e.is_unauthorized() => eprintln!(
+            "rflink: the cluster requires a REST token: pass --token or {TOKEN_ENV} (or \
+             --token-file)"
+        ),
+        _ => {}
     }
 }
 
@@ -816,6 +1015,40 @@ mod tests {
     #[test]
     fn the_cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_https_address_says_so() {
+        assert_eq!(
+            jobmanager_address(Some("https://jm:8081/")),
+            ("jm:8081".to_string(), true)
+        );
+        assert_eq!(
+            jobmanager_address(Some("jm:8081")),
+            ("jm:8081".to_string(), false)
+        );
+        // Spelled-out http stays so: the client refuses it together with --rest-ca.
+        assert_eq!(
+            jobmanager_address(Some("http://jm:8081")),
+            ("http://jm:8081".to_string(), false)
+        );
+    }
+
+    #[test]
+    fn the_token_flags_parse_as_global_options() {
+        let cli =
+            Cli::try_parse_from(["rflink", "list", "--rest-ca", "ca.pem", "--token-file", "t"])
+                .expect("parses");
+        assert_eq!(cli.rest_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(cli.token_file, Some(PathBuf::from("t")));
+        assert_eq!(cli.token, None);
+        // The token is never printed by Debug of what it becomes.
+        let cli = Cli::try_parse_from(["rflink", "--token", " secret-value ", "overview"])
+            .expect("parses");
+        assert!(!format!("{cli:?}").contains("secret-value"), "{cli:?}");
+        let token = rest_token(cli.token.as_ref(), None).expect("a token");
+        assert_eq!(token.expose(), "secret-value");
+        assert!(!format!("{token:?}").contains("secret"));
     }
 
     #[test]

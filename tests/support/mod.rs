@@ -378,6 +378,26 @@ pub struct TmProxies {
     pub data: Option<Proxy>,
 }
 
+/// The REST token a cluster's nodes were given (`-D rest.auth.token=...`, the last one), if any.
+pub fn rest_token(extra: &[String]) -> Option<String> {
+    extra
+        .iter()
+        .rev()
+        .find_map(|arg| arg.strip_prefix("rest.auth.token="))
+        .map(str::to_string)
+}
+
+/// A REST client for `address`, sending the cluster's REST token if it has one.
+fn rest_client(address: &str, extra: &[String]) -> RestClient {
+    match rest_token(extra) {
+        None => RestClient::new(address),
+        Some(token) => RestClient::builder(address)
+            .token(rflink_rpc::security::Sensitive::new(token))
+            .build()
+            .expect("a REST client with a token"),
+    }
+}
+
 /// A JobManager process and TaskManager processes.
 pub struct Cluster {
     /// The JobManager.
@@ -428,7 +448,7 @@ impl Cluster {
         if let Some(proxy) = &jm_proxy {
             proxy.set_target(loopback(port_of(&jm.ready("rpc_bind"))));
         }
-        let rest = RestClient::new(jm.ready("rest"));
+        let rest = rest_client(&jm.ready("rest"), &options.extra);
         let mut cluster = Cluster {
             rest,
             tms: Vec::new(),
@@ -518,7 +538,7 @@ impl Cluster {
         if let Some(proxy) = &self.jm_proxy {
             proxy.set_target(loopback(port_of(&self.jm.ready("rpc_bind"))));
         }
-        self.rest = RestClient::new(self.jm.ready("rest"));
+        self.rest = rest_client(&self.jm.ready("rest"), &self.options.extra);
     }
 
     /// Kills TaskManager `index` and starts it again (a new process: new resource id, new bound
@@ -695,6 +715,9 @@ impl Cluster {
     /// `timeout`; returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[String], timeout: Duration) -> (i32, String, String) {
         let mut all = vec!["-m".to_string(), self.jm.ready("rest")];
+        if let Some(token) = rest_token(&self.options.extra) {
+            all.extend(["--token".to_string(), token]);
+        }
         all.extend(args.iter().cloned());
         rflink_cli(&all, timeout)
     }
