@@ -347,9 +347,14 @@ fn submit_streaming_wordcount(
     seed: u64,
     output: &str,
 ) -> rflink_runtime::types::JobId {
+    let secrets = secrets_dir();
     let args: Vec<String> = [
         "-m",
         &format!("127.0.0.1:{}", project.rest_port()),
+        "--rest-ca",
+        &secrets.join("ca.pem").display().to_string(),
+        "--token-file",
+        &secrets.join("rest-token").display().to_string(),
         "run",
         "-d",
         "--example",
@@ -455,6 +460,116 @@ fn skip(reason: &str) {
     eprintln!("{line}");
 }
 
+/// Where `scripts/docker-build` put the compose cluster's security material.
+fn secrets_dir() -> PathBuf {
+    std::env::var_os("RFLINK_SECRETS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("docker/secrets"))
+}
+
+/// The compose cluster is secure by default: plaintext HTTP gets no answer, a mutation without
+/// the token is refused and changes nothing, the nodes run mutual TLS with the secret, a rogue
+/// TaskManager on the compose network without them cannot join, and the secret shows nowhere.
+async fn check_security(project: &Project, rest: &RestClient, cluster_secret: &str) {
+    let address = format!("127.0.0.1:{}", project.rest_port());
+    let plain = RestClient::with_timeout(address.clone(), Duration::from_secs(5));
+    if plain.overview().await.is_ok() {
+        project.fail("the REST port answered plaintext HTTP");
+    }
+    let ca = secrets_dir().join("ca.pem");
+    let anonymous = RestClient::builder(address)
+        .tls(rflink_rpc::security::rest_client_config(&ca).expect("the CA"))
+        .build()
+        .expect("a REST client");
+    // Reads are open; a cancel without the token is a 401.
+    let before = anonymous.overview().await.expect("reads need no token");
+    match anonymous
+        .cancel_job(rflink_runtime::types::JobId::generate())
+        .await
+    {
+        Err(err) if err.is_unauthorized() => {}
+        other => project.fail(&format!("a cancel without the token: {other:?}")),
+    }
+    let after = rest.overview().await.expect("overview");
+    assert_eq!(
+        (before.jobs_running, before.jobs_cancelled),
+        (after.jobs_running, after.jobs_cancelled)
+    );
+    // Every node secures its transports.
+    let logs = project.logs();
+    assert!(
+        logs.contains("mutual TLS + cluster secret"),
+        "no node reports its security mode:\n{logs}"
+    );
+    // /jobmanager/config lists the keys, never the secret or the token.
+    let config = rest
+        .get_json("/jobmanager/config")
+        .await
+        .expect("/jobmanager/config")
+        .to_string();
+    assert!(
+        config.contains("security.ssl.internal.enabled") && !config.contains(cluster_secret),
+        "{config}"
+    );
+
+    // A rogue TaskManager on the compose network, without TLS or the secret.
+    let jobmanager = project.containers("jobmanager");
+    let Some(jobmanager) = jobmanager.first() else {
+        project.fail("no jobmanager container");
+    };
+    let networks = project.inspect(
+        jobmanager,
+        "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
+    );
+    let Some(network) = networks.split_whitespace().next() else {
+        project.fail(&format!("{jobmanager} is on no network"));
+    };
+    let rogue = format!("{}-rogue", project.name);
+    let image = project.image.clone();
+    project.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &rogue,
+        "--network",
+        network,
+        &image,
+        "--role",
+        "tm",
+        "--jobmanager",
+        "jobmanager:6123",
+        "--advertised-host-from-hostname",
+        "-D",
+        "taskmanager.bind-host=0.0.0.0",
+    ]);
+    let deadline = Instant::now() + UP_DEADLINE;
+    let refused = loop {
+        let jm_logs = project.compose(&["logs", "--no-color", "jobmanager"]);
+        if jm_logs.contains("did not start the cluster-secret handshake")
+            || jm_logs.contains("does not speak TLS")
+        {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let rogue_logs = run(docker(&["logs", &rogue]), DOCKER_DEADLINE).describe();
+    let overview = rest.overview().await.expect("overview");
+    let _ = run(docker(&["rm", "-f", &rogue]), Duration::from_secs(30));
+    if !refused || overview.taskmanagers != 2 {
+        project.fail(&format!(
+            "a rogue TaskManager was not refused ({overview:?}):\n{rogue_logs}"
+        ));
+    }
+    let logs = project.logs();
+    if logs.contains(cluster_secret) {
+        project.fail("the cluster secret appears in the logs");
+    }
+    eprintln!("compose suite: secured (HTTPS, token, mutual TLS + secret; a rogue TaskManager was refused)");
+}
+
 #[actix_rt::test]
 async fn wordcount_on_docker_compose_and_task_manager_loss() {
     let program = match compose_program() {
@@ -477,15 +592,28 @@ async fn wordcount_on_docker_compose_and_task_manager_loss() {
         "compose suite: project {}, REST on 127.0.0.1:{rest_port}",
         project.name
     );
-    let rest = RestClient::new(format!("127.0.0.1:{rest_port}"));
+    // Secure by default: HTTPS with the generated CA, and the bearer token.
+    let secrets = secrets_dir();
+    let token = std::fs::read_to_string(secrets.join("rest-token")).expect("the REST token");
+    let cluster_secret =
+        std::fs::read_to_string(secrets.join("cluster-secret")).expect("the cluster secret");
+    let rest = RestClient::builder(format!("127.0.0.1:{rest_port}"))
+        .tls(
+            rflink_rpc::security::rest_client_config(&secrets.join("ca.pem"))
+                .expect("the generated CA"),
+        )
+        .token(rflink_rpc::security::Sensitive::new(token.trim()))
+        .build()
+        .expect("a REST client");
     let overview = project
         .wait_for_overview(&rest, "2 TaskManagers registered", UP_DEADLINE, |o| {
             o.taskmanagers == 2
         })
         .await;
     assert_eq!(overview.slots_total, 4, "2 slots per TaskManager");
-    // Both probes work: the JobManager's REST one and the TaskManagers' TCP one.
+    // Both probes work: the JobManager's REST one (over HTTPS) and the TaskManagers' TCP one.
     project.wait_healthy(UP_DEADLINE).await;
+    check_security(&project, &rest, cluster_secret.trim()).await;
 
     // WordCount at parallelism 4: all 4 slots, so both TaskManagers run tasks and the keyBy
     // shuffle crosses containers (each dialing the other's advertised host name). Input and
@@ -509,9 +637,14 @@ async fn wordcount_on_docker_compose_and_task_manager_loss() {
         &input.display().to_string(),
         &format!("{jobmanager}:/data/words.txt"),
     ]);
+    let secrets = secrets_dir();
     let args: Vec<String> = [
         "-m",
         &format!("127.0.0.1:{}", project.rest_port()),
+        "--rest-ca",
+        &secrets.join("ca.pem").display().to_string(),
+        "--token-file",
+        &secrets.join("rest-token").display().to_string(),
         "run",
         "--example",
         "wordcount",
