@@ -23,11 +23,21 @@
 //!
 //! Runs are interleaved (baseline, p1, p2, baseline, p1, p2, ...) so noise hits every side; the
 //! best and the median of each are reported, words/s = N / seconds.
+//!
+//! **`--tls`** (issue 10) measures what securing the cluster costs instead: two MiniClusters of
+//! **2 TaskManagers with 1 slot each**, so a p=2 WordCount's keyed exchange crosses TaskManagers
+//! over TCP (remote channels, the tasks' deployment over RPC), one plaintext and one with mutual
+//! TLS 1.3 and the cluster secret on every RPC, blob and data connection (certificates made in
+//! memory). Runs interleave baseline, plaintext, TLS; the TLS-on / TLS-off throughput ratio is
+//! printed (goal ≥ 0.8), and the last line is `{"bench":"wordcount-tls",...}`.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rflink_rpc::security::certgen::{CertificateAuthority, Validity};
+use rflink_rpc::security::{ClusterSecret, TlsContext, TransportSecurity};
+use rflink_rpc::RpcConfig;
 use rflink_runtime::executiongraph::JobStatus;
 use rflink_runtime::minicluster::{MiniCluster, MiniClusterConfig};
 use rflink_runtime::tasks::Jobs;
@@ -44,7 +54,9 @@ pub const OPTIONS_HELP: &str =
   --seed S           seed of the vocabulary and of the text (default 42)
   --runs R           interleaved runs of baseline, p=1 and p=2 (default 3)
   --timeout-secs N   give up on a job after N s (default 600)
-  --keep-input PATH  write the input to PATH and keep it (default: a temporary file)";
+  --keep-input PATH  write the input to PATH and keep it (default: a temporary file)
+  --tls              compare a 2-TaskManager p=2 WordCount with mutual TLS + cluster secret
+                     against the same cluster in plaintext (TLS-on / TLS-off ratio)";
 
 /// The parallelisms the job runs with.
 const PARALLELISMS: [u32; 2] = [1, 2];
@@ -67,6 +79,8 @@ pub struct Options {
     pub runs: usize,
     pub timeout_secs: usize,
     pub keep_input: Option<PathBuf>,
+    /// `--tls`: the TLS-on / TLS-off comparison instead of p=1 / p=2.
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -78,6 +92,7 @@ impl Default for Options {
             runs: 3,
             timeout_secs: 600,
             keep_input: None,
+            tls: false,
         }
     }
 }
@@ -94,6 +109,8 @@ impl Options {
                 o.keep_input = Some(PathBuf::from(path));
             } else if let Some(path) = arg.strip_prefix("--keep-input=") {
                 o.keep_input = Some(PathBuf::from(path));
+            } else if arg == "--tls" {
+                o.tls = true;
             } else {
                 numeric.push(arg.clone());
             }
@@ -361,21 +378,89 @@ pub(crate) fn compare(
     ))
 }
 
-/// Starts a MiniCluster of 1 TaskManager with `slots` slots that can run the example jobs, and
-/// waits until the TaskManager registered.
-async fn start_cluster(slots: u32, timeout: Duration) -> Result<MiniCluster, BoxError> {
+/// One measured side: a MiniCluster and the parallelism its job runs with.
+struct Spec {
+    /// The row's name.
+    label: &'static str,
+    parallelism: u32,
+    task_managers: u32,
+    slots_per_task_manager: u32,
+    security: TransportSecurity,
+}
+
+impl Spec {
+    fn slots(&self) -> u32 {
+        self.task_managers * self.slots_per_task_manager
+    }
+}
+
+/// The sides: p=1 and p=2 on one TaskManager, or (`--tls`) p=2 on two TaskManagers in
+/// plaintext and with mutual TLS + the cluster secret.
+fn specs(options: &Options) -> Result<Vec<Spec>, BoxError> {
+    if !options.tls {
+        return Ok(PARALLELISMS
+            .iter()
+            .map(|&p| Spec {
+                label: if p == 1 {
+                    "rflink wordcount p=1 (submit..result)"
+                } else {
+                    "rflink wordcount p=2 (submit..result)"
+                },
+                parallelism: p,
+                task_managers: 1,
+                slots_per_task_manager: p,
+                security: TransportSecurity::plaintext(),
+            })
+            .collect());
+    }
+    let ca = CertificateAuthority::generate("bench CA", Validity::days(1))?;
+    let node = ca.issue("bench node", &[], Validity::days(1))?;
+    let tls = TlsContext::from_pem(
+        node.cert_pem.as_bytes(),
+        node.key_pem.expose().as_bytes(),
+        ca.cert_pem().as_bytes(),
+    )?;
+    let secret = ClusterSecret::new(ClusterSecret::generate()?.expose())?;
+    Ok(vec![
+        Spec {
+            label: "p=2 on 2 TMs, plaintext",
+            parallelism: 2,
+            task_managers: 2,
+            slots_per_task_manager: 1,
+            security: TransportSecurity::plaintext(),
+        },
+        Spec {
+            label: "p=2 on 2 TMs, mutual TLS + secret",
+            parallelism: 2,
+            task_managers: 2,
+            slots_per_task_manager: 1,
+            security: TransportSecurity::new(Some(secret), Some(tls)),
+        },
+    ])
+}
+
+/// Starts the MiniCluster of `spec` that can run the example jobs, and waits until its
+/// TaskManagers registered.
+async fn start_cluster(spec: &Spec, timeout: Duration) -> Result<MiniCluster, BoxError> {
     let config = MiniClusterConfig {
-        num_task_managers: 1,
-        slots_per_task_manager: slots,
+        num_task_managers: spec.task_managers,
+        slots_per_task_manager: spec.slots_per_task_manager,
         jobs: Jobs::new(rflink_examples::registry()),
+        rpc: RpcConfig {
+            security: spec.security.clone(),
+            ..RpcConfig::default()
+        },
         ..MiniClusterConfig::default()
     };
     let cluster = MiniCluster::start(config)
         .await
-        .map_err(|e| format!("starting a MiniCluster with {slots} slots: {e}"))?;
-    if let Err(e) = cluster.wait_for_task_managers(1, timeout).await {
+        .map_err(|e| format!("starting the MiniCluster of {}: {e}", spec.label))?;
+    if let Err(e) = cluster
+        .wait_for_task_managers(spec.task_managers, timeout)
+        .await
+    {
         let _ = cluster.close().await;
-        return Err(format!("the TaskManager of the {slots}-slot MiniCluster: {e}").into());
+        return Err(format!("the TaskManagers of {}: {e}", spec.label).into());
     }
     Ok(cluster)
 }
@@ -480,7 +565,7 @@ async fn measure(
     options: &Options,
     input: &Input,
     work_dir: &Path,
-    clusters: &[(u32, MiniCluster)],
+    clusters: &[(Spec, MiniCluster)],
 ) -> Result<(Side, Vec<Side>), BoxError> {
     let words = options.words as f64;
     let mut base = Side::default();
@@ -505,22 +590,17 @@ async fn measure(
             words / elapsed.as_secs_f64() / 1e6
         );
         base.times.push(elapsed);
-        for ((p, cluster), side) in clusters.iter().zip(&mut jobs) {
-            wait_idle(cluster, *p, options.timeout()).await?;
-            let output = work_dir.join(format!("out-p{p}-run{run}.txt"));
-            let (elapsed, net) = rflink_run(
-                cluster,
-                *p,
-                &input.path,
-                &output,
-                &counts,
-                options.timeout(),
-            )
-            .await?;
+        for (index, ((spec, cluster), side)) in clusters.iter().zip(&mut jobs).enumerate() {
+            let p = spec.parallelism;
+            wait_idle(cluster, spec.slots(), options.timeout()).await?;
+            let output = work_dir.join(format!("out-{index}-run{run}.txt"));
+            let (elapsed, net) =
+                rflink_run(cluster, p, &input.path, &output, &counts, options.timeout()).await?;
             eprintln!(
-                "wordcount: run {run}/{}: rflink p={p} {:.3} s ({:.2} M words/s; job net \
+                "wordcount: run {run}/{}: {} {:.3} s ({:.2} M words/s; job net \
                  runtime {:.3} s), output equals the baseline",
                 options.runs,
+                spec.label,
                 elapsed.as_secs_f64(),
                 words / elapsed.as_secs_f64() / 1e6,
                 net.as_secs_f64()
@@ -531,7 +611,80 @@ async fn measure(
     Ok((base, jobs))
 }
 
+/// The table of sides: best and median seconds and words/s.
+fn print_table(words: f64, rows: &[(&str, &Side)]) {
+    println!(
+        "  {:<36} {:>9} {:>9} {:>16} {:>16}",
+        "", "best s", "median s", "best M words/s", "median M words/s"
+    );
+    for (name, side) in rows {
+        println!(
+            "  {name:<36} {:>9.3} {:>9.3} {:>16.3} {:>16.3}",
+            side.best(),
+            side.median(),
+            words / side.best() / 1e6,
+            words / side.median() / 1e6
+        );
+    }
+}
+
+/// The `--tls` report: the plaintext and TLS sides and their ratio.
+fn report_tls(
+    options: &Options,
+    input: &Input,
+    base: &Side,
+    jobs: &[Side],
+) -> Result<(), BoxError> {
+    let words = options.words as f64;
+    let rate = |secs: f64| words / secs;
+    let [plain, tls] = jobs else {
+        return Err(format!("expected 2 sides, measured {}", jobs.len()).into());
+    };
+    println!(
+        "wordcount --tls: {} words (vocabulary {}, seed {}), input {:.1} MB, {} runs interleaved \
+         (baseline, plaintext, TLS); 2 TaskManagers x 1 slot, p=2 (remote channels); {} logical CPUs",
+        options.words,
+        options.vocab,
+        options.seed,
+        input.bytes as f64 / 1e6,
+        options.runs,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    print_table(
+        words,
+        &[
+            ("baseline (1 thread, FxHashMap)", base),
+            ("p=2 on 2 TMs, plaintext", plain),
+            ("p=2 on 2 TMs, mutual TLS + secret", tls),
+        ],
+    );
+    let ratio = rate(tls.best()) / rate(plain.best());
+    let ratio_median = rate(tls.median()) / rate(plain.median());
+    println!(
+        "TLS-on / TLS-off throughput: {ratio:.3} (median {ratio_median:.3}); goal >= 0.8; \
+         plaintext / baseline {:.3}",
+        rate(plain.best()) / rate(base.best())
+    );
+    println!("every job's output equalled the baseline's counts, which equalled the generator's");
+    println!(
+        "{{\"bench\":\"wordcount-tls\",\"words\":{},\"plain_words_per_s\":{},\
+         \"tls_words_per_s\":{},\"baseline_words_per_s\":{},\"tls_ratio\":{},\
+         \"tls_ratio_median\":{},\"runs\":{}}}",
+        options.words,
+        json_number(rate(plain.best()), 0),
+        json_number(rate(tls.best()), 0),
+        json_number(rate(base.best()), 0),
+        json_number(ratio, 3),
+        json_number(ratio_median, 3),
+        options.runs,
+    );
+    Ok(())
+}
+
 fn report(options: &Options, input: &Input, base: &Side, jobs: &[Side]) -> Result<(), BoxError> {
+    if options.tls {
+        return report_tls(options, input, base, jobs);
+    }
     let words = options.words as f64;
     let rate = |secs: f64| words / secs;
     let [p1, p2] = jobs else {
@@ -547,24 +700,14 @@ fn report(options: &Options, input: &Input, base: &Side, jobs: &[Side]) -> Resul
         options.runs,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!(
-        "  {:<36} {:>9} {:>9} {:>16} {:>16}",
-        "", "best s", "median s", "best M words/s", "median M words/s"
+    print_table(
+        words,
+        &[
+            ("baseline (1 thread, FxHashMap)", base),
+            ("rflink wordcount p=1 (submit..result)", p1),
+            ("rflink wordcount p=2 (submit..result)", p2),
+        ],
     );
-    let rows: [(&str, &Side); 3] = [
-        ("baseline (1 thread, FxHashMap)", base),
-        ("rflink wordcount p=1 (submit..result)", p1),
-        ("rflink wordcount p=2 (submit..result)", p2),
-    ];
-    for (name, side) in rows {
-        println!(
-            "  {name:<36} {:>9.3} {:>9.3} {:>16.3} {:>16.3}",
-            side.best(),
-            side.median(),
-            rate(side.best()) / 1e6,
-            rate(side.median()) / 1e6
-        );
-    }
     let ratio = |side: &Side| rate(side.best()) / rate(base.best());
     let ratio_median = |side: &Side| rate(side.median()) / rate(base.median());
     println!(
@@ -619,9 +762,9 @@ async fn run_async(options: Options) -> Result<(), BoxError> {
 
     let mut clusters = Vec::with_capacity(PARALLELISMS.len());
     let mut started = Ok(());
-    for p in PARALLELISMS {
-        match start_cluster(p, options.timeout()).await {
-            Ok(cluster) => clusters.push((p, cluster)),
+    for spec in specs(&options)? {
+        match start_cluster(&spec, options.timeout()).await {
+            Ok(cluster) => clusters.push((spec, cluster)),
             Err(e) => {
                 started = Err(e);
                 break;
@@ -634,10 +777,10 @@ async fn run_async(options: Options) -> Result<(), BoxError> {
     };
     let mut fatal = Vec::new();
     let mut closed = Ok(());
-    for (p, cluster) in clusters {
+    for (spec, cluster) in clusters {
         fatal.extend(cluster.fatal_errors());
         if let Err(e) = cluster.close().await {
-            closed = Err(format!("closing the {p}-slot MiniCluster: {e}"));
+            closed = Err(format!("closing the MiniCluster of {}: {e}", spec.label));
         }
     }
     let removed = work_dir
@@ -674,6 +817,16 @@ mod tests {
         assert_eq!(o.keep_input, Some(PathBuf::from("/tmp/x")));
         let o = Options::parse(&args(&["--keep-input=in.txt", "--seed=7"])).expect("options");
         assert_eq!((o.seed, o.keep_input), (7, Some(PathBuf::from("in.txt"))));
+        assert!(!o.tls);
+        let o = Options::parse(&args(&["--tls", "--runs", "2"])).expect("options");
+        assert!(o.tls && o.runs == 2);
+        let specs = specs(&o).expect("specs");
+        assert_eq!(specs.len(), 2);
+        assert!(specs
+            .iter()
+            .all(|s| s.parallelism == 2 && s.task_managers == 2));
+        assert_eq!(specs[0].security.describe(), "plaintext");
+        assert_eq!(specs[1].security.describe(), "mutual TLS + cluster secret");
         assert!(Options::parse(&args(&["--keep-input"])).is_err());
         assert!(Options::parse(&args(&["--keep-input="])).is_err());
         assert!(Options::parse(&args(&["--words", "0"])).is_err());
