@@ -12,6 +12,7 @@ pub mod entrypoint;
 pub mod events;
 pub mod executiongraph;
 pub mod heartbeat;
+pub mod highavailability;
 pub mod jobgraph;
 pub mod jobmaster;
 pub mod leaderretrieval;

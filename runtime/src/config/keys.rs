@@ -589,6 +589,18 @@ key_table! {
         "rest.auth.protect-reads" => rest.auth_protect_reads: Bool,
             "Require the token on reads too (GET, including /metrics and the dashboard's API calls).";
     }
+    "High availability" {
+        "high-availability.type" => high_availability.kind: Str,
+            "none (one JobManager, metadata in memory) or etcd (standby JobManagers, leader elected in etcd).";
+        "high-availability.etcd.endpoints" => high_availability.etcd_endpoints: Str,
+            "Comma-separated etcd client URLs, e.g. http://etcd:2379; required with type etcd.";
+        "high-availability.cluster-id" => high_availability.cluster_id: Str,
+            "Namespace of this cluster's keys in etcd (/rflink/<cluster-id>/), so clusters can share one etcd.";
+        "high-availability.etcd.lease-ttl" => high_availability.lease_ttl: Dur,
+            "A leader that cannot renew its etcd lease for this long steps down; a standby takes over then.";
+        "high-availability.storageDir" => high_availability.storage_dir: OptPath,
+            "Shared storage every JobManager reaches; the BlobServer keeps job artifacts under <dir>/blob with HA.";
+    }
     "Metrics" {
         "metrics.reporter.prom.port" => metrics.prom_port: Str,
             "Port (or range such as 9250-9260, first free taken; 0 = any; off = none) of a TaskManager's Prometheus /metrics.";

@@ -119,6 +119,69 @@ pub struct Configuration {
     pub metrics: MetricsConfig,
     /// `security.*`: the cluster secret, internal and REST TLS.
     pub security: SecurityConfig,
+    /// `high-availability.*`: leader election and durable job metadata.
+    pub high_availability: HighAvailabilityConfig,
+}
+
+/// `high-availability.*`: standby JobManagers behind a leader elected in etcd (see
+/// [`crate::highavailability`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HighAvailabilityConfig {
+    /// `high-availability.type`, default `none`: `none` (one JobManager, metadata in memory) or
+    /// `etcd`.
+    pub kind: String,
+    /// `high-availability.etcd.endpoints`, default empty: comma-separated etcd client URLs such
+    /// as `http://etcd:2379`; required with `etcd`.
+    pub etcd_endpoints: String,
+    /// `high-availability.cluster-id`, default `/default`: the namespace of this cluster's keys
+    /// (`/rflink/<cluster-id>/...`), so clusters can share one etcd.
+    pub cluster_id: String,
+    /// `high-availability.etcd.lease-ttl`, default 5 s: a leader that cannot renew its lease for
+    /// this long steps down, and a standby takes over after it.
+    pub lease_ttl: Duration,
+    /// `high-availability.storageDir`, default unset: shared storage every JobManager reaches;
+    /// with HA the BlobServer keeps its files under `<storageDir>/blob` (unless
+    /// `blob.storage.directory` is set), so a new leader serves the jobs' artifacts.
+    pub storage_dir: Option<PathBuf>,
+}
+
+impl Default for HighAvailabilityConfig {
+    fn default() -> Self {
+        HighAvailabilityConfig {
+            kind: "none".into(),
+            etcd_endpoints: String::new(),
+            cluster_id: "/default".into(),
+            lease_ttl: Duration::from_secs(5),
+            storage_dir: None,
+        }
+    }
+}
+
+impl HighAvailabilityConfig {
+    /// Whether etcd HA is configured.
+    pub fn is_etcd(&self) -> bool {
+        self.kind.eq_ignore_ascii_case("etcd")
+    }
+
+    /// The etcd endpoints, trimmed, empty entries dropped.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.etcd_endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The key prefix of this cluster: `/rflink/<cluster-id>/`.
+    pub fn namespace(&self) -> String {
+        let id = self.cluster_id.trim_matches('/');
+        if id.is_empty() {
+            "/rflink/default/".into()
+        } else {
+            format!("/rflink/{id}/")
+        }
+    }
 }
 
 /// `security.*`: how the cluster's connections are secured (see

@@ -393,6 +393,40 @@ impl Configuration {
             "execution.checkpointing.num-retained",
             || "must be at least 1".into(),
         );
+        let ha = &self.high_availability;
+        p.require(
+            matches!(ha.kind.to_ascii_lowercase().as_str(), "none" | "etcd"),
+            "high-availability.type",
+            || {
+                format!(
+                    "{:?} is not supported: use none or etcd (ZooKeeper and Kubernetes HA are not built)",
+                    ha.kind
+                )
+            },
+        );
+        if ha.is_etcd() {
+            let endpoints = ha.endpoints();
+            p.require(!endpoints.is_empty(), "high-availability.etcd.endpoints", || {
+                "is required with high-availability.type: etcd".into()
+            });
+            for endpoint in endpoints {
+                p.require(
+                    endpoint.starts_with("http://") || endpoint.starts_with("https://"),
+                    "high-availability.etcd.endpoints",
+                    || format!("{endpoint:?} must be an http:// or https:// URL"),
+                );
+            }
+        }
+        p.require(
+            ha.lease_ttl >= std::time::Duration::from_secs(2),
+            "high-availability.etcd.lease-ttl",
+            || {
+                format!(
+                    "{} is below etcd's minimum lease of 2 s",
+                    format_duration(ha.lease_ttl)
+                )
+            },
+        );
         let prom = &self.metrics.prom_port;
         if prom != "off" {
             if let Err(e) = crate::metrics::server::parse_port_range(prom) {

@@ -1,0 +1,220 @@
+//! High availability: who leads the cluster, and what survives the leader. Flink:
+//! `HighAvailabilityServices` with its `LeaderElectionService`, `LeaderRetrievalService`,
+//! `JobGraphStore`, `JobResultStore` and `CompletedCheckpointStore`.
+//!
+//! Since Flink 1.15 one leader election per JobManager process covers the Dispatcher, the
+//! ResourceManager and every JobMaster of the process (`DefaultMultipleComponentLeaderElection
+//! Service`); rflink does the same. A JobManager process [`campaign`](HaServices::campaign)s; when
+//! it wins it gets a [`Leadership`] with a fresh session id, from which the Dispatcher's and the
+//! ResourceManager's fencing tokens are derived, and starts them. It publishes where they are
+//! ([`ClusterLeader`]) with [`HaServices::publish_leader`]; TaskExecutors and clients follow
+//! [`HaServices::watch_leader`]. When the leadership is lost (its lease expired, or keep-alives
+//! could not reach the coordination service for a lease TTL) [`Leadership::lost`] fires and the
+//! process stops every leader component at once.
+//!
+//! The metadata a new leader needs lives in the same service, under keys of [`keys`]: each
+//! submitted job's graph, each finished job's archived views, and each running job's latest
+//! completed checkpoint pointer. Writes carry the writer's leadership and are refused
+//! ([`HaError::NotLeader`]) once it is lost, so a deposed leader can change nothing there either.
+//!
+//! Two implementations: [`StandaloneHaServices`] (`high-availability.type: none`: the process
+//! is always leader, metadata lives in memory and dies with it) and the etcd one in the
+//! `rflink-ha-etcd` crate (`high-availability.type: etcd`).
+
+pub mod standalone;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use rflink_rpc::AbstractId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::leaderretrieval::Leaders;
+
+pub use standalone::StandaloneHaServices;
+
+/// Why a high-availability operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HaError {
+    /// The coordination service could not be reached or answered with an error.
+    #[error("coordination service {endpoints}: {reason}")]
+    Unavailable {
+        /// The configured endpoints.
+        endpoints: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The write carried a leadership that is no longer held: the caller was deposed.
+    #[error("leadership {session_id} is no longer held; the write was refused")]
+    NotLeader {
+        /// The lost leadership's session id.
+        session_id: AbstractId,
+    },
+    /// A stored value could not be decoded.
+    #[error("stored value under {key} is corrupt: {reason}")]
+    Corrupt {
+        /// Its key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The services were closed.
+    #[error("high-availability services closed")]
+    Closed,
+}
+
+/// A won leadership. Dropping it does not resign: call [`HaServices::resign`].
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    /// The leader session: fresh for every leadership won, never reused.
+    pub session_id: AbstractId,
+    /// Turns `true`, once and for good, when the leadership is lost.
+    pub lost: watch::Receiver<bool>,
+}
+
+impl Leadership {
+    /// Whether it was lost.
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Resolves when it is lost (at once if it already was, or if its sender is gone).
+    pub async fn wait_lost(&self) {
+        let mut lost = self.lost.clone();
+        let _ = lost.wait_for(|lost| *lost).await;
+    }
+}
+
+/// What the leading JobManager publishes about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterLeader {
+    /// The leader session.
+    pub session_id: AbstractId,
+    /// The ResourceManager and the Dispatcher: addresses and tokens.
+    pub leaders: Leaders,
+    /// The RPC `host:port` of the leading JobManager process.
+    pub rpc_address: String,
+    /// The BlobServer's `host:port`.
+    pub blob_address: String,
+    /// The REST API's base URL (`http://host:port` or `https://…`), if it runs one.
+    pub rest_url: Option<String>,
+}
+
+impl ClusterLeader {
+    /// Its stored form (JSON, so `etcdctl get` shows it readably).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// From its stored form.
+    pub fn decode(key: &str, bytes: &[u8]) -> Result<Self, HaError> {
+        serde_json::from_slice(bytes).map_err(|e| HaError::Corrupt {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// The keys of the job metadata, relative to the cluster's namespace.
+pub mod keys {
+    use crate::types::JobId;
+
+    /// Prefix of submitted job graphs.
+    pub const JOB_GRAPHS: &str = "jobgraphs/";
+    /// Prefix of finished jobs' archived views.
+    pub const JOB_RESULTS: &str = "jobresults/";
+    /// Prefix of running jobs' latest completed checkpoint pointers.
+    pub const CHECKPOINTS: &str = "checkpoints/";
+
+    /// A submitted job's graph.
+    pub fn job_graph(job_id: JobId) -> String {
+        format!("{JOB_GRAPHS}{job_id}")
+    }
+
+    /// A finished job's archive.
+    pub fn job_result(job_id: JobId) -> String {
+        format!("{JOB_RESULTS}{job_id}")
+    }
+
+    /// A job's latest completed checkpoint.
+    pub fn checkpoint(job_id: JobId) -> String {
+        format!("{CHECKPOINTS}{job_id}")
+    }
+}
+
+/// The pointer to a job's latest completed checkpoint: its bodies stay in the checkpoint
+/// directory (shared storage); only this is kept by the coordination service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointPointer {
+    /// The checkpoint's id.
+    pub checkpoint_id: u64,
+    /// Its directory (holds `_metadata`).
+    pub path: String,
+}
+
+/// Leader election, leader retrieval and the job metadata store of one cluster (one
+/// `high-availability.cluster-id`). Every method is cheap to call from an actor: the work runs
+/// on tasks of the implementation and comes back as a future.
+pub trait HaServices: Send + Sync + 'static {
+    /// What it is, for logs and `/jobmanager/config`: `none`, or `etcd (http://…)`.
+    fn describe(&self) -> String;
+
+    /// Whether the leader and the metadata survive this process (false for `none`).
+    fn is_durable(&self) -> bool;
+
+    /// Campaigns for the cluster's leadership: resolves when this process holds it. `contender`
+    /// names the process in logs and in the election.
+    fn campaign(&self, contender: String) -> BoxFuture<'static, Result<Leadership, HaError>>;
+
+    /// Gives the leadership up (the lease is revoked, so a standby takes over at once).
+    fn resign(&self, leadership: &Leadership) -> BoxFuture<'static, Result<(), HaError>>;
+
+    /// Publishes where the leader's components are; refused once `leadership` is lost.
+    fn publish_leader(
+        &self,
+        leadership: &Leadership,
+        leader: &ClusterLeader,
+    ) -> BoxFuture<'static, Result<(), HaError>>;
+
+    /// The current leader as published, and every change of it (`None`: no leader now).
+    fn watch_leader(&self) -> watch::Receiver<Option<ClusterLeader>>;
+
+    /// Stores `value` under `key` (relative to the cluster's namespace) if `leadership` is
+    /// still held.
+    fn put(
+        &self,
+        leadership: &Leadership,
+        key: String,
+        value: Vec<u8>,
+    ) -> BoxFuture<'static, Result<(), HaError>>;
+
+    /// Deletes `key` if `leadership` is still held (deleting a missing key is fine).
+    fn delete(&self, leadership: &Leadership, key: String)
+        -> BoxFuture<'static, Result<(), HaError>>;
+
+    /// The value under `key`.
+    fn get(&self, key: String) -> BoxFuture<'static, Result<Option<Vec<u8>>, HaError>>;
+
+    /// Every key under `prefix` with its value, in key order.
+    fn list(&self, prefix: String) -> BoxFuture<'static, Result<Vec<(String, Vec<u8>)>, HaError>>;
+}
+
+/// Shared handle to the services.
+pub type SharedHaServices = Arc<dyn HaServices>;
+
+/// The fencing token of a component, derived from the leader session (as Flink's
+/// `DispatcherId.fromUuid(leaderSessionId)`), distinct per component so one token never opens
+/// another's endpoint.
+pub fn derive_token(session_id: AbstractId, component: &str) -> AbstractId {
+    use std::hash::{Hash, Hasher};
+    // Mix the component into the session id; SipHash with fixed keys is stable across
+    // processes of one build and across builds of one Rust version, and each process derives
+    // only its own tokens (peers learn them from the published leader), so stability across
+    // versions is not needed.
+    let mut high = std::collections::hash_map::DefaultHasher::new();
+    (session_id.as_u128(), component, 0u8).hash(&mut high);
+    let mut low = std::collections::hash_map::DefaultHasher::new();
+    (session_id.as_u128(), component, 1u8).hash(&mut low);
+    AbstractId::from_u128((u128::from(high.finish()) << 64) | u128::from(low.finish()))
+}
