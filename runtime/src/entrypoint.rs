@@ -16,9 +16,13 @@ use rflink_rpc::{RpcConfig, RpcError, RpcServer, RpcService};
 
 use crate::blob::{BlobServer, BlobServerConfig};
 use crate::config::{Configuration, ProcessRole};
-use crate::dispatcher::{Dispatcher, RestfulGateway};
+use crate::dispatcher::{Dispatcher, LeaderGateway, RestfulGateway};
 use crate::events::EventSink;
 use crate::heartbeat::HeartbeatSettings;
+use crate::highavailability::{
+    derive_token, recover_jobs, ClusterLeader, HaHandle, Leadership, SharedHaServices,
+    StandaloneHaServices,
+};
 use crate::jobmaster::{BlobOffload, JobMasterSettings};
 use crate::leaderretrieval::{LeaderInfo, LeaderRetrieval, LEADERS_ENDPOINT};
 use crate::metrics::server::MetricsServer;
@@ -31,6 +35,7 @@ use crate::taskexecutor::invokable::InvokableRegistry;
 use crate::taskexecutor::{FatalErrorHandler, TaskExecutor, TaskExecutorSettings};
 use crate::tasks::Jobs;
 use crate::types::ResourceId;
+use crate::types::{DispatcherId, ResourceManagerId};
 use rflink_rpc::security::TransportSecurity;
 
 /// Why a process could not start.
@@ -54,6 +59,9 @@ pub enum EntrypointError {
     /// The security settings (secret, certificates, token) could not be loaded.
     #[error("security: {0}")]
     Security(String),
+    /// The leadership could not be taken or waited for.
+    #[error("leadership: {0}")]
+    Leadership(String),
     /// A directory could not be prepared.
     #[error("cannot prepare {path}: {reason}")]
     Directory {
@@ -152,10 +160,18 @@ impl JobManagerSettings {
             blob: BlobServerConfig {
                 bind_host: config.jobmanager.bind_host.clone(),
                 port: config.blob.server_port,
+                // With HA the job artifacts must outlive this JobManager: a new leader serves
+                // them from the shared high-availability.storageDir.
                 storage_dir: config
                     .blob
                     .storage_directory
                     .clone()
+                    .or_else(|| {
+                        let ha = &config.high_availability;
+                        ha.is_etcd()
+                            .then(|| ha.storage_dir.as_ref().map(|d| d.join("blob")))
+                            .flatten()
+                    })
                     .unwrap_or_else(|| work_dir.join("blob-server")),
                 security,
                 ..BlobServerConfig::default()
@@ -174,102 +190,97 @@ fn security_error(err: rflink_rpc::security::SecurityError) -> EntrypointError {
     EntrypointError::Security(err.to_string())
 }
 
-/// A running JobManager: BlobServer, RPC service with `leaders`, ResourceManager and Dispatcher,
-/// and the REST API.
+/// The leader components of one leadership: what a JobManager runs while it leads.
+#[derive(Debug, Clone)]
+pub struct LeaderComponents {
+    /// The leadership they run under.
+    pub leadership: Leadership,
+    /// The ResourceManager (token derived from the leader session).
+    pub resource_manager: RpcServer<ResourceManager>,
+    /// The Dispatcher (token derived from the leader session).
+    pub dispatcher: RpcServer<Dispatcher>,
+}
+
+/// What the leadership loop needs to start and stop leader components.
+struct LeaderContext {
+    settings: JobManagerSettings,
+    service: RpcService,
+    ha: SharedHaServices,
+    events: EventSink,
+    blob_server: Arc<BlobServer>,
+    blob_address: String,
+    jm_metrics: MetricGroup,
+    leaders: RpcServer<LeaderRetrieval>,
+    rest_gateway: Arc<LeaderGateway>,
+    rest_url: Option<String>,
+    current: Arc<std::sync::Mutex<Option<LeaderComponents>>>,
+    granted: tokio::sync::watch::Sender<u64>,
+}
+
+/// A running JobManager: BlobServer, RPC service with `leaders`, the REST API, and, while it
+/// leads the cluster, a ResourceManager and a Dispatcher (which starts a JobMaster per job).
+///
+/// Leadership comes from the [`HaServices`]: with `none` at once and for good; with etcd after
+/// an election, and a standby waits. Each leadership starts fresh components whose tokens are
+/// derived from the leader session; when it is lost they are stopped at once, the `leaders`
+/// endpoint and the REST API stop naming them, and the process campaigns again.
 pub struct JobManagerRunner {
     metrics: MetricRegistry,
     /// The `jobmanager` group, kept registered for the process's lifetime.
     _jm_metrics: MetricGroup,
     service: RpcService,
     leaders: RpcServer<LeaderRetrieval>,
-    resource_manager: RpcServer<ResourceManager>,
-    dispatcher: RpcServer<Dispatcher>,
     rest: Option<RestServer>,
     blob_server: Arc<BlobServer>,
+    ha: SharedHaServices,
+    current: Arc<std::sync::Mutex<Option<LeaderComponents>>>,
+    granted: tokio::sync::watch::Receiver<u64>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    lead_loop: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl JobManagerRunner {
-    /// Starts every JobManager component (inside an actix system).
+    /// Starts every JobManager component (inside an actix system) without high availability:
+    /// it leads at once, and its jobs live in memory.
     pub async fn start(
         settings: JobManagerSettings,
+        events: EventSink,
+    ) -> Result<Self, EntrypointError> {
+        let runner =
+            Self::start_with_ha(settings, Arc::new(StandaloneHaServices::new()), events).await?;
+        runner.wait_leading(Duration::from_secs(30)).await?;
+        Ok(runner)
+    }
+
+    /// Starts a JobManager that campaigns for leadership through `ha`; returns once its
+    /// services listen, leading or not.
+    pub async fn start_with_ha(
+        settings: JobManagerSettings,
+        ha: SharedHaServices,
         events: EventSink,
     ) -> Result<Self, EntrypointError> {
         let blob_server = BlobServer::start(settings.blob.clone())
             .await
             .map_err(|e| EntrypointError::Blob(e.to_string()))?;
         let blob_server = Arc::new(blob_server);
+        let advertised_host = settings
+            .rpc
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| settings.rpc.bind_host.clone());
         // The BlobServer binds the JobManager's bind host; others reach it on the advertised one.
-        let blob_address = format!(
-            "{}:{}",
-            settings
-                .rpc
-                .advertised_host
-                .as_deref()
-                .unwrap_or(&settings.rpc.bind_host),
-            blob_server.port()
-        );
+        let blob_address = format!("{advertised_host}:{}", blob_server.port());
         let service = RpcService::start(settings.rpc.clone()).await?;
         let metrics = MetricRegistry::new();
-        let jm_metrics = metrics.group(
-            "jobmanager",
-            &[(
-                "host",
-                settings
-                    .rpc
-                    .advertised_host
-                    .clone()
-                    .unwrap_or_else(|| settings.rpc.bind_host.clone()),
-            )],
-        );
+        let jm_metrics = metrics.group("jobmanager", &[("host", advertised_host.clone())]);
         crate::metrics::rpc::register_rpc_metrics(&jm_metrics, service.clone());
         let leaders =
             service.start_server_named(LeaderRetrieval::default(), Some(LEADERS_ENDPOINT))?;
         leaders.start();
-        let rm = ResourceManager::new(
-            ResourceManagerSettings {
-                heartbeat: settings.heartbeat,
-                blob_server: Some(blob_address.clone()),
-                metrics: Some(jm_metrics.clone()),
-            },
-            events.clone(),
-        );
-        let resource_manager = service.start_server(rm)?;
-        resource_manager.start();
-        let rm_leader = LeaderInfo {
-            address: resource_manager.address().to_string(),
-            token: resource_manager.fencing_token().as_abstract_id(),
-        };
-        let job_master = JobMasterSettings {
-            heartbeat: settings.heartbeat,
-            registration: settings.registration,
-            slot_request_timeout: settings.slot_request_timeout,
-            resource_manager: rm_leader.clone(),
-            blob_offload: Some(BlobOffload {
-                server: blob_address,
-                min_size: settings.blob_offload_min_size,
-                security: settings.blob.security.clone(),
-            }),
-            job_defaults: settings.job_defaults.clone(),
-            metrics: Some(jm_metrics.clone()),
-        };
-        let dispatcher = service.start_server(Dispatcher::new(
-            job_master,
-            resource_manager.self_gateway(),
-            Some(Arc::clone(&blob_server)),
-            events,
-        ))?;
-        dispatcher.start();
-        let dispatcher_leader = LeaderInfo {
-            address: dispatcher.address().to_string(),
-            token: dispatcher.fencing_token().as_abstract_id(),
-        };
-        leaders.run_async(move |l, _| {
-            l.leaders.resource_manager = Some(rm_leader);
-            l.leaders.dispatcher = Some(dispatcher_leader);
-        });
-        let rest = match settings.rest {
+        let rest_gateway = Arc::new(LeaderGateway::new());
+        let rest = match settings.rest.clone() {
             Some(rest_config) => {
-                let gateway: Arc<dyn RestfulGateway> = Arc::new(dispatcher.self_gateway());
+                let gateway: Arc<dyn RestfulGateway> = rest_gateway.clone();
                 Some(
                     RestServer::start_with_metrics(
                         rest_config,
@@ -283,16 +294,87 @@ impl JobManagerRunner {
             }
             None => None,
         };
+        let rest_url = match (&rest, &settings.rest) {
+            (Some(server), Some(config)) => Some(format!(
+                "{}://{}:{}",
+                if config.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
+                advertised_host,
+                server.local_addr().port()
+            )),
+            _ => None,
+        };
+        let current = Arc::new(std::sync::Mutex::new(None));
+        let (granted_tx, granted) = tokio::sync::watch::channel(0);
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let context = Arc::new(LeaderContext {
+            settings,
+            service: service.clone(),
+            ha: Arc::clone(&ha),
+            events,
+            blob_server: Arc::clone(&blob_server),
+            blob_address,
+            jm_metrics: jm_metrics.clone(),
+            leaders: leaders.clone(),
+            rest_gateway,
+            rest_url,
+            current: Arc::clone(&current),
+            granted: granted_tx,
+        });
+        let lead_loop = actix_rt::spawn(lead(context, shutdown_rx));
         Ok(JobManagerRunner {
             metrics,
             _jm_metrics: jm_metrics,
             service,
             leaders,
-            resource_manager,
-            dispatcher,
             rest,
             blob_server,
+            ha,
+            current,
+            granted,
+            shutdown,
+            lead_loop: Some(lead_loop),
         })
+    }
+
+    /// Waits (bounded) until this JobManager leads.
+    pub async fn wait_leading(
+        &self,
+        timeout: Duration,
+    ) -> Result<LeaderComponents, EntrypointError> {
+        let mut granted = self.granted.clone();
+        let wait = async {
+            loop {
+                if let Some(leading) = self.leader() {
+                    return Ok(leading);
+                }
+                if granted.changed().await.is_err() {
+                    return Err(EntrypointError::Leadership(
+                        "the leadership loop ended".into(),
+                    ));
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(EntrypointError::Leadership(format!(
+                    "not leading after {timeout:?}"
+                )))
+            })
+    }
+
+    /// The leader components, while this JobManager leads.
+    pub fn leader(&self) -> Option<LeaderComponents> {
+        self.current.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// The high-availability services it campaigns through.
+    pub fn ha(&self) -> &SharedHaServices {
+        &self.ha
     }
 
     /// The RPC service.
@@ -305,16 +387,6 @@ impl JobManagerRunner {
         &self.metrics
     }
 
-    /// The Dispatcher.
-    pub fn dispatcher(&self) -> &RpcServer<Dispatcher> {
-        &self.dispatcher
-    }
-
-    /// The ResourceManager.
-    pub fn resource_manager(&self) -> &RpcServer<ResourceManager> {
-        &self.resource_manager
-    }
-
     /// The BlobServer.
     pub fn blob_server(&self) -> &BlobServer {
         &self.blob_server
@@ -325,16 +397,215 @@ impl JobManagerRunner {
         self.rest.as_ref().map(|r| r.local_addr())
     }
 
-    /// Stops the REST API, every RPC endpoint (running jobs are suspended), and the BlobServer.
+    /// Stops the REST API, gives the leadership up (a standby takes over at once), stops every
+    /// RPC endpoint (running jobs are suspended), and the BlobServer.
     pub async fn close(mut self) -> Result<(), EntrypointError> {
         if let Some(rest) = self.rest.take() {
             rest.stop().await;
+        }
+        let _ = self.shutdown.send(true);
+        if let Some(lead_loop) = self.lead_loop.take() {
+            let _ = lead_loop.await;
         }
         let _ = &self.leaders;
         let closed = self.service.close().await;
         self.blob_server.close().await;
         closed?;
         Ok(())
+    }
+}
+
+/// The leadership loop: campaign, lead until the leadership is lost (or the process stops),
+/// step down, campaign again.
+async fn lead(context: Arc<LeaderContext>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let contender = context.service.address().to_string();
+    let mut backoff = Duration::from_millis(100);
+    let mut generation = 0u64;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let campaign = context.ha.campaign(contender.clone());
+        let leadership = tokio::select! {
+            won = campaign => won,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let leadership = match leadership {
+            Ok(leadership) => leadership,
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?backoff, "campaign for leadership failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        tracing::info!(session_id = %leadership.session_id, ha = context.ha.describe(), "granted leadership");
+        let components = match take_leadership(&context, leadership.clone()).await {
+            Ok(components) => components,
+            Err(err) => {
+                tracing::error!(session_id = %leadership.session_id, error = %err, "could not take the leadership; giving it up");
+                if let Err(err) = context.ha.resign(&leadership).await {
+                    tracing::warn!(error = %err, "resigning failed; the lease expires instead");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                continue;
+            }
+        };
+        generation += 1;
+        let _ = context.granted.send(generation);
+        let stopping = tokio::select! {
+            _ = leadership.wait_lost() => false,
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        if stopping {
+            tracing::info!(session_id = %leadership.session_id, "shutting down: giving the leadership up");
+        } else {
+            tracing::warn!(session_id = %leadership.session_id, "leadership lost: stepping down; every leader component stops now");
+        }
+        step_down(&context, components).await;
+        if stopping {
+            if let Err(err) = context.ha.resign(&leadership).await {
+                tracing::warn!(error = %err, "resigning failed; the lease expires instead");
+            }
+            return;
+        }
+        let _ = context.granted.send(generation);
+    }
+}
+
+/// Starts the components of a new leadership: recovers the stored jobs, starts a
+/// ResourceManager and a Dispatcher with tokens derived from the session, and publishes them.
+async fn take_leadership(
+    context: &LeaderContext,
+    leadership: Leadership,
+) -> Result<LeaderComponents, EntrypointError> {
+    let ha_error = |e: crate::highavailability::HaError| EntrypointError::Leadership(e.to_string());
+    let recovered = recover_jobs(context.ha.as_ref()).await.map_err(ha_error)?;
+    if !recovered.running.is_empty() || !recovered.finished.is_empty() {
+        tracing::info!(
+            running = recovered.running.len(),
+            finished = recovered.finished.len(),
+            "recovered jobs from the high-availability store"
+        );
+    }
+    let settings = &context.settings;
+    let session = leadership.session_id;
+    let rm_id = ResourceManagerId::from_u128(derive_token(session, "resourcemanager").as_u128());
+    let dispatcher_id = DispatcherId::from_u128(derive_token(session, "dispatcher").as_u128());
+    let rm = ResourceManager::new(
+        ResourceManagerSettings {
+            heartbeat: settings.heartbeat,
+            blob_server: Some(context.blob_address.clone()),
+            metrics: Some(context.jm_metrics.clone()),
+        },
+        context.events.clone(),
+    )
+    .with_id(rm_id);
+    let resource_manager = context.service.start_server(rm)?;
+    resource_manager.start();
+    let rm_leader = LeaderInfo {
+        address: resource_manager.address().to_string(),
+        token: resource_manager.fencing_token().as_abstract_id(),
+    };
+    let handle = HaHandle {
+        services: Arc::clone(&context.ha),
+        leadership: leadership.clone(),
+    };
+    let job_master = JobMasterSettings {
+        heartbeat: settings.heartbeat,
+        registration: settings.registration,
+        slot_request_timeout: settings.slot_request_timeout,
+        resource_manager: rm_leader.clone(),
+        blob_offload: Some(BlobOffload {
+            server: context.blob_address.clone(),
+            min_size: settings.blob_offload_min_size,
+            security: settings.blob.security.clone(),
+        }),
+        job_defaults: settings.job_defaults.clone(),
+        metrics: Some(context.jm_metrics.clone()),
+        ha: None,
+    };
+    let dispatcher = Dispatcher::new(
+        job_master,
+        resource_manager.self_gateway(),
+        Some(Arc::clone(&context.blob_server)),
+        context.events.clone(),
+    )
+    // Without durable services (`none`) nothing outlives the process: storing jobs would only
+    // hold a second copy of each in memory.
+    .with_leadership(
+        dispatcher_id,
+        context.ha.is_durable().then_some(handle),
+        recovered,
+    );
+    let dispatcher = match context.service.start_server(dispatcher) {
+        Ok(dispatcher) => dispatcher,
+        Err(err) => {
+            let _ = resource_manager.close().await;
+            return Err(err.into());
+        }
+    };
+    dispatcher.start();
+    let leaders = crate::leaderretrieval::Leaders {
+        resource_manager: Some(rm_leader),
+        dispatcher: Some(LeaderInfo {
+            address: dispatcher.address().to_string(),
+            token: dispatcher.fencing_token().as_abstract_id(),
+        }),
+    };
+    let components = LeaderComponents {
+        leadership: leadership.clone(),
+        resource_manager,
+        dispatcher,
+    };
+    let published = ClusterLeader {
+        session_id: session,
+        leaders: leaders.clone(),
+        rpc_address: context.service.address().to_string(),
+        blob_address: context.blob_address.clone(),
+        rest_url: context.rest_url.clone(),
+    };
+    if let Err(err) = context.ha.publish_leader(&leadership, &published).await {
+        step_down(context, components).await;
+        return Err(ha_error(err));
+    }
+    context.leaders.run_async(move |l, _| l.leaders = leaders);
+    context
+        .rest_gateway
+        .set_leading(Some(components.dispatcher.self_gateway()));
+    if let Ok(mut current) = context.current.lock() {
+        *current = Some(components.clone());
+    }
+    tracing::info!(%session, resource_manager = %components.resource_manager.address(),
+        dispatcher = %components.dispatcher.address(), "leading the cluster");
+    Ok(components)
+}
+
+/// Stops a leadership's components at once: nothing names them any more, then the Dispatcher
+/// (with its JobMasters) and the ResourceManager close.
+async fn step_down(context: &LeaderContext, components: LeaderComponents) {
+    context.rest_gateway.set_leading(None);
+    context
+        .leaders
+        .run_async(|l, _| l.leaders = crate::leaderretrieval::Leaders::default());
+    if let Ok(mut current) = context.current.lock() {
+        *current = None;
+    }
+    let (dispatcher, rm) = futures::join!(
+        components.dispatcher.close(),
+        components.resource_manager.close()
+    );
+    for (what, closed) in [("dispatcher", dispatcher), ("resource manager", rm)] {
+        if let Err(err) = closed {
+            tracing::warn!(component = what, error = %err, "did not stop cleanly");
+        }
     }
 }
 
@@ -438,6 +709,7 @@ impl TaskManagerSettings {
                 blob_cleanup_interval: config.blob.cleanup_interval,
                 metrics: MetricRegistry::new(),
                 metrics_address: None,
+                leader_watch: None,
                 blob_security: security,
             },
             prometheus: (config.metrics.prom_port != "off")

@@ -19,7 +19,7 @@ use crate::dispatcher::{
 };
 use crate::entrypoint::{
     fresh_work_dir, DataPlaneSettings, EntrypointError, JobManagerRunner, JobManagerSettings,
-    TaskManagerRunner, TaskManagerSettings,
+    LeaderComponents, TaskManagerRunner, TaskManagerSettings,
 };
 use crate::events::{ClusterEvent, EventSink};
 use crate::executiongraph::JobStatus;
@@ -171,6 +171,8 @@ pub struct MiniCluster {
     config: MiniClusterConfig,
     events: EventSink,
     job_manager: Option<JobManagerRunner>,
+    /// Its leader components: a MiniCluster has no high availability, so they never change.
+    leader: LeaderComponents,
     task_managers: Vec<Option<TaskManagerRunner>>,
     fatal_errors: Arc<Mutex<Vec<String>>>,
     work_dir: PathBuf,
@@ -203,10 +205,12 @@ impl MiniCluster {
             job_defaults: config.job_defaults.clone(),
         };
         let job_manager = JobManagerRunner::start(settings, events.clone()).await?;
+        let leader = job_manager.wait_leading(Duration::from_secs(30)).await?;
         let mut cluster = MiniCluster {
             config,
             events,
             job_manager: Some(job_manager),
+            leader,
             task_managers: Vec::new(),
             fatal_errors: Arc::default(),
             work_dir,
@@ -266,6 +270,7 @@ impl MiniCluster {
                 blob_security: self.config.rpc.security.clone(),
                 metrics: crate::metrics::MetricRegistry::new(),
                 metrics_address: None,
+                leader_watch: None,
             },
             prometheus: self
                 .config
@@ -304,7 +309,7 @@ impl MiniCluster {
 
     /// A gateway to the Dispatcher.
     pub fn dispatcher_gateway(&self) -> RpcGateway<Dispatcher> {
-        self.jm().dispatcher().self_gateway()
+        self.leader.dispatcher.self_gateway()
     }
 
     /// The JobManager's RPC service.
@@ -314,7 +319,7 @@ impl MiniCluster {
 
     /// The ResourceManager.
     pub fn resource_manager(&self) -> &RpcServer<ResourceManager> {
-        self.jm().resource_manager()
+        &self.leader.resource_manager
     }
 
     /// The REST API's address, if it runs.

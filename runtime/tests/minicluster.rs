@@ -598,6 +598,7 @@ async fn a_task_executor_that_cannot_register_is_fatal() {
             blob_security: Default::default(),
             metrics: Default::default(),
             metrics_address: None,
+            leader_watch: None,
         },
         prometheus: None,
     };

@@ -18,8 +18,12 @@ use std::io::Write;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+
+#[path = "shared/ha.rs"]
+mod shared_ha;
 use rflink_runtime::config::{ConfigLoader, Configuration};
 use rflink_runtime::entrypoint::{
     fresh_work_dir, JobManagerRunner, JobManagerSettings, TaskManagerRunner, TaskManagerSettings,
@@ -236,6 +240,9 @@ async fn shutdown_signal() {
     }
 }
 
+/// How long a node waits for etcd at start before giving up.
+const HA_CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
 async fn run(args: Args, config: Configuration) -> i32 {
     let work_dir = match fresh_work_dir("node") {
         Ok(dir) => dir,
@@ -266,7 +273,26 @@ async fn run(args: Args, config: Configuration) -> i32 {
             }
         };
         settings.rpc.advertised_port = args.advertised_rpc_port;
-        match JobManagerRunner::start(settings, events.clone()).await {
+        let ha = match shared_ha::connect(&config, HA_CONNECT_PATIENCE).await {
+            Ok(ha) => ha,
+            Err(err) => {
+                tracing::error!(error = %err, "high availability services unavailable");
+                eprintln!("rflink-node: high availability: {err}");
+                return 1;
+            }
+        };
+        let durable = ha.is_durable();
+        ready.insert("ha".into(), ha.describe().into());
+        let started = match JobManagerRunner::start_with_ha(settings, ha, events.clone()).await {
+            // Without HA the node leads at once: READY then means ready to take jobs. With HA
+            // it may be a standby; READY means its services listen.
+            Ok(jm) if !durable => match jm.wait_leading(Duration::from_secs(30)).await {
+                Ok(_) => Ok(jm),
+                Err(err) => Err(err),
+            },
+            other => other,
+        };
+        match started {
             Ok(jm) => {
                 ready.insert("rpc".into(), jm.service().address().into());
                 // The bound port, when --advertised-rpc-port names another one.
@@ -287,6 +313,8 @@ async fn run(args: Args, config: Configuration) -> i32 {
         }
     }
     let mut task_managers = Vec::new();
+    // A TaskManager process's own HA services (etcd client), kept for its lifetime.
+    let mut tm_ha = None;
     if matches!(args.role, Role::Tm | Role::Standalone) {
         let count = if args.role == Role::Standalone {
             args.taskmanagers
@@ -298,6 +326,27 @@ async fn run(args: Args, config: Configuration) -> i32 {
             // Standalone: the TaskManagers use the JobManager's real (maybe ephemeral) port.
             config.jobmanager.rpc_port = jm.service().port();
         }
+        // With HA the TaskManagers follow the leader published in etcd.
+        let leader_watch = match &job_manager {
+            Some(jm) if jm.ha().is_durable() => Some(jm.ha().watch_leader()),
+            Some(_) => None,
+            None if config.high_availability.is_etcd() => {
+                match shared_ha::connect(&config, HA_CONNECT_PATIENCE).await {
+                    Ok(ha) => {
+                        ready.insert("ha".into(), ha.describe().into());
+                        let watch = ha.watch_leader();
+                        tm_ha = Some(ha);
+                        Some(watch)
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "high availability services unavailable");
+                        eprintln!("rflink-node: high availability: {err}");
+                        return 1;
+                    }
+                }
+            }
+            None => None,
+        };
         for i in 0..count {
             let mut settings = match TaskManagerSettings::from_config(
                 &config,
@@ -313,6 +362,7 @@ async fn run(args: Args, config: Configuration) -> i32 {
                     return 2;
                 }
             };
+            settings.task_executor.leader_watch = leader_watch.clone();
             if args.role == Role::Tm {
                 settings.rpc.advertised_port = args.advertised_rpc_port;
                 if let Some(data) = &mut settings.data {
@@ -381,6 +431,7 @@ async fn run(args: Args, config: Configuration) -> i32 {
     for tm in task_managers {
         let _ = tm.close().await;
     }
+    drop(tm_ha);
     if let Some(jm) = job_manager {
         let _ = jm.close().await;
     }

@@ -32,6 +32,11 @@
 //! file or the environment: a command line is visible to other users). A 401 says which is
 //! missing.
 //!
+//! A highly available cluster (`high-availability.type: etcd`): `--ha-etcd URLS` (or
+//! `RFLINK_HA_ETCD`) with `--ha-cluster-id ID` looks the leading JobManager's REST API up in
+//! etcd, waiting up to `--timeout` for an election, instead of `-m` (needs a build with the
+//! `etcd` feature).
+//!
 //! Exit codes: 0 success (attached run: the job FINISHED); 1 the job FAILED or was CANCELED;
 //! 2 usage errors (clap's message, also an unreadable `--rest-ca` or `--token-file`); 3 the
 //! JobManager could not be reached (also: a failed TLS handshake) or refused the request (also:
@@ -41,6 +46,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+
+#[path = "shared/ha.rs"]
+mod shared_ha;
 
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -61,6 +69,8 @@ const JOBMANAGER_ENV: &str = "RFLINK_JOBMANAGER";
 const TOKEN_ENV: &str = "RFLINK_REST_TOKEN";
 /// The JobManager when neither `-m` nor the environment names one (Flink's `rest.port`).
 const DEFAULT_JOBMANAGER: &str = "localhost:8081";
+/// The etcd endpoints of a highly available cluster when `--ha-etcd` is not given.
+const HA_ETCD_ENV: &str = "RFLINK_HA_ETCD";
 /// How often an attached `run` polls the job's status.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -97,6 +107,21 @@ struct Cli {
     /// A file holding the cluster's REST token (e.g. the generated `rest-token` file).
     #[arg(long = "token-file", global = true, value_name = "FILE")]
     token_file: Option<PathBuf>,
+
+    /// The etcd client URLs of a highly available cluster (its
+    /// high-availability.etcd.endpoints, comma-separated): the REST API of the leading
+    /// JobManager is looked up there, unless -m names one [default: $RFLINK_HA_ETCD].
+    #[arg(long = "ha-etcd", global = true, value_name = "URLS")]
+    ha_etcd: Option<String>,
+
+    /// The cluster's high-availability.cluster-id, with --ha-etcd.
+    #[arg(
+        long = "ha-cluster-id",
+        global = true,
+        value_name = "ID",
+        default_value = "/default"
+    )]
+    ha_cluster_id: String,
 
     #[command(subcommand)]
     command: Command,
@@ -346,7 +371,11 @@ fn main() -> ExitCode {
             }
         }
     }
-    let (address, https) = jobmanager_address(cli.jobmanager.as_deref());
+    let ha_etcd = cli
+        .ha_etcd
+        .clone()
+        .or_else(|| std::env::var(HA_ETCD_ENV).ok())
+        .filter(|e| !e.trim().is_empty() && cli.jobmanager.is_none());
     let token = rest_token(cli.token.as_ref(), cli.token_file.as_deref());
     let rest_ca = cli.rest_ca.clone();
     let graph = match &cli.command {
@@ -355,6 +384,20 @@ fn main() -> ExitCode {
     };
     let timeout = Duration::from_secs(cli.timeout);
     let outcome = actix_rt::System::new().block_on(async move {
+        let (address, https) = match ha_etcd {
+            Some(endpoints) => {
+                match leader_rest_url(&endpoints, &cli.ha_cluster_id, timeout).await {
+                    Ok(url) => jobmanager_address(Some(&url)),
+                    Err(err) => {
+                        eprintln!(
+                            "rflink: no leading JobManager found through etcd {endpoints}: {err}"
+                        );
+                        return Outcome::RestError;
+                    }
+                }
+            }
+            None => jobmanager_address(cli.jobmanager.as_deref()),
+        };
         let mut builder = with_trust(
             RestClient::builder(address).timeout(timeout),
             rest_ca.as_deref(),
@@ -394,6 +437,43 @@ fn main() -> ExitCode {
         })
     });
     outcome.into()
+}
+
+/// The REST URL the leading JobManager published in etcd, waiting up to `timeout` for one
+/// (an election may be under way).
+async fn leader_rest_url(
+    endpoints: &str,
+    cluster_id: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut config = rflink_runtime::config::Configuration::default();
+    config.high_availability.kind = "etcd".into();
+    config.high_availability.etcd_endpoints = endpoints.to_string();
+    config.high_availability.cluster_id = cluster_id.to_string();
+    let ha = shared_ha::connect(&config, timeout).await?;
+    let mut leader = ha.watch_leader();
+    let found = tokio::time::timeout(timeout, async {
+        loop {
+            if let Some(url) = leader
+                .borrow_and_update()
+                .as_ref()
+                .and_then(|l| l.rest_url.clone())
+            {
+                return Ok(url);
+            }
+            if leader.changed().await.is_err() {
+                return Err("the etcd watch ended".to_string());
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(format!(
+            "no leader with a REST API published within {timeout:?}"
+        ))
+    });
+    tracing::debug!(?found, "leader looked up in etcd");
+    found
 }
 
 /// `rflink security generate`.

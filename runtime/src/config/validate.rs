@@ -406,9 +406,11 @@ impl Configuration {
         );
         if ha.is_etcd() {
             let endpoints = ha.endpoints();
-            p.require(!endpoints.is_empty(), "high-availability.etcd.endpoints", || {
-                "is required with high-availability.type: etcd".into()
-            });
+            p.require(
+                !endpoints.is_empty(),
+                "high-availability.etcd.endpoints",
+                || "is required with high-availability.type: etcd".into(),
+            );
             for endpoint in endpoints {
                 p.require(
                     endpoint.starts_with("http://") || endpoint.starts_with("https://"),

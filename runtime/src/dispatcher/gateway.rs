@@ -55,6 +55,20 @@ pub enum DispatcherError {
     /// The Dispatcher is shutting down.
     #[error("the dispatcher is shutting down")]
     ShuttingDown,
+    /// This JobManager does not lead the cluster now (a standby, or an election is under way).
+    #[error("this job manager is not the leader{}", leader.as_ref().map(|l| format!("; the leader's REST API is {l}")).unwrap_or_default())]
+    NotLeader {
+        /// The leader's REST URL, when one is known.
+        leader: Option<String>,
+    },
+    /// The job could not be stored durably (high availability), so it was not started.
+    #[error("could not store job {job_id} durably: {reason}")]
+    Persistence {
+        /// The job.
+        job_id: JobId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Number of tasks per execution state (REST `tasks` objects).
@@ -194,6 +208,21 @@ pub struct JobExceptions {
     /// Per history entry (same order), the failures that came with it.
     #[serde(default)]
     pub concurrent: Vec<Vec<ErrorInfo>>,
+}
+
+/// What stays of a finished job: its views as the Dispatcher answers them. With high
+/// availability it is stored durably, so finished jobs stay listed across JobManager restarts
+/// and leader changes (Flink: `JobResultStore` plus the `ExecutionGraphInfoStore`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchivedJob {
+    /// `/jobs/{id}`.
+    pub details: JobDetails,
+    /// `/jobs/{id}/exceptions`.
+    pub exceptions: JobExceptions,
+    /// `/jobs/{id}/execution-result`.
+    pub result: JobResult,
+    /// `/jobs/{id}/checkpoints`, when it had checkpointing on.
+    pub checkpoints: Option<crate::checkpoint::stats::CheckpointStatsView>,
 }
 
 /// A finished job's result. Flink: `JobResult` (`/jobs/{id}/execution-result`).

@@ -22,6 +22,7 @@ pub use gateway::*;
 use crate::blob::BlobServer;
 use crate::events::EventSink;
 use crate::executiongraph::{now_millis, JobStatus};
+use crate::highavailability::{HaHandle, RecoveredJobs};
 use crate::jobgraph::JobGraph;
 use crate::jobmaster::{self, JobMaster, JobMasterSettings};
 use crate::resourcemanager::{self, ResourceManager};
@@ -50,6 +51,12 @@ pub struct Dispatcher {
     blob_server: Option<Arc<BlobServer>>,
     events: EventSink,
     jobs: HashMap<JobId, JobEntry>,
+    /// Where jobs are stored durably, with the leadership the writes carry; `None`: nowhere.
+    ha: Option<HaHandle>,
+    /// Jobs a new leader found in the store, started in `on_start`.
+    recovered: Vec<JobGraph>,
+    /// Jobs whose graph is being stored: submitted, not started yet.
+    pending: std::collections::HashSet<JobId>,
 }
 
 impl Dispatcher {
@@ -68,7 +75,93 @@ impl Dispatcher {
             blob_server,
             events,
             jobs: HashMap::new(),
+            ha: None,
+            recovered: Vec::new(),
+            pending: Default::default(),
         }
+    }
+
+    /// The Dispatcher of a leadership: its token is `dispatcher_id` (derived from the leader
+    /// session); with durable `ha`, submitted jobs are stored before they start and finished
+    /// jobs are archived there; the `recovered` jobs are taken over: finished ones listed, running ones started again
+    /// from their latest completed checkpoint.
+    pub fn with_leadership(
+        mut self,
+        dispatcher_id: DispatcherId,
+        ha: Option<HaHandle>,
+        recovered: RecoveredJobs,
+    ) -> Self {
+        self.dispatcher_id = dispatcher_id;
+        for archived in recovered.finished {
+            self.jobs.insert(
+                archived.result.job_id,
+                JobEntry::Done {
+                    details: Box::new(archived.details),
+                    exceptions: archived.exceptions,
+                    result: archived.result,
+                    checkpoints: archived.checkpoints.map(Box::new),
+                },
+            );
+        }
+        self.recovered = recovered
+            .running
+            .into_iter()
+            .map(|(mut job, pointer)| {
+                if let Some(pointer) = pointer {
+                    tracing::info!(job_id = %job.job_id, checkpoint = pointer.checkpoint_id, path = pointer.path, "recovering the job from its latest completed checkpoint");
+                    job.savepoint_path = Some(pointer.path);
+                } else {
+                    tracing::info!(job_id = %job.job_id, "recovering the job; it had no completed checkpoint");
+                }
+                job
+            })
+            .collect();
+        self.job_master.ha = ha.clone();
+        self.ha = ha;
+        self
+    }
+
+    /// Starts a JobMaster for `job` and records it as running.
+    fn start_job_master(
+        &mut self,
+        job: JobGraph,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Result<(), DispatcherError> {
+        let Some(service) = ctx.service() else {
+            return Err(DispatcherError::ShuttingDown);
+        };
+        let job_id = job.job_id;
+        let name = job.name.clone();
+        let master = JobMaster::new(
+            job,
+            self.job_master.clone(),
+            self.events.clone(),
+            Some(ctx.self_gateway()),
+        );
+        let server =
+            service
+                .start_server(master)
+                .map_err(|err| DispatcherError::JobMasterStartFailed {
+                    job_id,
+                    reason: err.to_string(),
+                })?;
+        server.start();
+        tracing::info!(%job_id, name, job_master = %server.address(), "job master started");
+        // A JobMaster that dies without reporting (its start failed, a handler panicked) must not
+        // leave the job looking alive forever: archive it as failed.
+        ctx.spawn_then(server.termination(), move |ended, d, _| {
+            d.job_master_ended(job_id, ended)
+        });
+        self.jobs.insert(
+            job_id,
+            JobEntry::Running {
+                gateway: server.self_gateway(),
+                server,
+                name,
+                submitted: now_millis(),
+            },
+        );
+        Ok(())
     }
 
     fn running(&self, job_id: JobId) -> Result<Option<RpcGateway<JobMaster>>, DispatcherError> {
@@ -149,6 +242,19 @@ impl RpcEndpoint for Dispatcher {
         self.dispatcher_id
     }
 
+    fn on_start(
+        &mut self,
+        ctx: &mut RpcContext<'_, Self>,
+    ) -> Result<(), rflink_rpc::LifecycleError> {
+        for job in std::mem::take(&mut self.recovered) {
+            let job_id = job.job_id;
+            if let Err(err) = self.start_job_master(job, ctx) {
+                tracing::error!(%job_id, error = %err, "could not start a recovered job");
+            }
+        }
+        Ok(())
+    }
+
     fn on_stop(&mut self, _ctx: &mut RpcContext<'_, Self>) -> rflink_rpc::StopFuture {
         // Running jobs are suspended: their JobMasters stop with the Dispatcher.
         let closing: Vec<_> = self
@@ -172,53 +278,41 @@ impl Handler<SubmitJob> for Dispatcher {
     fn handle(
         &mut self,
         msg: SubmitJob,
-        ctx: &mut RpcContext<'_, Self>,
+        _ctx: &mut RpcContext<'_, Self>,
     ) -> Response<Self, Result<Ack, DispatcherError>> {
         let job = msg.job_graph;
         if let Err(err) = job.validate() {
             return Response::ready(Err(err.into()));
         }
-        if self.jobs.contains_key(&job.job_id) {
-            tracing::warn!(job_id = %job.job_id, "duplicate job submission refused");
-            return Response::ready(Err(DispatcherError::DuplicateJob { job_id: job.job_id }));
-        }
-        let Some(service) = ctx.service() else {
-            return Response::ready(Err(DispatcherError::ShuttingDown));
-        };
         let job_id = job.job_id;
-        let name = job.name.clone();
-        let master = JobMaster::new(
-            job,
-            self.job_master.clone(),
-            self.events.clone(),
-            Some(ctx.self_gateway()),
-        );
-        let server = match service.start_server(master) {
-            Ok(server) => server,
-            Err(err) => {
-                return Response::ready(Err(DispatcherError::JobMasterStartFailed {
+        if self.jobs.contains_key(&job_id) || self.pending.contains(&job_id) {
+            tracing::warn!(%job_id, "duplicate job submission refused");
+            return Response::ready(Err(DispatcherError::DuplicateJob { job_id }));
+        }
+        let Some(ha) = &self.ha else {
+            return Response::ready(
+                self.start_job_master(job, _ctx)
+                    .map(|()| Ack)
+                    .inspect(|_| tracing::info!(%job_id, "job submitted")),
+            );
+        };
+        // Stored before it starts (Flink's `JobGraphWriter.putJobGraph`): a leader that dies
+        // right after answering still leaves the job to its successor.
+        self.pending.insert(job_id);
+        let stored = ha.put_job_graph(&job);
+        Response::then(stored, move |stored, d: &mut Dispatcher, ctx| {
+            d.pending.remove(&job_id);
+            if let Err(err) = stored {
+                tracing::error!(%job_id, error = %err, "job not stored durably; submission refused");
+                return Err(DispatcherError::Persistence {
                     job_id,
                     reason: err.to_string(),
-                }))
+                });
             }
-        };
-        server.start();
-        tracing::info!(%job_id, name, job_master = %server.address(), "job submitted");
-        // A JobMaster that dies without reporting (its start failed, a handler panicked) must not
-        // leave the job looking alive forever: archive it as failed.
-        ctx.spawn_then(server.termination(), move |ended, d, _| {
-            d.job_master_ended(job_id, ended)
-        });
-        self.jobs.insert(
-            job_id,
-            JobEntry::Running {
-                gateway: server.self_gateway(),
-                server,
-                name,
-                submitted: now_millis(),
-            },
-        );
-        Response::ready(Ok(Ack))
+            d.start_job_master(job, ctx)?;
+            tracing::info!(%job_id, "job submitted and stored");
+            Ok(Ack)
+        })
     }
 }
 
@@ -246,6 +340,26 @@ impl Handler<JobReachedTerminalState> for Dispatcher {
                         }
                     });
                 }
+            }
+            if let (Some(ha), true) = (&self.ha, msg.result.status.is_globally_terminal()) {
+                let archived = ArchivedJob {
+                    details: msg.details.clone(),
+                    exceptions: msg.exceptions.clone(),
+                    result: msg.result.clone(),
+                    checkpoints: msg.checkpoints.clone(),
+                };
+                let job_id = msg.job_id;
+                let archiving = ha.archive_job(&archived);
+                tokio::spawn(async move {
+                    match archiving.await {
+                        Ok(()) => tracing::info!(%job_id, "job result stored"),
+                        // The next leader runs the job again from its latest checkpoint, as
+                        // Flink does when a leader dies before its JobResultStore entry.
+                        Err(err) => {
+                            tracing::error!(%job_id, error = %err, "could not store the job's result")
+                        }
+                    }
+                });
             }
             self.jobs.insert(
                 msg.job_id,
@@ -686,5 +800,123 @@ impl RestfulGateway for RpcGateway<Dispatcher> {
     ) -> BoxFuture<'static, Result<Option<jobmaster::SavepointStatus>, DispatcherError>> {
         let g = self.clone();
         async move { flatten(g.ask(RequestSavepointStatus { job_id, id }).await) }.boxed()
+    }
+}
+
+/// The REST API's way to the Dispatcher when leadership can move: it delegates to the current
+/// leader's Dispatcher in this process, and answers [`DispatcherError::NotLeader`] (503, naming
+/// the leader's REST URL when known) while this JobManager is a standby. Flink's REST handlers
+/// do the same through their `GatewayRetriever`.
+#[derive(Default)]
+pub struct LeaderGateway {
+    current: std::sync::RwLock<Option<RpcGateway<Dispatcher>>>,
+    leader_rest: std::sync::RwLock<Option<String>>,
+}
+
+impl LeaderGateway {
+    /// One that follows nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// This process now leads: calls go to `gateway`.
+    pub fn set_leading(&self, gateway: Option<RpcGateway<Dispatcher>>) {
+        if let Ok(mut current) = self.current.write() {
+            *current = gateway;
+        }
+    }
+
+    /// Where the leader's REST API is (for the 503 message), when another process leads.
+    pub fn set_leader_rest(&self, url: Option<String>) {
+        if let Ok(mut rest) = self.leader_rest.write() {
+            *rest = url;
+        }
+    }
+
+    fn gateway(&self) -> Result<RpcGateway<Dispatcher>, DispatcherError> {
+        self.current
+            .read()
+            .ok()
+            .and_then(|g| g.clone())
+            .ok_or_else(|| DispatcherError::NotLeader {
+                leader: self.leader_rest.read().ok().and_then(|l| l.clone()),
+            })
+    }
+}
+
+macro_rules! via_leader {
+    ($self:ident, |$g:ident| $call:expr) => {
+        match $self.gateway() {
+            Ok($g) => $call,
+            Err(err) => Box::pin(async move { Err(err) }),
+        }
+    };
+}
+
+impl RestfulGateway for LeaderGateway {
+    fn submit_job(&self, job_graph: JobGraph) -> BoxFuture<'static, Result<Ack, DispatcherError>> {
+        via_leader!(self, |g| g.submit_job(job_graph))
+    }
+    fn cancel_job(&self, job_id: JobId) -> BoxFuture<'static, Result<Ack, DispatcherError>> {
+        via_leader!(self, |g| g.cancel_job(job_id))
+    }
+    fn job_overviews(&self) -> BoxFuture<'static, Result<Vec<JobOverview>, DispatcherError>> {
+        via_leader!(self, |g| g.job_overviews())
+    }
+    fn job_status(&self, job_id: JobId) -> BoxFuture<'static, Result<JobStatus, DispatcherError>> {
+        via_leader!(self, |g| g.job_status(job_id))
+    }
+    fn job_details(
+        &self,
+        job_id: JobId,
+    ) -> BoxFuture<'static, Result<JobDetails, DispatcherError>> {
+        via_leader!(self, |g| g.job_details(job_id))
+    }
+    fn job_exceptions(
+        &self,
+        job_id: JobId,
+    ) -> BoxFuture<'static, Result<JobExceptions, DispatcherError>> {
+        via_leader!(self, |g| g.job_exceptions(job_id))
+    }
+    fn job_result(
+        &self,
+        job_id: JobId,
+    ) -> BoxFuture<'static, Result<Option<JobResult>, DispatcherError>> {
+        via_leader!(self, |g| g.job_result(job_id))
+    }
+    fn cluster_overview(&self) -> BoxFuture<'static, Result<ClusterOverview, DispatcherError>> {
+        via_leader!(self, |g| g.cluster_overview())
+    }
+    fn task_managers(&self) -> BoxFuture<'static, Result<Vec<TaskManagerInfo>, DispatcherError>> {
+        via_leader!(self, |g| g.task_managers())
+    }
+    fn checkpoint_stats(
+        &self,
+        job_id: JobId,
+    ) -> BoxFuture<
+        'static,
+        Result<Option<crate::checkpoint::stats::CheckpointStatsView>, DispatcherError>,
+    > {
+        via_leader!(self, |g| g.checkpoint_stats(job_id))
+    }
+    fn trigger_savepoint(
+        &self,
+        job_id: JobId,
+        target_directory: Option<String>,
+        terminate: bool,
+    ) -> BoxFuture<'static, Result<u64, DispatcherError>> {
+        via_leader!(self, |g| g.trigger_savepoint(
+            job_id,
+            target_directory,
+            terminate
+        ))
+    }
+    fn savepoint_status(
+        &self,
+        job_id: JobId,
+        id: u64,
+    ) -> BoxFuture<'static, Result<Option<crate::jobmaster::SavepointStatus>, DispatcherError>>
+    {
+        via_leader!(self, |g| g.savepoint_status(job_id, id))
     }
 }

@@ -190,8 +190,11 @@ pub trait HaServices: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), HaError>>;
 
     /// Deletes `key` if `leadership` is still held (deleting a missing key is fine).
-    fn delete(&self, leadership: &Leadership, key: String)
-        -> BoxFuture<'static, Result<(), HaError>>;
+    fn delete(
+        &self,
+        leadership: &Leadership,
+        key: String,
+    ) -> BoxFuture<'static, Result<(), HaError>>;
 
     /// The value under `key`.
     fn get(&self, key: String) -> BoxFuture<'static, Result<Option<Vec<u8>>, HaError>>;
@@ -217,4 +220,160 @@ pub fn derive_token(session_id: AbstractId, component: &str) -> AbstractId {
     let mut low = std::collections::hash_map::DefaultHasher::new();
     (session_id.as_u128(), component, 1u8).hash(&mut low);
     AbstractId::from_u128((u128::from(high.finish()) << 64) | u128::from(low.finish()))
+}
+
+/// A won leadership with the services it writes through: what the Dispatcher and each JobMaster
+/// of that leadership hold. Every write is refused once the leadership is lost.
+#[derive(Clone)]
+pub struct HaHandle {
+    /// The services.
+    pub services: SharedHaServices,
+    /// The leadership the writes carry.
+    pub leadership: Leadership,
+}
+
+impl std::fmt::Debug for HaHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HaHandle")
+            .field("services", &self.services.describe())
+            .field("session_id", &self.leadership.session_id)
+            .finish()
+    }
+}
+
+impl HaHandle {
+    /// A standalone handle (`high-availability.type: none`): its own in-memory services and
+    /// a leadership that is never lost. For the MiniCluster and tests.
+    pub async fn standalone() -> Result<Self, HaError> {
+        let services: SharedHaServices = Arc::new(StandaloneHaServices::new());
+        let leadership = services.campaign("standalone".into()).await?;
+        Ok(HaHandle {
+            services,
+            leadership,
+        })
+    }
+
+    /// Stores a submitted job's graph (Flink: `JobGraphStore.putJobGraph`).
+    pub fn put_job_graph(
+        &self,
+        job: &crate::jobgraph::JobGraph,
+    ) -> BoxFuture<'static, Result<(), HaError>> {
+        let key = keys::job_graph(job.job_id);
+        match rmp_serde::to_vec(job) {
+            Ok(bytes) => self.services.put(&self.leadership, key, bytes),
+            Err(err) => {
+                let err = HaError::Corrupt {
+                    key,
+                    reason: format!("cannot encode the job graph: {err}"),
+                };
+                Box::pin(async move { Err(err) })
+            }
+        }
+    }
+
+    /// Stores a finished job's archive, then drops its graph and checkpoint pointer (Flink:
+    /// `JobResultStore` entry, then the job's HA cleanup).
+    pub fn archive_job(
+        &self,
+        archived: &crate::dispatcher::ArchivedJob,
+    ) -> BoxFuture<'static, Result<(), HaError>> {
+        let job_id = archived.result.job_id;
+        let key = keys::job_result(job_id);
+        let bytes = match rmp_serde::to_vec(archived) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                let err = HaError::Corrupt {
+                    key,
+                    reason: format!("cannot encode the archive: {err}"),
+                };
+                return Box::pin(async move { Err(err) });
+            }
+        };
+        let put = self.services.put(&self.leadership, key, bytes);
+        let graph = self
+            .services
+            .delete(&self.leadership, keys::job_graph(job_id));
+        let checkpoint = self
+            .services
+            .delete(&self.leadership, keys::checkpoint(job_id));
+        Box::pin(async move {
+            put.await?;
+            graph.await?;
+            checkpoint.await
+        })
+    }
+
+    /// Stores a job's latest completed checkpoint pointer (Flink: `CompletedCheckpointStore.
+    /// addCheckpointAndSubsumeOldestOne`); done before the checkpoint is confirmed to the tasks.
+    pub fn put_checkpoint(
+        &self,
+        job_id: crate::types::JobId,
+        pointer: &CheckpointPointer,
+    ) -> BoxFuture<'static, Result<(), HaError>> {
+        let key = keys::checkpoint(job_id);
+        match serde_json::to_vec(pointer) {
+            Ok(bytes) => self.services.put(&self.leadership, key, bytes),
+            Err(err) => {
+                let err = HaError::Corrupt {
+                    key,
+                    reason: err.to_string(),
+                };
+                Box::pin(async move { Err(err) })
+            }
+        }
+    }
+}
+
+/// What a new leader finds in the store.
+#[derive(Debug, Default)]
+pub struct RecoveredJobs {
+    /// Jobs to run again, each with its latest completed checkpoint if it had one.
+    pub running: Vec<(crate::jobgraph::JobGraph, Option<CheckpointPointer>)>,
+    /// Finished jobs' archives.
+    pub finished: Vec<crate::dispatcher::ArchivedJob>,
+}
+
+/// Reads the stored jobs (Flink: `JobGraphStore.getJobIds` + `JobResultStore`). A job with an
+/// archive is finished even if its graph is still stored (the leader died between the two
+/// writes); an entry that does not decode is logged and skipped, so one bad entry cannot keep
+/// every other job from recovering.
+pub async fn recover_jobs(services: &dyn HaServices) -> Result<RecoveredJobs, HaError> {
+    let mut recovered = RecoveredJobs::default();
+    let mut finished_ids = std::collections::HashSet::new();
+    for (key, bytes) in services.list(keys::JOB_RESULTS.into()).await? {
+        match rmp_serde::from_slice::<crate::dispatcher::ArchivedJob>(&bytes) {
+            Ok(archived) => {
+                finished_ids.insert(archived.result.job_id);
+                recovered.finished.push(archived);
+            }
+            Err(err) => {
+                tracing::error!(key, error = %err, "skipping a job archive that does not decode")
+            }
+        }
+    }
+    for (key, bytes) in services.list(keys::JOB_GRAPHS.into()).await? {
+        let job = match rmp_serde::from_slice::<crate::jobgraph::JobGraph>(&bytes) {
+            Ok(job) => job,
+            Err(err) => {
+                tracing::error!(key, error = %err, "skipping a job graph that does not decode");
+                continue;
+            }
+        };
+        if finished_ids.contains(&job.job_id) {
+            continue;
+        }
+        let pointer_key = keys::checkpoint(job.job_id);
+        let pointer = match services.get(pointer_key.clone()).await? {
+            Some(bytes) => match serde_json::from_slice::<CheckpointPointer>(&bytes) {
+                Ok(pointer) => Some(pointer),
+                Err(err) => {
+                    tracing::error!(key = pointer_key, error = %err, "checkpoint pointer does not decode; the job restarts without it");
+                    None
+                }
+            },
+            None => None,
+        };
+        recovered.running.push((job, pointer));
+    }
+    Ok(recovered)
 }

@@ -312,6 +312,37 @@ impl JobMaster {
             );
         }
         let terminate = cp.terminate_after == Some(id);
+        if let Some(ha) = &self.settings.ha {
+            // The pointer is stored before any task hears of the checkpoint (Flink adds it to
+            // the CompletedCheckpointStore before notifyCheckpointComplete): a sink commits only
+            // what a new leader would restore from, so a failover neither loses nor repeats
+            // output. A write refused (the leadership is lost) confirms nothing.
+            let pointer = crate::highavailability::CheckpointPointer {
+                checkpoint_id: id,
+                path: completed.path.display().to_string(),
+            };
+            let stored = ha.put_checkpoint(self.graph.job_id, &pointer);
+            ctx.spawn_then(stored, move |stored, jm, ctx| match stored {
+                Ok(()) => jm.confirm_checkpoint(id, last, terminate, outcome, ctx),
+                Err(err) => {
+                    tracing::error!(job_id = %jm.graph.job_id, checkpoint_id = id, error = %err,
+                        "could not store the checkpoint pointer; the checkpoint is not confirmed");
+                }
+            });
+            return;
+        }
+        self.confirm_checkpoint(id, last, terminate, outcome, ctx);
+    }
+
+    /// Tells the tasks a checkpoint completed (sinks commit), and discards what it subsumed.
+    fn confirm_checkpoint(
+        &mut self,
+        id: u64,
+        last: bool,
+        terminate: bool,
+        outcome: crate::checkpoint::coordinator::CompletedOutcome,
+        ctx: &mut RpcContext<'_, Self>,
+    ) {
         for old in &outcome.subsumed {
             discard_in_background(old.path.clone());
         }

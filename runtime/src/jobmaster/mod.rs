@@ -79,6 +79,9 @@ pub struct JobMasterSettings {
     /// The JobManager's metric group (scope `jobmanager`); each JobMaster registers its job's
     /// group (`jobmanager_job`) under it.
     pub metrics: Option<crate::metrics::MetricGroup>,
+    /// The leadership this JobMaster runs under and where it stores its latest completed
+    /// checkpoint pointer; `None`: nowhere (no high availability).
+    pub ha: Option<crate::highavailability::HaHandle>,
 }
 
 /// The cluster configuration with a job's own entries applied over it. Entries were checked at

@@ -119,6 +119,13 @@ impl ResourceManager {
         }
     }
 
+    /// The ResourceManager of a leadership: its token is `rm_id`, derived from the leader
+    /// session.
+    pub fn with_id(mut self, rm_id: ResourceManagerId) -> Self {
+        self.rm_id = rm_id;
+        self
+    }
+
     fn service(ctx: &RpcContext<'_, Self>) -> Result<RpcService, RpcError> {
         ctx.service().ok_or(RpcError::ServiceShutdown)
     }

@@ -45,6 +45,8 @@ pub fn status_of(err: &DispatcherError) -> StatusCode {
         // The job's JobMaster refused the request in its current state.
         DispatcherError::JobMaster { .. } => StatusCode::CONFLICT,
         DispatcherError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        DispatcherError::NotLeader { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        DispatcherError::Persistence { .. } => StatusCode::SERVICE_UNAVAILABLE,
         DispatcherError::Rpc(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
         DispatcherError::Rpc(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

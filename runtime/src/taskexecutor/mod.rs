@@ -55,6 +55,7 @@ use crate::dispatcher::HardwareDescription;
 use crate::events::{ClusterEvent, EventSink};
 use crate::executiongraph::{now_millis, ErrorInfo, ExecutionState};
 use crate::heartbeat::{HeartbeatMonitor, HeartbeatSettings};
+use crate::highavailability::ClusterLeader;
 use crate::jobmaster::{self, JobMaster, SlotOffer};
 use crate::leaderretrieval::{GetLeaders, LeaderRetrieval, LEADERS_ENDPOINT};
 use crate::registration::{register_with_retries, RegistrationResponse, RetryPolicy};
@@ -106,6 +107,9 @@ pub struct TaskExecutorSettings {
     /// Where its Prometheus endpoint is reached (`host:port`), if it has one; told to the
     /// ResourceManager, shown by `/taskmanagers`.
     pub metrics_address: Option<String>,
+    /// With high availability: the published cluster leader, followed instead of asking the
+    /// `leaders` endpoint at `jobmanager_address` (a standby JobManager may take over anywhere).
+    pub leader_watch: Option<tokio::sync::watch::Receiver<Option<ClusterLeader>>>,
 }
 
 impl std::fmt::Debug for TaskExecutorSettings {
@@ -304,6 +308,7 @@ impl TaskExecutor {
             metrics_address: self.settings.metrics_address.clone(),
         };
         let jm = self.settings.jobmanager_address.clone();
+        let leader_watch = self.settings.leader_watch.clone();
         let policy = self.settings.registration;
         let (abort, reg) = AbortHandle::new_pair();
         self.rm_registration = Some(abort);
@@ -315,6 +320,7 @@ impl TaskExecutor {
                     attempt_rm_registration(
                         service.clone(),
                         jm.clone(),
+                        leader_watch.clone(),
                         registration.clone(),
                         timeout,
                     )
@@ -329,6 +335,41 @@ impl TaskExecutor {
                     te.establish_rm_connection(gateway, rm_id, success, ctx);
                 }
             }
+        });
+    }
+
+    /// Follows the published cluster leader (high availability): a ResourceManager leader other
+    /// than the connected one means a new leadership, so the TaskExecutor registers there at
+    /// once instead of waiting for heartbeats to time out on the old one.
+    fn follow_leader(
+        &mut self,
+        mut watch: tokio::sync::watch::Receiver<Option<ClusterLeader>>,
+        ctx: &mut RpcContext<'_, Self>,
+    ) {
+        let changed = async move {
+            let alive = watch.changed().await.is_ok();
+            (alive, watch)
+        };
+        ctx.spawn_then(changed, |(alive, mut watch), te, ctx| {
+            if !alive {
+                return; // The HA services are gone: the process is stopping.
+            }
+            let leader = watch.borrow_and_update().clone();
+            let new_rm = leader
+                .as_ref()
+                .and_then(|l| l.leaders.resource_manager.as_ref())
+                .map(|rm| ResourceManagerId::from_u128(rm.token.as_u128()));
+            match new_rm {
+                Some(rm_id) if te.rm.as_ref().map(|c| c.rm_id) != Some(rm_id) => {
+                    tracing::info!(resource_id = %te.resource_id, %rm_id, "a new resource manager leader was published");
+                    te.connect_to_resource_manager("a new resource manager leader", ctx);
+                }
+                Some(_) => {}
+                None => {
+                    tracing::info!(resource_id = %te.resource_id, "no cluster leader published now");
+                }
+            }
+            te.follow_leader(watch, ctx);
         });
     }
 
@@ -822,6 +863,7 @@ impl TaskExecutor {
 async fn attempt_rm_registration(
     service: RpcService,
     jobmanager: String,
+    leader_watch: Option<tokio::sync::watch::Receiver<Option<ClusterLeader>>>,
     registration: TaskExecutorRegistration,
     timeout: Duration,
 ) -> Result<
@@ -832,10 +874,18 @@ async fn attempt_rm_registration(
     )>,
     RpcError,
 > {
-    let (host, port) = split_host_port(&jobmanager)?;
-    let leaders_address = RpcAddress::new(host, port, LEADERS_ENDPOINT)?;
-    let leaders = service.connect::<LeaderRetrieval>(&leaders_address).await?;
-    let leaders = leaders.ask_with_timeout(GetLeaders, timeout).await?;
+    let leaders = match leader_watch {
+        Some(watch) => {
+            let leader = watch.borrow().clone();
+            leader.map(|l| l.leaders).unwrap_or_default()
+        }
+        None => {
+            let (host, port) = split_host_port(&jobmanager)?;
+            let leaders_address = RpcAddress::new(host, port, LEADERS_ENDPOINT)?;
+            let leaders = service.connect::<LeaderRetrieval>(&leaders_address).await?;
+            leaders.ask_with_timeout(GetLeaders, timeout).await?
+        }
+    };
     let Some(rm) = leaders.resource_manager else {
         return Ok(RegistrationResponse::Failure(
             "no resource manager leader yet".into(),
@@ -957,6 +1007,9 @@ impl RpcEndpoint for TaskExecutor {
         crate::heartbeat::watch_peers(service.peer_events(), ctx, Self::on_connection_lost);
         tracing::info!(resource_id = %self.resource_id, address = %ctx.address(), slots = self.settings.number_of_slots, "task executor started");
         self.connect_to_resource_manager("start", ctx);
+        if let Some(watch) = self.settings.leader_watch.clone() {
+            self.follow_leader(watch, ctx);
+        }
         let timeout = self.settings.registration_timeout;
         ctx.schedule_run_async(timeout, move |te, _| {
             if !te.registered_once {
