@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rflink_runtime::executiongraph::JobStatus;
-use rflink_runtime::rest::RestClient;
+use rflink_runtime::rest::client::RestClient;
 use rflink_runtime::types::JobId;
 use support::proxy::Proxy;
 use support::{loopback, rflink_cli, Node};
@@ -313,7 +313,7 @@ impl HaCluster {
                 if let Ok(Ok(o)) =
                     tokio::time::timeout(Duration::from_secs(2), self.rest(i).overview()).await
                 {
-                    if o.overview.taskmanagers >= tms {
+                    if o.taskmanagers >= tms {
                         return i;
                     }
                 }

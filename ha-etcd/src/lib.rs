@@ -31,7 +31,7 @@ use etcd_client::{
 };
 use futures::future::BoxFuture;
 use rflink_rpc::AbstractId;
-use rflink_runtime::highavailability::{ClusterLeader, HaError, HaServices, Leadership};
+use rflink_runtime::highavailability::{ClusterLeader, HaError, HaServices, KeyValues, Leadership};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -749,7 +749,7 @@ impl HaServices for EtcdHaServices {
         })
     }
 
-    fn list(&self, prefix: String) -> BoxFuture<'static, Result<Vec<(String, Vec<u8>)>, HaError>> {
+    fn list(&self, prefix: String) -> BoxFuture<'static, Result<KeyValues, HaError>> {
         let inner = self.inner.clone();
         Box::pin(async move {
             if inner.is_closed() {

@@ -114,6 +114,9 @@ fn defaults_are_the_documented_values() {
         ("security.ssl.internal.enabled", "false"),
         ("security.ssl.rest.enabled", "false"),
         ("rest.auth.protect-reads", "false"),
+        ("high-availability.type", "none"),
+        ("high-availability.cluster-id", "/default"),
+        ("high-availability.etcd.lease-ttl", "5 s"),
         ("metrics.reporter.prom.port", "9249-9260"),
     ];
     let entries = Configuration::default().to_entries();

@@ -448,7 +448,7 @@ async fn leader_rest_url(
 ) -> Result<String, String> {
     let mut config = rflink_runtime::config::Configuration::default();
     config.high_availability.kind = "etcd".into();
-    config.high_availability.etcd_endpoints = endpoints.to_string();
+    config.high_availability.etcd_endpoints = Some(endpoints.to_string());
     config.high_availability.cluster_id = cluster_id.to_string();
     let ha = shared_ha::connect(&config, timeout).await?;
     let mut leader = ha.watch_leader();

@@ -592,7 +592,7 @@ key_table! {
     "High availability" {
         "high-availability.type" => high_availability.kind: Str,
             "none (one JobManager, metadata in memory) or etcd (standby JobManagers, leader elected in etcd).";
-        "high-availability.etcd.endpoints" => high_availability.etcd_endpoints: Str,
+        "high-availability.etcd.endpoints" => high_availability.etcd_endpoints: OptStr,
             "Comma-separated etcd client URLs, e.g. http://etcd:2379; required with type etcd.";
         "high-availability.cluster-id" => high_availability.cluster_id: Str,
             "Namespace of this cluster's keys in etcd (/rflink/<cluster-id>/), so clusters can share one etcd.";

@@ -130,9 +130,9 @@ pub struct HighAvailabilityConfig {
     /// `high-availability.type`, default `none`: `none` (one JobManager, metadata in memory) or
     /// `etcd`.
     pub kind: String,
-    /// `high-availability.etcd.endpoints`, default empty: comma-separated etcd client URLs such
+    /// `high-availability.etcd.endpoints`, default unset: comma-separated etcd client URLs such
     /// as `http://etcd:2379`; required with `etcd`.
-    pub etcd_endpoints: String,
+    pub etcd_endpoints: Option<String>,
     /// `high-availability.cluster-id`, default `/default`: the namespace of this cluster's keys
     /// (`/rflink/<cluster-id>/...`), so clusters can share one etcd.
     pub cluster_id: String,
@@ -149,7 +149,7 @@ impl Default for HighAvailabilityConfig {
     fn default() -> Self {
         HighAvailabilityConfig {
             kind: "none".into(),
-            etcd_endpoints: String::new(),
+            etcd_endpoints: None,
             cluster_id: "/default".into(),
             lease_ttl: Duration::from_secs(5),
             storage_dir: None,
@@ -166,6 +166,8 @@ impl HighAvailabilityConfig {
     /// The etcd endpoints, trimmed, empty entries dropped.
     pub fn endpoints(&self) -> Vec<String> {
         self.etcd_endpoints
+            .as_deref()
+            .unwrap_or_default()
             .split(',')
             .map(str::trim)
             .filter(|e| !e.is_empty())

@@ -200,8 +200,11 @@ pub trait HaServices: Send + Sync + 'static {
     fn get(&self, key: String) -> BoxFuture<'static, Result<Option<Vec<u8>>, HaError>>;
 
     /// Every key under `prefix` with its value, in key order.
-    fn list(&self, prefix: String) -> BoxFuture<'static, Result<Vec<(String, Vec<u8>)>, HaError>>;
+    fn list(&self, prefix: String) -> BoxFuture<'static, Result<KeyValues, HaError>>;
 }
+
+/// Keys with their values, in key order.
+pub type KeyValues = Vec<(String, Vec<u8>)>;
 
 /// Shared handle to the services.
 pub type SharedHaServices = Arc<dyn HaServices>;

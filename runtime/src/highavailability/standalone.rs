@@ -141,7 +141,7 @@ impl HaServices for StandaloneHaServices {
         Box::pin(async move { result })
     }
 
-    fn list(&self, prefix: String) -> BoxFuture<'static, Result<Vec<(String, Vec<u8>)>, HaError>> {
+    fn list(&self, prefix: String) -> BoxFuture<'static, Result<super::KeyValues, HaError>> {
         let result = self
             .state
             .lock()
