@@ -579,6 +579,7 @@ async fn a_leader_cut_off_from_etcd_steps_down_and_its_tokens_are_refused() {
     assert_eq!(status, 503, "the deposed leader no longer serves as leader");
 
     assert_eq!(cluster.wait_for_leader(&[0], 2).await, 1);
+    cluster.wait_for_log(1, "recovering the job from its latest completed checkpoint");
     cluster
         .wait_for_status(1, job_id, "FINISHED", |s| s.is_globally_terminal())
         .await;
@@ -605,6 +606,15 @@ async fn a_leader_cut_off_from_etcd_steps_down_and_its_tokens_are_refused() {
             Err(rflink_rpc::RpcError::FencingTokenMismatch { .. })
         ),
         "a message with the old leader's token: {refusal:?}"
+    );
+    // The new leader logs the refusal, naming the stale token.
+    cluster.wait_for_log(1, &format!("fencing token mismatch at {}", new_rm.address));
+    assert!(
+        cluster.jms[1]
+            .logs()
+            .contains(&format!("received {}", old_rm.token)),
+        "the refusal names the old token\n{}",
+        cluster.jms[1].logs()
     );
     // And the old leader, healed, stays a standby until the new one goes.
     if let Some(proxy) = &cluster.etcd_proxies[0] {
@@ -645,9 +655,11 @@ async fn finished_jobs_survive_a_restart_of_the_whole_jobmanager_side() {
         .job_result(job_id)
         .await
         .expect("the finished job's result is still there");
-    assert!(
-        format!("{result:?}").contains("SUCCEEDED") || format!("{result:?}").contains("Finished"),
-        "{result:?}"
+    assert_eq!(
+        result.map(|r| r.application_status),
+        Some(rflink_runtime::rest::messages::ApplicationStatus::Succeeded),
+        "the finished job's result after the restart\n{}",
+        cluster.logs()
     );
     let (code, stdout, stderr) = cluster.cli(&["list", "-a"]);
     assert_eq!(code, 0, "{stderr}");
