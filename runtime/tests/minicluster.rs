@@ -718,3 +718,101 @@ async fn an_unaccepted_slot_is_freed_after_the_slot_timeout() {
     assert_eq!(overview.slots_total, 1);
     c.close().await.expect("closes");
 }
+
+/// Split brain on a TaskExecutor (issue 11): a job's tasks run for one JobMaster; a slot request
+/// names a new JobMaster of the same job (a new leader). The TaskExecutor drops the old one at
+/// once (its tasks fail, and the old JobMaster hears of it), and from then on only the new
+/// JobMasterId can submit: one TaskExecutor is never driven by two JobMasters of one job.
+#[actix_rt::test]
+async fn a_new_job_master_of_a_job_replaces_the_old_one_on_the_task_executor() {
+    use rflink_runtime::taskexecutor::{
+        JobInformation, MaybeOffloaded, RequestSlot, SubmitTask, TaskDeploymentDescriptor,
+        TaskExecutor, TaskInformation, TaskSubmissionError,
+    };
+    use rflink_runtime::types::*;
+
+    let c = cluster(1, 2).await;
+    let job = JobGraph::new(
+        "blocking",
+        vec![JobVertex::new("v", "BlockingNoOpInvokable", 1)],
+    );
+    let mut events = c.events();
+    let job_id = c.submit_job(job).await.expect("submitted");
+    wait_for_running_tasks(&mut events, 1).await;
+    let tm = c.task_manager(0).expect("tm");
+    let te = c
+        .jm_service()
+        .connect::<TaskExecutor>(&tm.address().parse().expect("address"))
+        .await
+        .expect("connects");
+    let new_leader = JobMasterId::generate();
+    te.ask(RequestSlot {
+        slot_id: SlotId {
+            resource_id: tm.resource_id(),
+            slot_index: 1,
+        },
+        job_id,
+        allocation_id: AllocationId::generate(),
+        target_address: format!("rflink://{}/jobmanager_99", c.jm_service().address()),
+        job_master_id: new_leader,
+        rm_id: c.resource_manager().fencing_token(),
+    })
+    .await
+    .expect("rpc")
+    .expect("the slot request of the new job master is accepted");
+    // The old JobMaster loses its task: the job (no restart strategy) fails.
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Ok(ClusterEvent::JobStatusChanged {
+                job_id: id,
+                status: JobStatus::Failed,
+            })) if id == job_id => break,
+            Ok(Ok(_)) => {}
+            other => panic!("the old job master kept its task: {other:?}"),
+        }
+    }
+    // Any other JobMasterId, the old one included, is refused for this job.
+    let tdd = TaskDeploymentDescriptor {
+        job_id,
+        attempt: ExecutionAttemptId {
+            execution_graph_id: ExecutionGraphId::generate(),
+            vertex: ExecutionVertexId {
+                job_vertex_id: JobVertexId::generate(),
+                subtask_index: 0,
+            },
+            attempt_number: 0,
+        },
+        allocation_id: AllocationId::generate(),
+        job_information: MaybeOffloaded::Inline(JobInformation {
+            job_name: "x".into(),
+            program: None,
+        }),
+        task_information: MaybeOffloaded::Inline(TaskInformation {
+            vertex_name: "x".into(),
+            number_of_subtasks: 1,
+            max_parallelism: 1,
+            invokable: "NoOpInvokable".into(),
+            config: Default::default(),
+        }),
+        produced_partitions: Vec::new(),
+        input_gates: Vec::new(),
+        checkpointing: None,
+        restore: None,
+    };
+    let stale = JobMasterId::generate();
+    match te
+        .ask(SubmitTask {
+            tdd,
+            job_master_id: stale,
+        })
+        .await
+    {
+        Ok(Err(TaskSubmissionError::WrongJobMaster {
+            expected, received, ..
+        })) => {
+            assert_eq!((expected, received), (new_leader, stale));
+        }
+        other => panic!("expected WrongJobMaster naming the new job master, got {other:?}"),
+    }
+    c.close().await.expect("closes");
+}
