@@ -74,6 +74,10 @@ pub struct MiniClusterConfig {
     pub job_defaults: crate::config::Configuration,
     /// Give each TaskManager a Prometheus endpoint on an ephemeral port. Default off.
     pub prometheus: bool,
+    /// The high-availability services the JobManager campaigns through; `None`: standalone
+    /// (`high-availability.type: none`). Tests pass their own to exercise leadership changes
+    /// and job recovery in process.
+    pub ha: Option<crate::highavailability::SharedHaServices>,
 }
 
 impl Default for MiniClusterConfig {
@@ -96,6 +100,7 @@ impl Default for MiniClusterConfig {
             network: Some(NetworkConfig::default()),
             job_defaults: crate::config::Configuration::default(),
             prometheus: false,
+            ha: None,
         }
     }
 }
@@ -204,7 +209,10 @@ impl MiniCluster {
             config_entries: Vec::new(),
             job_defaults: config.job_defaults.clone(),
         };
-        let job_manager = JobManagerRunner::start(settings, events.clone()).await?;
+        let job_manager = match config.ha.clone() {
+            Some(ha) => JobManagerRunner::start_with_ha(settings, ha, events.clone()).await?,
+            None => JobManagerRunner::start(settings, events.clone()).await?,
+        };
         let leader = job_manager.wait_leading(Duration::from_secs(30)).await?;
         let mut cluster = MiniCluster {
             config,
@@ -219,6 +227,11 @@ impl MiniCluster {
             cluster.start_task_manager().await?;
         }
         Ok(cluster)
+    }
+
+    /// The JobManager: its current leader components, its HA services.
+    pub fn job_manager(&self) -> &JobManagerRunner {
+        self.jm()
     }
 
     fn jm(&self) -> &JobManagerRunner {

@@ -209,6 +209,12 @@ pub type KeyValues = Vec<(String, Vec<u8>)>;
 /// Shared handle to the services.
 pub type SharedHaServices = Arc<dyn HaServices>;
 
+impl std::fmt::Debug for dyn HaServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
 /// The fencing token of a component, derived from the leader session (as Flink's
 /// `DispatcherId.fromUuid(leaderSessionId)`), distinct per component so one token never opens
 /// another's endpoint.

@@ -692,9 +692,14 @@ impl TaskExecutor {
         for task in self.tasks.values().filter(|t| t.job_id == job_id) {
             task.cancel.cancel();
         }
+        // Flink keeps such slots inactive for `taskmanager.slot.timeout`, to offer them again to
+        // the job's next leader, which its JobLeaderService finds in HA. Here a new JobMaster is
+        // only learnt from the ResourceManager's slot request, and a ResourceManager (a new
+        // leader's too) counts reported slots as held by the job: kept, they would stall the
+        // job's recovery for the whole slot timeout. Freed now, they go straight back to
+        // whichever ResourceManager leads.
         for (allocation_id, _) in self.slot_table.allocations_of(job_id) {
-            self.slot_table.mark_inactive(allocation_id);
-            self.schedule_slot_timeout(allocation_id, ctx);
+            self.free_slot(allocation_id, cause, ctx);
         }
     }
 
