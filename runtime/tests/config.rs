@@ -141,8 +141,9 @@ fn defaults_are_the_documented_values() {
         "no security unless asked"
     );
     assert_eq!(config.rest.auth_token, None);
-    // 7 optional keys before issue 10, and its 10 optional security and token keys.
-    assert_eq!(keys().len(), expected.len() + 17);
+    // 7 optional keys before issue 10, its 10 optional security and token keys, and issue 11's
+    // two (high-availability.etcd.endpoints and .storageDir).
+    assert_eq!(keys().len(), expected.len() + 19);
 
     // A few typed spot checks against Flink's values.
     assert_eq!(config.jobmanager.rpc_port, 6123);

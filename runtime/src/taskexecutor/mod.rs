@@ -1057,13 +1057,8 @@ impl Handler<RequestSlot> for TaskExecutor {
                 rm_id: msg.rm_id,
             }));
         }
-        if let Err(err) =
-            self.slot_table
-                .allocate(msg.slot_id.slot_index, msg.job_id, msg.allocation_id)
-        {
-            return Response::ready(Err(err));
-        }
-        self.schedule_slot_timeout(msg.allocation_id, ctx);
+        // A new JobMaster of the job (a new leader) replaces the old one first: its tasks fail
+        // and its slots go, so the slot allocated below is the new JobMaster's alone.
         let stale = self
             .jobs
             .get(&msg.job_id)
@@ -1071,6 +1066,13 @@ impl Handler<RequestSlot> for TaskExecutor {
         if stale {
             self.job_master_lost(msg.job_id, "a new job master leads the job", ctx);
         }
+        if let Err(err) =
+            self.slot_table
+                .allocate(msg.slot_id.slot_index, msg.job_id, msg.allocation_id)
+        {
+            return Response::ready(Err(err));
+        }
+        self.schedule_slot_timeout(msg.allocation_id, ctx);
         self.lease_blobs(msg.job_id);
         let conn = self
             .jobs
