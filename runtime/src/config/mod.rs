@@ -131,7 +131,7 @@ pub struct HighAvailabilityConfig {
     /// `etcd`.
     pub kind: String,
     /// `high-availability.etcd.endpoints`, default unset: comma-separated etcd client URLs such
-    /// as `http://etcd:2379`; required with `etcd`.
+    /// as `http://etcd:2379` (plain HTTP: TLS to etcd is not built); required with `etcd`.
     pub etcd_endpoints: Option<String>,
     /// `high-availability.cluster-id`, default `/default`: the namespace of this cluster's keys
     /// (`/rflink/<cluster-id>/...`), so clusters can share one etcd.

@@ -413,9 +413,14 @@ impl Configuration {
             );
             for endpoint in endpoints {
                 p.require(
-                    endpoint.starts_with("http://") || endpoint.starts_with("https://"),
+                    endpoint.starts_with("http://") && endpoint.len() > "http://".len(),
                     "high-availability.etcd.endpoints",
-                    || format!("{endpoint:?} must be an http:// or https:// URL"),
+                    || {
+                        format!(
+                            "{endpoint:?} must be an http:// URL (TLS to etcd is not built: keep \
+                             etcd on a private network)"
+                        )
+                    },
                 );
             }
         }
@@ -456,6 +461,43 @@ mod tests {
         Configuration::default()
             .validate()
             .expect("defaults validate");
+    }
+
+    #[test]
+    fn high_availability_settings_are_checked_together() {
+        let mut config = Configuration::default();
+        config.high_availability.kind = "zookeeper".into();
+        config.high_availability.lease_ttl = Duration::from_secs(1);
+        let keys = problem_keys(&config);
+        assert!(keys.contains(&"high-availability.type"), "{keys:?}");
+        assert!(
+            keys.contains(&"high-availability.etcd.lease-ttl"),
+            "{keys:?}"
+        );
+
+        config.high_availability.kind = "etcd".into();
+        config.high_availability.lease_ttl = Duration::from_secs(5);
+        assert_eq!(
+            problem_keys(&config),
+            vec!["high-availability.etcd.endpoints"],
+            "etcd needs endpoints"
+        );
+        config.high_availability.etcd_endpoints =
+            Some("http://etcd-0:2379, https://etcd-1:2379".into());
+        assert_eq!(
+            problem_keys(&config),
+            vec!["high-availability.etcd.endpoints"],
+            "TLS to etcd is not built"
+        );
+        config.high_availability.etcd_endpoints =
+            Some("http://etcd-0:2379,http://etcd-1:2379,".into());
+        assert!(problem_keys(&config).is_empty());
+        assert_eq!(
+            config.high_availability.endpoints(),
+            vec!["http://etcd-0:2379", "http://etcd-1:2379"]
+        );
+        config.high_availability.cluster_id = "/prod/".into();
+        assert_eq!(config.high_availability.namespace(), "/rflink/prod/");
     }
 
     #[test]
