@@ -431,7 +431,8 @@ async fn stop_with_savepoint_and_resume_continues_the_counts() {
     let output = dir.path().join("out");
     let savepoints = dir.path().join("savepoints");
     let c = cluster(2, 2, &dir.path().join("checkpoints")).await;
-    let lines = 20000;
+    // About 8 s of input, so a loaded machine still stops it well before its end.
+    let lines = 40000;
     let program = args(&[
         "--lines",
         &lines.to_string(),
