@@ -362,6 +362,9 @@ impl TaskExecutor {
             match new_rm {
                 Some(rm_id) if te.rm.as_ref().map(|c| c.rm_id) != Some(rm_id) => {
                     tracing::info!(resource_id = %te.resource_id, %rm_id, "a new resource manager leader was published");
+                    if let Some(leader) = &leader {
+                        te.drop_deposed_job_masters(&leader.rpc_address, ctx);
+                    }
                     te.connect_to_resource_manager("a new resource manager leader", ctx);
                 }
                 Some(_) => {}
@@ -371,6 +374,27 @@ impl TaskExecutor {
             }
             te.follow_leader(watch, ctx);
         });
+    }
+
+    /// A new cluster leadership deposes every JobMaster of the old one: they all ran in the old
+    /// leader's process, so a JobMaster on another node than `leader_node` is gone or fenced off
+    /// by now. Its tasks fail and its slots are freed before registering at the new leader,
+    /// whose JobMasters take the job over; waiting for the heartbeat timeout instead would hold
+    /// the slots (and the job's recovery) for seconds.
+    fn drop_deposed_job_masters(&mut self, leader_node: &str, ctx: &mut RpcContext<'_, Self>) {
+        let deposed: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, conn)| {
+                conn.target_address
+                    .parse::<RpcAddress>()
+                    .is_ok_and(|a| a.node() != leader_node)
+            })
+            .map(|(job_id, _)| *job_id)
+            .collect();
+        for job_id in deposed {
+            self.job_master_lost(job_id, "its leader was deposed: a new cluster leader", ctx);
+        }
     }
 
     fn establish_rm_connection(
