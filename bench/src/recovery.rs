@@ -71,14 +71,11 @@
 //! * Both outputs are checked to equal the reference (each word's lines `w 1` .. `w n`, exactly
 //!   once: the same multiset as `streaming_reference`, without building it).
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rflink_runtime::client::build_job_graph;
 use rflink_runtime::executiongraph::{ExecutionState, JobStatus};
@@ -90,6 +87,7 @@ use rflink_runtime::types::JobId;
 use rustc_hash::FxHashMap;
 
 use crate::cli::{parse_flags, Flag};
+use crate::node::{epoch_millis, Node};
 use crate::stats::{json_number, median};
 use crate::BoxError;
 
@@ -120,16 +118,10 @@ const POLL: Duration = Duration::from_millis(10);
 const WATCH: Duration = Duration::from_millis(1);
 /// How often the output's size is sampled in the throughput runs.
 const SAMPLE: Duration = Duration::from_millis(20);
-/// How long a node may take to print its ready line, or to stop on SIGTERM.
-const NODE_DEADLINE: Duration = Duration::from_secs(30);
-/// The logging of the nodes (their default, set so the caller's `RUST_LOG` does not change it).
-const NODE_LOG: &str = "info,actix_server=warn";
 /// What the JobManager logs when it decides a restart (with `delay=`).
 const RESTART_LOG: &str = "restarting after a failure";
 /// What the JobMaster logs when the ResourceManager told it a TaskManager is gone.
 const TM_LOST_LOG: &str = "task manager lost";
-/// Lines of a node's output kept for error messages.
-const LOG_LINES: usize = 300;
 
 /// Options of the `recovery` benchmark.
 #[derive(Debug, Clone)]
@@ -214,192 +206,6 @@ impl Options {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-/// Milliseconds since the epoch, as the JobManager's timestamps.
-fn epoch_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// A running `rflink-node`. Dropping it stops it (SIGTERM, SIGKILL after 5 s) and reaps it.
-struct Node {
-    name: String,
-    child: Child,
-    ready: serde_json::Value,
-    log: Arc<Mutex<VecDeque<String>>>,
-    /// Lines of its log with [`RESTART_LOG`] or [`TM_LOST_LOG`], with when they were read.
-    marks: Arc<Mutex<Vec<(Instant, String)>>>,
-    reaped: bool,
-}
-
-impl Node {
-    /// Spawns `binary args` and waits for its `RFLINK_READY` line.
-    fn start(
-        name: String,
-        binary: &Path,
-        args: &[String],
-        tmpdir: &Path,
-    ) -> Result<Node, BoxError> {
-        let mut command = Command::new(binary);
-        command
-            .args(args)
-            .env("RUST_LOG", NODE_LOG)
-            .env("NO_COLOR", "1")
-            .env("TMPDIR", tmpdir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // Default configuration: nothing from the caller's environment layer.
-        for (key, _) in std::env::vars_os() {
-            if key.to_str().is_some_and(|k| k.starts_with("RFLINK__")) {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("spawning {name} ({}): {e}", binary.display()))?;
-        let streams: [(Option<Box<dyn Read + Send>>, bool); 2] = [
-            (child.stdout.take().map(|s| Box::new(s) as _), true),
-            (child.stderr.take().map(|s| Box::new(s) as _), false),
-        ];
-        // Built before the reader threads: `Drop` stops the process if anything below fails.
-        let mut node = Node {
-            name,
-            child,
-            ready: serde_json::Value::Null,
-            log: Arc::default(),
-            marks: Arc::default(),
-            reaped: false,
-        };
-        let (tx, ready) = mpsc::channel::<String>();
-        for (stream, is_stdout) in streams {
-            let stream = stream.ok_or("a node's output is not piped")?;
-            let (tx, log, marks) = (tx.clone(), Arc::clone(&node.log), Arc::clone(&node.marks));
-            std::thread::Builder::new()
-                .name(format!(
-                    "{}-{}",
-                    node.name,
-                    if is_stdout { "out" } else { "err" }
-                ))
-                .spawn(move || {
-                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                        if is_stdout {
-                            if let Some(json) = line.strip_prefix("RFLINK_READY ") {
-                                let _ = tx.send(json.to_string());
-                            }
-                        } else if line.contains(RESTART_LOG) || line.contains(TM_LOST_LOG) {
-                            marks
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push((Instant::now(), line.clone()));
-                        }
-                        let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-                        if log.len() == LOG_LINES {
-                            log.pop_front();
-                        }
-                        log.push_back(line);
-                    }
-                })
-                .map_err(|e| format!("starting a reader thread: {e}"))?;
-        }
-        drop(tx);
-        let json = ready.recv_timeout(NODE_DEADLINE).map_err(|e| {
-            let why = match e {
-                mpsc::RecvTimeoutError::Timeout => format!("not within {NODE_DEADLINE:?}"),
-                mpsc::RecvTimeoutError::Disconnected => "its output ended".into(),
-            };
-            node.failure(&format!("no RFLINK_READY line ({why})"))
-        })?;
-        node.ready = serde_json::from_str(&json)
-            .map_err(|e| format!("{}: bad ready line {json:?}: {e}", node.name))?;
-        Ok(node)
-    }
-
-    /// A string field of the ready line.
-    fn field(&self, name: &str) -> Result<String, BoxError> {
-        self.ready[name]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| {
-                format!(
-                    "{}: the ready line has no {name:?}: {}",
-                    self.name, self.ready
-                )
-                .into()
-            })
-    }
-
-    /// An error naming this node, with how it exited (if it did) and its last output.
-    fn failure(&mut self, what: &str) -> BoxError {
-        let exited = match self.child.try_wait() {
-            Ok(Some(status)) => format!(" (exited: {status})"),
-            _ => String::new(),
-        };
-        format!(
-            "{}{exited}: {what}; its last output:\n{}",
-            self.name,
-            self.log_text()
-        )
-        .into()
-    }
-
-    fn log_text(&self) -> String {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        log.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-
-    /// SIGKILL, and reap.
-    fn kill(&mut self) -> Result<(), BoxError> {
-        self.child
-            .kill()
-            .map_err(|e| format!("SIGKILL to {}: {e}", self.name))?;
-        self.child
-            .wait()
-            .map_err(|e| format!("reaping {}: {e}", self.name))?;
-        self.reaped = true;
-        Ok(())
-    }
-
-    /// Sends SIGTERM (with the `kill` command) unless the process is gone.
-    fn terminate(&mut self) {
-        if self.reaped || matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    /// Waits until `deadline` for the process to exit, then SIGKILLs it; reaps it.
-    fn reap(&mut self, deadline: Instant) {
-        if self.reaped {
-            return;
-        }
-        while Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(Some(_)) => {
-                    self.reaped = true;
-                    return;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(_) => break,
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.reaped = true;
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.terminate();
-        self.reap(Instant::now() + Duration::from_secs(5));
-    }
-}
-
 /// A JobManager and its TaskManagers; dropping it stops all of them (TaskManagers first).
 struct Cluster {
     tms: Vec<Node>,
@@ -427,7 +233,13 @@ impl Cluster {
         for prop in common_props.iter().chain(jm_props) {
             args.extend(["-D".to_string(), prop.clone()]);
         }
-        let jm = Node::start("jobmanager".into(), binary, &args, tmpdir)?;
+        let jm = Node::start(
+            "jobmanager".into(),
+            binary,
+            &args,
+            tmpdir,
+            &[RESTART_LOG, TM_LOST_LOG],
+        )?;
         let rest = RestClient::with_timeout(jm.field("rest")?, Duration::from_secs(10));
         let rpc = jm.field("rpc")?;
         let mut cluster = Cluster {
@@ -445,7 +257,7 @@ impl Cluster {
             for prop in common_props {
                 args.extend(["-D".to_string(), prop.clone()]);
             }
-            let tm = Node::start(format!("taskmanager-{i}"), binary, &args, tmpdir)?;
+            let tm = Node::start(format!("taskmanager-{i}"), binary, &args, tmpdir, &[])?;
             cluster.tms.push(tm);
         }
         let deadline = Instant::now() + timeout;
@@ -502,20 +314,20 @@ impl Drop for Cluster {
 // Jobs and their output
 
 /// A path as a job argument.
-fn arg_path(path: &Path) -> Result<String, BoxError> {
+pub(crate) fn arg_path(path: &Path) -> Result<String, BoxError> {
     path.to_str()
         .map(str::to_owned)
         .ok_or_else(|| format!("path {} is not UTF-8", path.display()).into())
 }
 
 /// The job graph of the example `streaming-wordcount`, as `rflink run --example` builds it.
-fn job_graph(args: &[String]) -> Result<JobGraph, BoxError> {
+pub(crate) fn job_graph(args: &[String]) -> Result<JobGraph, BoxError> {
     let jobs = Jobs::new(rflink_examples::registry());
     build_job_graph(&jobs, JOB, args).map_err(|e| format!("building {JOB} {args:?}: {e}").into())
 }
 
 /// Whether every vertex of the job, and every subtask, is RUNNING.
-fn all_running(details: &JobDetailsInfo) -> bool {
+pub(crate) fn all_running(details: &JobDetailsInfo) -> bool {
     !details.vertices.is_empty()
         && details.vertices.iter().all(|v| {
             v.status == ExecutionState::Running
@@ -524,7 +336,7 @@ fn all_running(details: &JobDetailsInfo) -> bool {
 }
 
 /// Waits for the job's result (polling every 20 ms); fails unless it FINISHED.
-async fn wait_finished(
+pub(crate) async fn wait_finished(
     rest: &RestClient,
     job_id: JobId,
     timeout: Duration,
@@ -583,7 +395,7 @@ fn max_attempt(dir: &Path) -> Result<Option<u32>, BoxError> {
 }
 
 /// The committed output of the exactly-once sink in `dir`, as sorted lines.
-fn committed_lines(dir: &Path) -> Result<Vec<String>, BoxError> {
+pub(crate) fn committed_lines(dir: &Path) -> Result<Vec<String>, BoxError> {
     let mut lines = Vec::new();
     for entry in
         std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?
@@ -601,7 +413,7 @@ fn committed_lines(dir: &Path) -> Result<Vec<String>, BoxError> {
 }
 
 /// `Ok` if `got` equals `expected` (both sorted); else where they first differ.
-fn compare_lines(got: &[String], expected: &[String]) -> Result<(), String> {
+pub(crate) fn compare_lines(got: &[String], expected: &[String]) -> Result<(), String> {
     if got == expected {
         return Ok(());
     }
@@ -740,6 +552,11 @@ fn parse_debug_duration(text: &str) -> Option<f64> {
 
 /// The `delay=` of a `restarting after a failure` log line, in milliseconds.
 fn restart_delay(line: &str) -> Option<f64> {
+    log_duration(line, "delay")
+}
+
+/// The `Debug`-printed duration field `name=` of a log line, in milliseconds.
+pub(crate) fn log_duration(line: &str, name: &str) -> Option<f64> {
     // Without colours there are no escape sequences; strip them anyway.
     let mut plain = String::with_capacity(line.len());
     let mut chars = line.chars();
@@ -756,12 +573,12 @@ fn restart_delay(line: &str) -> Option<f64> {
     }
     plain
         .split_whitespace()
-        .find_map(|token| token.strip_prefix("delay="))
+        .find_map(|token| token.strip_prefix(name)?.strip_prefix('='))
         .and_then(parse_debug_duration)
 }
 
 /// The latest completed checkpoint: `(id, trigger timestamp)`.
-fn latest_completed(stats: &serde_json::Value) -> Option<(u64, i64)> {
+pub(crate) fn latest_completed(stats: &serde_json::Value) -> Option<(u64, i64)> {
     let latest = &stats["latest"]["completed"];
     Some((
         latest["id"].as_u64()?,
@@ -913,7 +730,7 @@ async fn recovery_trial(
 
     wait_finished(rest, job_id, timeout).await?;
     let (backoff, tm_lost) = {
-        let marks = cluster.jm.marks.lock().unwrap_or_else(|p| p.into_inner());
+        let marks = cluster.jm.marks();
         let backoff = marks
             .iter()
             .filter(|(_, line)| line.contains(RESTART_LOG))
