@@ -8,13 +8,17 @@
 //! cargo build --release -p rflink-job-template && cargo run --release -p rflink-bench -- library
 //! cargo build --release -p rflink-dist && cargo run --release -p rflink-bench -- startup [options]
 //! cargo build --release -p rflink-dist && cargo run --release -p rflink-bench -- recovery [options]
+//! cargo build --release -p rflink-dist --features etcd &&
+//!     cargo run --release -p rflink-bench -- failover-jm [options]
 //! ```
 //!
 //! Every benchmark prints human-readable lines and ends with exactly one JSON object on the last
 //! line of stdout, for scripts. Exit codes: 0 success, 1 the benchmark failed, 2 bad usage.
 
 mod cli;
+mod failover;
 mod library;
+mod node;
 mod recovery;
 mod rpc;
 mod startup;
@@ -42,6 +46,7 @@ enum Command {
     Startup(startup::Options),
     Wordcount(wordcount::Options),
     Recovery(recovery::Options),
+    FailoverJm(failover::Options),
     Library(library::Options),
     Windows(windows::Options),
 }
@@ -76,12 +81,16 @@ const BENCHMARKS: &[(&str, &str)] = &[
         "recovery",
         "kill -> running / first record after SIGKILL of a TaskManager; checkpointing on/off throughput",
     ),
+    (
+        "failover-jm",
+        "kill -> running after SIGKILL of the leading JobManager (HA on etcd), against the lease TTL",
+    ),
 ];
 
 fn usage() -> String {
     let mut text = String::from("usage: rflink-bench <benchmark> [options]\n\nbenchmarks:\n");
     for (name, what) in BENCHMARKS {
-        text.push_str(&format!("  {name:<10} {what}\n"));
+        text.push_str(&format!("  {name:<11} {what}\n"));
     }
     text.push_str("\noptions of rpc:\n");
     text.push_str(rpc::OPTIONS_HELP);
@@ -93,6 +102,8 @@ fn usage() -> String {
     text.push_str(wordcount::OPTIONS_HELP);
     text.push_str("\n\noptions of recovery:\n");
     text.push_str(recovery::OPTIONS_HELP);
+    text.push_str("\n\noptions of failover-jm:\n");
+    text.push_str(failover::OPTIONS_HELP);
     text.push_str("\n\noptions of library:\n");
     text.push_str(library::OPTIONS_HELP);
     text.push_str("\n\noptions of windows:\n");
@@ -114,6 +125,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         "startup" => startup::Options::parse(rest).map(Command::Startup),
         "wordcount" => wordcount::Options::parse(rest).map(Command::Wordcount),
         "recovery" => recovery::Options::parse(rest).map(Command::Recovery),
+        "failover-jm" => failover::Options::parse(rest).map(Command::FailoverJm),
         "library" => library::Options::parse(rest).map(Command::Library),
         "windows" => windows::Options::parse(rest).map(Command::Windows),
         other => Err(format!("unknown benchmark {other:?}")),
@@ -157,6 +169,10 @@ fn main() -> ExitCode {
         Command::Recovery(options) => {
             init_tracing();
             recovery::run(&options)
+        }
+        Command::FailoverJm(options) => {
+            init_tracing();
+            failover::run(&options)
         }
         Command::Windows(options) => {
             init_tracing();
@@ -264,5 +280,22 @@ mod tests {
             _ => panic!("expected recovery options"),
         }
         assert!(parse(&args(&["recovery", "--trials", "0"])).is_err());
+    }
+
+    #[test]
+    fn failover_jm_parses_its_options() {
+        match parse(&args(&[
+            "failover-jm",
+            "--trials",
+            "3",
+            "--lease-ttl-ms=3000",
+        ])) {
+            Ok(Command::FailoverJm(o)) => {
+                assert_eq!((o.trials, o.lease_ttl_ms, o.timeout_secs), (3, 3000, 60));
+            }
+            _ => panic!("expected failover-jm options"),
+        }
+        assert!(parse(&args(&["failover-jm", "--lease-ttl-ms", "999"])).is_err());
+        assert!(parse(&args(&["failover-jm", "--trials", "0"])).is_err());
     }
 }
