@@ -14,6 +14,10 @@ use crate::executiongraph::{ErrorInfo, ExecutionState, JobStatus};
 use crate::jobgraph::{JobGraph, JobGraphError};
 use crate::types::{Ack, JobId, JobVertexId, ResourceId};
 
+/// How [`DispatcherError::NotLeader`] begins: the REST API logs such refusals (a standby's
+/// every answer) at debug, not warn.
+pub const NOT_LEADER: &str = "this job manager is not the leader";
+
 /// Why the Dispatcher refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum DispatcherError {

@@ -191,6 +191,14 @@ mod tests {
     }
 
     #[test]
+    fn a_not_leader_error_starts_with_the_marker_the_rest_api_logs_quietly() {
+        for leader in [None, Some("http://jm-1:8081".to_string())] {
+            let err = crate::dispatcher::DispatcherError::NotLeader { leader };
+            assert!(err.to_string().starts_with(crate::dispatcher::NOT_LEADER));
+        }
+    }
+
+    #[test]
     fn derived_tokens_differ_per_component_and_session() {
         let s = AbstractId::from_u128(7);
         let d = super::super::derive_token(s, "dispatcher");

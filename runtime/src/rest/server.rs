@@ -336,7 +336,12 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
 }
 
 fn error_response(req: &HttpRequest, e: ApiError) -> HttpResponse {
-    if e.status.is_server_error() && e.status != StatusCode::SERVICE_UNAVAILABLE {
+    if e.status == StatusCode::SERVICE_UNAVAILABLE
+        && e.message.starts_with(crate::dispatcher::NOT_LEADER)
+    {
+        // A standby answers every Dispatcher request so: not worth a warning each time.
+        tracing::debug!(method = %req.method(), path = req.path(), "rest request refused: not the leader");
+    } else if e.status.is_server_error() && e.status != StatusCode::SERVICE_UNAVAILABLE {
         error!(method = %req.method(), path = req.path(), status = e.status.as_u16(), error = %e.message, "rest request failed");
     } else {
         warn!(method = %req.method(), path = req.path(), status = e.status.as_u16(), error = %e.message, "rest request refused");
