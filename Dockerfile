@@ -11,9 +11,13 @@
 # runs either.
 
 FROM rust:1.89-slim AS build
+# protoc and protobuf's well-known types: the etcd client of the `etcd` feature (HA) needs them.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p rflink-dist --bin rflink-node --bin rflink \
+RUN cargo build --release --locked -p rflink-dist --features etcd --bin rflink-node --bin rflink \
  && mkdir /out \
  && strip --strip-debug -o /out/rflink-node target/release/rflink-node \
  && strip --strip-debug -o /out/rflink target/release/rflink
