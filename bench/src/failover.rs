@@ -24,8 +24,9 @@
 //!    leadership` (it won the election: the old lease expired) and `recovering the job from its
 //!    latest completed checkpoint` (its Dispatcher resumes the job); and, the last of both
 //!    TaskManagers, `registered at the resource manager` (the new leader's), `job master lost;
-//!    failing its tasks` (they gave up on the dead leader's JobMaster) and `slot not accepted
-//!    within the slot timeout` (they freed its slots, which the new JobMaster can then get).
+//!    failing its tasks` (they gave up on the dead leader's JobMaster: since the new leader was
+//!    published, at once, with its slots freed) and `slot not accepted within the slot timeout`
+//!    (slots freed only by the slot timeout: no longer happens, shown as `never`).
 //! 4. Wait for the job to finish under the new leader, and compare its committed output with
 //!    `rflink_examples::streaming_reference`: a mismatch is reported and fails the benchmark.
 //!
@@ -343,8 +344,8 @@ struct Trial {
     recovering: Option<f64>,
     /// Both TaskManagers registered at the new leader's ResourceManager.
     tms_registered: Option<f64>,
-    /// Both TaskManagers gave up on the dead leader's JobMaster (its heartbeat timed out) and
-    /// failed the tasks they still ran for it.
+    /// Both TaskManagers gave up on the dead leader's JobMaster (a new leader was published)
+    /// and failed the tasks they still ran for it.
     tms_jm_lost: Option<f64>,
     /// Both TaskManagers freed the slot of the dead JobMaster (the slot timeout), so it can be
     /// offered to the new one.
@@ -517,10 +518,10 @@ async fn trial(
         running: at(running).ok_or("internal: never all running")?,
         output_ok,
     };
-    let opt = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("+{v:.0} ms"));
+    let opt = |v: Option<f64>| v.map_or("never".to_string(), |v| format!("+{v:.0} ms"));
     println!(
         "  trial {n}: lease TTL {:.0} ms | standby granted leadership {} | recovering the job {} \
-         | TMs registered {} | TMs drop the old JobMaster {} | TMs free its slots {} | REST 200 \
+         | TMs registered {} | TMs drop the old JobMaster {} | slot timeout {} | REST 200 \
          +{:.0} ms | job RUNNING +{:.0} ms | all tasks RUNNING +{:.0} ms | output {}",
         trial.lease_ttl,
         opt(trial.granted),
@@ -582,13 +583,16 @@ async fn run_async(options: Options) -> Result<(), BoxError> {
     println!(
         "  phases (p50 after the kill): standby granted leadership {:.1} ms, recovering the job \
          {:.1} ms, both TaskManagers registered at the new leader {:.1} ms, dropped the old \
-         JobMaster (heartbeat timeout) {:.1} ms, freed its slots (slot timeout) {:.1} ms; REST \
-         200 {:.1} ms, job RUNNING {:.1} ms",
+         JobMaster {:.1} ms, freed slots by the slot timeout {}; REST 200 {:.1} ms, job RUNNING \
+         {:.1} ms",
         med(&|t| t.granted),
         med(&|t| t.recovering),
         med(&|t| t.tms_registered),
         med(&|t| t.tms_jm_lost),
-        med(&|t| t.tms_slot_freed),
+        match med(&|t| t.tms_slot_freed) {
+            ms if ms.is_nan() => "never".to_string(),
+            ms => format!("{ms:.1} ms"),
+        },
         med(&|t| Some(t.served)),
         med(&|t| Some(t.job_running)),
     );
