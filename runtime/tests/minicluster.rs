@@ -392,10 +392,7 @@ async fn a_lost_task_manager_fails_its_job_and_leaves_the_overview() {
 /// refused by the TaskExecutor with a typed error, and the cluster keeps working.
 #[actix_rt::test]
 async fn stale_job_master_ids_are_refused_by_the_task_executor() {
-    use rflink_runtime::taskexecutor::{
-        JobInformation, MaybeOffloaded, SubmitTask, TaskDeploymentDescriptor, TaskExecutor,
-        TaskInformation, TaskSubmissionError,
-    };
+    use rflink_runtime::taskexecutor::{SubmitTask, TaskExecutor, TaskSubmissionError};
     use rflink_runtime::types::*;
 
     let c = cluster(1, 1).await;
@@ -412,33 +409,7 @@ async fn stale_job_master_ids_are_refused_by_the_task_executor() {
         .connect::<TaskExecutor>(&tm_address.parse().expect("address"))
         .await
         .expect("connects");
-    let tdd = |allocation_id| TaskDeploymentDescriptor {
-        job_id,
-        attempt: ExecutionAttemptId {
-            execution_graph_id: ExecutionGraphId::generate(),
-            vertex: ExecutionVertexId {
-                job_vertex_id: JobVertexId::generate(),
-                subtask_index: 0,
-            },
-            attempt_number: 0,
-        },
-        allocation_id,
-        job_information: MaybeOffloaded::Inline(JobInformation {
-            job_name: "x".into(),
-            program: None,
-        }),
-        task_information: MaybeOffloaded::Inline(TaskInformation {
-            vertex_name: "x".into(),
-            number_of_subtasks: 1,
-            max_parallelism: 1,
-            invokable: "NoOpInvokable".into(),
-            config: Default::default(),
-        }),
-        produced_partitions: Vec::new(),
-        input_gates: Vec::new(),
-        checkpointing: None,
-        restore: None,
-    };
+    let tdd = |allocation_id| noop_deployment(job_id, allocation_id);
     let stale = JobMasterId::generate();
     match te
         .ask(SubmitTask {
@@ -726,8 +697,7 @@ async fn an_unaccepted_slot_is_freed_after_the_slot_timeout() {
 #[actix_rt::test]
 async fn a_new_job_master_of_a_job_replaces_the_old_one_on_the_task_executor() {
     use rflink_runtime::taskexecutor::{
-        JobInformation, MaybeOffloaded, RequestSlot, SubmitTask, TaskDeploymentDescriptor,
-        TaskExecutor, TaskInformation, TaskSubmissionError,
+        RequestSlot, SubmitTask, TaskExecutor, TaskSubmissionError,
     };
     use rflink_runtime::types::*;
 
@@ -775,33 +745,7 @@ async fn a_new_job_master_of_a_job_replaces_the_old_one_on_the_task_executor() {
         }
     }
     // Any other JobMasterId, the old one included, is refused for this job.
-    let tdd = TaskDeploymentDescriptor {
-        job_id,
-        attempt: ExecutionAttemptId {
-            execution_graph_id: ExecutionGraphId::generate(),
-            vertex: ExecutionVertexId {
-                job_vertex_id: JobVertexId::generate(),
-                subtask_index: 0,
-            },
-            attempt_number: 0,
-        },
-        allocation_id: AllocationId::generate(),
-        job_information: MaybeOffloaded::Inline(JobInformation {
-            job_name: "x".into(),
-            program: None,
-        }),
-        task_information: MaybeOffloaded::Inline(TaskInformation {
-            vertex_name: "x".into(),
-            number_of_subtasks: 1,
-            max_parallelism: 1,
-            invokable: "NoOpInvokable".into(),
-            config: Default::default(),
-        }),
-        produced_partitions: Vec::new(),
-        input_gates: Vec::new(),
-        checkpointing: None,
-        restore: None,
-    };
+    let tdd = noop_deployment(job_id, AllocationId::generate());
     // The old JobMaster, still alive here (in a real failover it is gone with its leader), may
     // ask for its lost slot once more before its failed job clears its requirements; that
     // request in turn replaces the new one. Each TaskExecutor holds one JobMaster per job at any
@@ -835,4 +779,43 @@ async fn a_new_job_master_of_a_job_replaces_the_old_one_on_the_task_executor() {
         }
     }
     c.close().await.expect("closes");
+}
+
+/// A deployment of one NoOp subtask of `job_id` into `allocation_id`, as a JobMaster would send
+/// it: what the TaskExecutor's submission checks are tried with.
+fn noop_deployment(
+    job_id: rflink_runtime::types::JobId,
+    allocation_id: rflink_runtime::types::AllocationId,
+) -> rflink_runtime::taskexecutor::TaskDeploymentDescriptor {
+    use rflink_runtime::taskexecutor::{
+        JobInformation, MaybeOffloaded, TaskDeploymentDescriptor, TaskInformation,
+    };
+    use rflink_runtime::types::*;
+    TaskDeploymentDescriptor {
+        job_id,
+        attempt: ExecutionAttemptId {
+            execution_graph_id: ExecutionGraphId::generate(),
+            vertex: ExecutionVertexId {
+                job_vertex_id: JobVertexId::generate(),
+                subtask_index: 0,
+            },
+            attempt_number: 0,
+        },
+        allocation_id,
+        job_information: MaybeOffloaded::Inline(JobInformation {
+            job_name: "x".into(),
+            program: None,
+        }),
+        task_information: MaybeOffloaded::Inline(TaskInformation {
+            vertex_name: "x".into(),
+            number_of_subtasks: 1,
+            max_parallelism: 1,
+            invokable: "NoOpInvokable".into(),
+            config: Default::default(),
+        }),
+        produced_partitions: Vec::new(),
+        input_gates: Vec::new(),
+        checkpointing: None,
+        restore: None,
+    }
 }
