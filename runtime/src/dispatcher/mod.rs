@@ -83,8 +83,8 @@ impl Dispatcher {
 
     /// The Dispatcher of a leadership: its token is `dispatcher_id` (derived from the leader
     /// session); with durable `ha`, submitted jobs are stored before they start and finished
-    /// jobs are archived there; the `recovered` jobs are taken over: finished ones listed, running ones started again
-    /// from their latest completed checkpoint.
+    /// jobs are archived there; the `recovered` jobs are taken over: finished ones listed,
+    /// running ones started again from their latest completed checkpoint.
     pub fn with_leadership(
         mut self,
         dispatcher_id: DispatcherId,
@@ -278,7 +278,7 @@ impl Handler<SubmitJob> for Dispatcher {
     fn handle(
         &mut self,
         msg: SubmitJob,
-        _ctx: &mut RpcContext<'_, Self>,
+        ctx: &mut RpcContext<'_, Self>,
     ) -> Response<Self, Result<Ack, DispatcherError>> {
         let job = msg.job_graph;
         if let Err(err) = job.validate() {
@@ -291,7 +291,7 @@ impl Handler<SubmitJob> for Dispatcher {
         }
         let Some(ha) = &self.ha else {
             return Response::ready(
-                self.start_job_master(job, _ctx)
+                self.start_job_master(job, ctx)
                     .map(|()| Ack)
                     .inspect(|_| tracing::info!(%job_id, "job submitted")),
             );
