@@ -128,12 +128,21 @@ async fn one_of_two_wins_and_the_other_takes_over_when_it_resigns() {
     sees("a sees the leader", &mut watch_a, Some(&published)).await;
     sees("b sees the leader", &mut watch_b, Some(&published)).await;
 
-    let resigned_at = Instant::now();
+    let lease = winner.lease_id(&first).expect("the leader holds a lease");
     winner.resign(&first).await.expect("resigns");
     assert!(first.is_lost(), "resigning fires lost at once");
-    // The lease is revoked, not left to expire: the standby wins well within a TTL.
-    let second = won("the standby takes over", TTL, pending).await;
-    assert!(resigned_at.elapsed() < TTL, "took over by revocation");
+    // The lease is revoked, not left to expire: etcd no longer knows it (TTL -1) although its
+    // TTL has not run out, so the standby can win at once.
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .expect("a plain client");
+    let ttl = raw
+        .lease_time_to_live(lease, None)
+        .await
+        .expect("asks for the lease")
+        .ttl();
+    assert_eq!(ttl, -1, "the resigned leader's lease is revoked");
+    let second = won("the standby takes over", TTL * 3, pending).await;
     assert_ne!(first.session_id, second.session_id);
     assert!(!second.is_lost());
     let republished = leader_of(&second, "second");
@@ -401,7 +410,6 @@ async fn unreachable_endpoints_fail_connect_in_time() {
     for endpoint in [refused, silent] {
         let mut config = config(endpoint.clone());
         config.connect_timeout = Duration::from_secs(1);
-        let started = Instant::now();
         let result = within(
             "connect gives up",
             Duration::from_secs(5),
@@ -415,7 +423,6 @@ async fn unreachable_endpoints_fail_connect_in_time() {
             Err(other) => panic!("expected Unavailable, got {other:?}"),
             Ok(_) => panic!("connected to {endpoint}"),
         }
-        assert!(started.elapsed() < Duration::from_secs(4));
     }
     drop(hole);
 }

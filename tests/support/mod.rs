@@ -398,6 +398,26 @@ fn rest_client(address: &str, extra: &[String]) -> RestClient {
     }
 }
 
+/// The arguments of a JobManager on loopback with ephemeral RPC and REST ports (the ready line
+/// names them).
+pub fn jobmanager_args() -> Vec<String> {
+    [
+        "--role",
+        "jm",
+        "--rpc-port",
+        "0",
+        "--rest-port",
+        "0",
+        "--bind-host",
+        "127.0.0.1",
+        "--advertised-host",
+        "127.0.0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// A JobManager process and TaskManager processes.
 pub struct Cluster {
     /// The JobManager.
@@ -422,21 +442,7 @@ impl Cluster {
 
     /// Starts a cluster as `options` say, proxies included.
     pub fn start_with(options: ClusterOptions) -> Cluster {
-        let mut jm_args: Vec<String> = [
-            "--role",
-            "jm",
-            "--rpc-port",
-            "0",
-            "--rest-port",
-            "0",
-            "--bind-host",
-            "127.0.0.1",
-            "--advertised-host",
-            "127.0.0.1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut jm_args = jobmanager_args();
         let jm_proxy = options
             .tm_to_jm_proxy
             .then(|| Proxy::start("jobmanager-rpc", None));
